@@ -1,0 +1,68 @@
+"""ReLU, GELU (exact erf form) and softmax, with the one softmax backward used everywhere.
+
+Shape legend: N batch, T tokens, D embedding, h heads, F hidden; element-wise layers take any shape.
+"""
+import math
+
+import numpy as np
+from scipy.special import erf
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def relu_forward(x):
+    """y = max(x, 0). Any shape. Cache: the boolean mask x > 0 (1 byte per element)."""
+    mask = x > 0
+    return x * mask, mask
+
+
+def relu_backward(dout, cache):
+    """dx = dout * [x > 0]. (The kink at 0 gets gradient 0, as in PyTorch.)"""
+    return dout * cache
+
+
+def gelu_forward(x):
+    """GELU, exact form used by torch.nn.functional.gelu: y = x * Phi(x), Phi(x) = (1 + erf(x/sqrt2)) / 2.
+
+    Any shape. Cache: (x, Phi(x)) so backward needs no second erf.
+    """
+    cdf = erf(x * _INV_SQRT2)  # erf keeps float32 as float32
+    cdf += 1.0
+    cdf *= 0.5
+    return x * cdf, (x, cdf)
+
+
+def gelu_backward(dout, cache):
+    """dy/dx = Phi(x) + x * phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)."""
+    x, cdf = cache
+    pdf = np.exp(-0.5 * x * x)
+    pdf *= _INV_SQRT2PI
+    pdf *= x
+    pdf += cdf
+    pdf *= dout
+    return pdf
+
+
+def softmax(x, axis=-1):
+    """softmax along `axis`, shifted by the max for stability. Any shape; same shape out."""
+    e = x - x.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def log_softmax(x, axis=-1):
+    """log softmax along `axis`: x - max - log(sum exp(x - max))."""
+    z = x - x.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
+def softmax_backward(y, dy, axis=-1):
+    """Vector-Jacobian product of y = softmax(x) along `axis`.
+
+    dx = y * (dy - sum(dy * y, axis))   (the Jacobian diag(y) - y y^T applied to dy, in O(T), never built).
+    Used by attention (axis -1), sequence pooling (token axis) and the loss.
+    """
+    s = (dy * y).sum(axis=axis, keepdims=True)
+    return y * (dy - s)

@@ -1,0 +1,90 @@
+"""Multi-head self-attention exactly as the CCT reference (src/utils/transformers.py::Attention, from timm).
+
+    qkv = x Wqkv^T                       no bias; rows [0:D) are q, [D:2D) k, [2D:3D) v
+    q, k, v: head j uses the contiguous slice [j*d, (j+1)*d) of each
+    S = q k^T * d^-0.5                   [N, h, T, T]
+    P = softmax(S) over keys, then attention dropout
+    O = P v                              [N, h, T, d]
+    heads = concat_j O_j                 [N, T, D]   (node n belongs to head n // d)
+    y = heads Wproj^T + bproj            [N, T, D]   (proj dropout is 0 in CCT, not applied)
+Vaswani et al., "Attention is all you need", arXiv 1706.03762.
+
+Parameters (dict): "qkv.weight" [3D, D], "proj.weight" [D, D], "proj.bias" [D].
+Shape legend: N batch, T tokens, D embedding, h heads, d = D / h head dim.
+"""
+import numpy as np
+
+from .activations import softmax, softmax_backward
+from .linear import linear_backward, linear_forward
+from .regularization import dropout_backward, dropout_forward
+
+PARAM_KEYS = ("qkv.weight", "proj.weight", "proj.bias")
+
+
+def attention_forward(x, params, num_heads, attn_drop=0.0, train=False, rng=None, head_mask=None):
+    """Inputs: x [N, T, D]; params as in the module docstring; num_heads h (must divide D).
+
+    head_mask: optional [h] array of 0/1 multiplying each head's P v (0 silences a head: the ablation
+    experiment of the head analysis). None in normal use.
+
+    Returns: y [N, T, D], cache. cache["heads"] [N, T, D] is the concatenated per-head P v before the
+    output projection (the "MHA nodes" of the SNP analysis).
+    """
+    if x.ndim != 3:
+        raise ValueError(f"attention: expected tokens [N, T, D], got shape {x.shape}")
+    N, T, D = x.shape
+    if num_heads < 1 or D % num_heads:
+        raise ValueError(f"attention: num_heads={num_heads} must divide the embedding dim D={D} "
+                         f"(input shape {x.shape})")
+    h, d = num_heads, D // num_heads
+    scale = d ** -0.5
+
+    qkv, qkv_cache = linear_forward(x, params["qkv.weight"])        # [N, T, D] -> [N, T, 3D]
+    qkv = qkv.reshape(N, T, 3, h, d).transpose(2, 0, 3, 1, 4)       # -> [3, N, h, T, d]
+    q, k, v = qkv[0], qkv[1], qkv[2]                                # each [N, h, T, d]
+    S = q @ k.transpose(0, 1, 3, 2)                                 # [N, h, T, d] @ [N, h, d, T] -> [N, h, T, T]
+    S *= scale
+    P = softmax(S, axis=-1)                                         # over keys
+    Pd, drop_cache = dropout_forward(P, attn_drop, rng, train)      # attention dropout
+    O = Pd @ v                                                      # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
+    if head_mask is not None:
+        head_mask = np.asarray(head_mask, dtype=O.dtype).reshape(1, h, 1, 1)
+        O = O * head_mask
+    heads = O.transpose(0, 2, 1, 3).reshape(N, T, D)                # [N, h, T, d] -> [N, T, h, d] -> [N, T, D]
+    y, proj_cache = linear_forward(heads, params["proj.weight"], params["proj.bias"])
+    cache = {"qkv": qkv_cache, "q": q, "k": k, "v": v, "P": P, "Pd": Pd, "drop": drop_cache,
+             "proj": proj_cache, "heads": heads, "h": h, "scale": scale, "head_mask": head_mask}
+    return y, cache
+
+
+def attention_backward(dy, cache):
+    """Returns (dx [N, T, D], grads dict with keys PARAM_KEYS). Mirrors the forward, last line first."""
+    h, scale = cache["h"], cache["scale"]
+    q, k, v, P, Pd = cache["q"], cache["k"], cache["v"], cache["P"], cache["Pd"]
+    N, _, T, d = q.shape
+    D = h * d
+    # forward: y = heads Wproj^T + b
+    dheads, dWproj, dbproj = linear_backward(dy, cache["proj"])
+    # forward: heads = O.transpose(0, 2, 1, 3).reshape(N, T, D)
+    dO = dheads.reshape(N, T, h, d).transpose(0, 2, 1, 3)          # [N, T, D] -> [N, h, T, d]
+    if cache["head_mask"] is not None:
+        dO = dO * cache["head_mask"]
+    # forward: O = Pd v
+    dPd = dO @ v.transpose(0, 1, 3, 2)                              # [N, h, T, d] @ [N, h, d, T] -> [N, h, T, T]
+    dv = Pd.transpose(0, 1, 3, 2) @ dO                              # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
+    # forward: Pd = dropout(P)
+    dP = dropout_backward(dPd, cache["drop"])
+    # forward: P = softmax(S)
+    dS = softmax_backward(P, dP, axis=-1)
+    dS *= scale
+    # forward: S = q k^T * scale
+    dq = dS @ k                                                     # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
+    dk = dS.transpose(0, 1, 3, 2) @ q                               # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
+    # forward: q, k, v = qkv.reshape(N, T, 3, h, d).transpose(2, 0, 3, 1, 4)
+    dqkv = np.empty((N, T, 3, h, d), dtype=dq.dtype)
+    dqkv[:, :, 0] = dq.transpose(0, 2, 1, 3)
+    dqkv[:, :, 1] = dk.transpose(0, 2, 1, 3)
+    dqkv[:, :, 2] = dv.transpose(0, 2, 1, 3)
+    # forward: qkv = x Wqkv^T
+    dx, dWqkv, _ = linear_backward(dqkv.reshape(N, T, 3 * D), cache["qkv"])
+    return dx, {"qkv.weight": dWqkv, "proj.weight": dWproj, "proj.bias": dbproj}

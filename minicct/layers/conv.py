@@ -1,0 +1,229 @@
+"""2-D convolution and max-pooling, as torch.nn.Conv2d / MaxPool2d (dilation 1, ceil_mode False).
+
+conv2d is a cross-correlation with weights (C_out, C_in, k, k), stride s, zero padding p:
+    out[n, o, y, x] = b[o] + sum_{c, i, j} w[o, c, i, j] * xpad[n, c, s*y + i, s*x + j]
+    H' = floor((H + 2p - k) / s) + 1
+max-pool takes the max over each k x k window with implicit -inf padding (PyTorch semantics; ties go to
+the first window element in row-major order, as PyTorch).
+
+Fast versions build im2col with a loop over the k*k kernel offsets (each offset one strided copy of the
+whole batch) and let one matrix multiply do the work; col2im is the same loop with +=. Internally they work
+channels-last ([N, H, W, C]): that is the token layout the CCT needs after flattening, so the returned
+NCHW arrays are views of channels-last memory and the tokenizer never copies to transpose.
+The naive twins loop over every output element; they exist for tests and for reading.
+
+Shape legend: N batch, C channels, H, W height/width, k kernel, s stride, p padding.
+"""
+import numpy as np
+
+
+def _out_size(size, k, s, p, what):
+    out = (size + 2 * p - k) // s + 1
+    if k > size + 2 * p or out < 1:
+        raise ValueError(f"{what}: kernel {k} is larger than the padded input ({size} + 2*{p} = {size + 2 * p}); "
+                         f"use a larger input or more padding")
+    return out
+
+
+def _check_input(x, what):
+    if x.ndim != 4:
+        raise ValueError(f"{what}: expected input [N, C, H, W] (4-D), got shape {x.shape}")
+
+
+def _check_conv(x, w, b, stride, pad):
+    _check_input(x, "conv2d")
+    if w.ndim != 4 or w.shape[2] != w.shape[3]:
+        raise ValueError(f"conv2d: weight must be (C_out, C_in, k, k), got shape {w.shape}")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"conv2d: input has {x.shape[1]} channels (shape {x.shape}) but the weight expects "
+                         f"C_in={w.shape[1]} (weight shape {w.shape})")
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"conv2d: bias must have shape ({w.shape[0]},), got {b.shape}")
+    if stride < 1 or pad < 0:
+        raise ValueError(f"conv2d: stride must be >= 1 and padding >= 0, got stride={stride}, padding={pad}")
+
+
+# ----------------------------------------------------------------------------------------------- conv2d
+
+def im2col(x_nhwc, k, stride, pad):
+    """[N, H, W, C] -> cols [N, H', W', k, k, C], one strided copy per kernel offset (i, j)."""
+    N, H, W, C = x_nhwc.shape
+    Ho, Wo = _out_size(H, k, stride, pad, "conv2d"), _out_size(W, k, stride, pad, "conv2d")
+    if pad:
+        xp = np.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=x_nhwc.dtype)
+        xp[:, pad:pad + H, pad:pad + W] = x_nhwc
+    else:
+        xp = x_nhwc
+    cols = np.empty((N, Ho, Wo, k, k, C), dtype=x_nhwc.dtype)
+    for i in range(k):
+        for j in range(k):
+            cols[:, :, :, i, j] = xp[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride]
+    return cols
+
+
+def col2im(dcols, x_shape_nhwc, stride, pad):
+    """Adjoint of im2col: dcols [N, H', W', k, k, C] -> dx [N, H, W, C], summing overlapping windows."""
+    N, H, W, C = x_shape_nhwc
+    _, Ho, Wo, k, _, _ = dcols.shape
+    dxp = np.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=dcols.dtype)
+    for i in range(k):
+        for j in range(k):
+            dxp[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += dcols[:, :, :, i, j]
+    return dxp[:, pad:pad + H, pad:pad + W]
+
+
+def conv2d_forward(x, w, b=None, stride=1, pad=0):
+    """Inputs: x [N, C_in, H, W], w [C_out, C_in, k, k], b [C_out] or None.
+
+    Returns: out [N, C_out, H', W'] (a view of channels-last memory), cache.
+    """
+    _check_conv(x, w, b, stride, pad)
+    N = x.shape[0]
+    C_out, C_in, k, _ = w.shape
+    cols = im2col(x.transpose(0, 2, 3, 1), k, stride, pad)           # [N, H', W', k, k, C_in]
+    _, Ho, Wo = cols.shape[:3]
+    w_mat = w.transpose(0, 2, 3, 1).reshape(C_out, k * k * C_in)     # [C_out, k*k*C_in], same (i, j, c) order
+    out = cols.reshape(N * Ho * Wo, -1) @ w_mat.T                    # [M, k*k*C_in] @ [k*k*C_in, C_out] -> [M, C_out]
+    if b is not None:
+        out += b
+    out = out.reshape(N, Ho, Wo, C_out).transpose(0, 3, 1, 2)        # [N, H', W', C_out] -> [N, C_out, H', W'] view
+    return out, (cols, w_mat, w.shape, x.shape, stride, pad, b is not None)
+
+
+def conv2d_backward(dout, cache, need_dx=True):
+    """Returns (dx [N, C_in, H, W] or None, dw [C_out, C_in, k, k], db [C_out] or None).
+
+    dW = dout_mat^T cols ; db = sum dout ; dcols = dout_mat W ; dx = col2im(dcols).
+    need_dx=False skips dx (the first layer's input is the image, which needs no gradient).
+    """
+    cols, w_mat, w_shape, x_shape, stride, pad, has_bias = cache
+    C_out, C_in, k, _ = w_shape
+    N, Ho, Wo = cols.shape[:3]
+    dout_mat = dout.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, C_out)  # [N, C_out, H', W'] -> [M, C_out]
+    dw = (dout_mat.T @ cols.reshape(N * Ho * Wo, -1))                  # [C_out, M] @ [M, k*k*C_in]
+    dw = dw.reshape(C_out, k, k, C_in).transpose(0, 3, 1, 2)           # -> [C_out, C_in, k, k]
+    db = dout_mat.sum(axis=0) if has_bias else None
+    dx = None
+    if need_dx:
+        dcols = (dout_mat @ w_mat).reshape(cols.shape)                 # [M, C_out] @ [C_out, k*k*C_in]
+        _, _, H, W = x_shape
+        dx = col2im(dcols, (N, H, W, C_in), stride, pad).transpose(0, 3, 1, 2)
+    return dx, np.ascontiguousarray(dw), db
+
+
+def conv2d_forward_naive(x, w, b=None, stride=1, pad=0):
+    """The definition, one output element at a time. Same API as conv2d_forward. For tests and reading."""
+    _check_conv(x, w, b, stride, pad)
+    N, C_in, H, W = x.shape
+    C_out, _, k, _ = w.shape
+    Ho, Wo = _out_size(H, k, stride, pad, "conv2d"), _out_size(W, k, stride, pad, "conv2d")
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.zeros((N, C_out, Ho, Wo), dtype=x.dtype)
+    for n in range(N):
+        for o in range(C_out):
+            for y in range(Ho):
+                for xx in range(Wo):
+                    window = xp[n, :, y * stride:y * stride + k, xx * stride:xx * stride + k]
+                    out[n, o, y, xx] = np.sum(window * w[o]) + (b[o] if b is not None else 0)
+    return out, (x, w, b, stride, pad)
+
+
+def conv2d_backward_naive(dout, cache):
+    """Loops over every output element and scatters its gradient into dx and dw."""
+    x, w, b, stride, pad = cache
+    N, C_in, H, W = x.shape
+    C_out, _, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    for n in range(N):
+        for o in range(C_out):
+            for y in range(dout.shape[2]):
+                for xx in range(dout.shape[3]):
+                    g = dout[n, o, y, xx]
+                    ys, xs = y * stride, xx * stride
+                    dxp[n, :, ys:ys + k, xs:xs + k] += g * w[o]
+                    dw[o] += g * xp[n, :, ys:ys + k, xs:xs + k]
+    db = dout.sum(axis=(0, 2, 3)) if b is not None else None
+    return dxp[:, :, pad:pad + H, pad:pad + W], dw, db
+
+
+# ----------------------------------------------------------------------------------------------- max-pool
+
+def _check_pool(x, k, stride, pad):
+    _check_input(x, "maxpool2d")
+    if pad > k // 2:
+        raise ValueError(f"maxpool2d: padding must be at most kernel_size // 2 (PyTorch rule), got k={k}, p={pad}")
+    if stride < 1:
+        raise ValueError(f"maxpool2d: stride must be >= 1, got {stride}")
+
+
+def maxpool2d_forward(x, k=3, stride=2, pad=1):
+    """Inputs: x [N, C, H, W]. Returns out [N, C, H', W'] (view of channels-last memory), cache.
+
+    One pass per kernel offset keeps the running max and the offset index of the winner (strict '>' keeps
+    the first maximum, as PyTorch). The cache is that uint8 index map, not the input.
+    """
+    _check_pool(x, k, stride, pad)
+    N, C, H, W = x.shape
+    Ho, Wo = _out_size(H, k, stride, pad, "maxpool2d"), _out_size(W, k, stride, pad, "maxpool2d")
+    xn = x.transpose(0, 2, 3, 1)                                      # [N, H, W, C] view
+    if pad:
+        xp = np.full((N, H + 2 * pad, W + 2 * pad, C), -np.inf, dtype=x.dtype)
+        xp[:, pad:pad + H, pad:pad + W] = xn
+    else:
+        xp = xn
+    out = xp[:, 0:stride * Ho:stride, 0:stride * Wo:stride].copy()   # offset (0, 0)
+    arg = np.zeros(out.shape, dtype=np.uint8)
+    for o in range(1, k * k):
+        i, j = divmod(o, k)
+        window = xp[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride]
+        better = np.greater(window, out)
+        np.maximum(out, window, out=out)
+        # arg = where(better, o, arg) as uint8 arithmetic (masked copies are ~10x slower in NumPy)
+        step = np.subtract(np.uint8(o), arg)
+        step *= better
+        arg += step
+    return out.transpose(0, 3, 1, 2), (arg, x.shape, k, stride, pad)
+
+
+def maxpool2d_backward(dout, cache):
+    """Routes each output gradient to the input element that won the max: dx [N, C, H, W]."""
+    arg, x_shape, k, stride, pad = cache
+    N, C, H, W = x_shape
+    _, Ho, Wo, _ = arg.shape
+    dn = dout.transpose(0, 2, 3, 1)                                   # [N, H', W', C]
+    dxp = np.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=dout.dtype)
+    for o in range(k * k):
+        i, j = divmod(o, k)
+        dxp[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += dn * (arg == o)
+    return dxp[:, pad:pad + H, pad:pad + W].transpose(0, 3, 1, 2)
+
+
+def maxpool2d_forward_naive(x, k=3, stride=2, pad=1):
+    """The definition, one output element at a time (implicit -inf padding). Same API as the fast one."""
+    _check_pool(x, k, stride, pad)
+    N, C, H, W = x.shape
+    Ho, Wo = _out_size(H, k, stride, pad, "maxpool2d"), _out_size(W, k, stride, pad, "maxpool2d")
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=-np.inf)
+    out = np.zeros((N, C, Ho, Wo), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for y in range(Ho):
+                for xx in range(Wo):
+                    out[n, c, y, xx] = xp[n, c, y * stride:y * stride + k, xx * stride:xx * stride + k].max()
+    return out, (xp, x.shape, k, stride, pad)
+
+
+def maxpool2d_backward_naive(dout, cache):
+    """Gives each output's gradient to the first maximal element of its window."""
+    xp, x_shape, k, stride, pad = cache
+    N, C, H, W = x_shape
+    dxp = np.zeros(xp.shape, dtype=dout.dtype)
+    for n in range(N):
+        for c in range(C):
+            for y in range(dout.shape[2]):
+                for xx in range(dout.shape[3]):
+                    win = xp[n, c, y * stride:y * stride + k, xx * stride:xx * stride + k]
+                    i, j = np.unravel_index(np.argmax(win), win.shape)
+                    dxp[n, c, y * stride + i, xx * stride + j] += dout[n, c, y, xx]
+    return dxp[:, :, pad:pad + H, pad:pad + W]

@@ -1,0 +1,44 @@
+"""LayerNorm over the last axis, as torch.nn.LayerNorm(D): biased variance, eps 1e-5, affine.
+
+Ba et al., "Layer Normalization", arXiv 1607.06450.
+    y = (x - mean) / sqrt(var + eps) * gamma + beta
+Shape legend: x [..., D], gamma and beta [D].
+"""
+import numpy as np
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    """Inputs: x [..., D], gamma [D], beta [D]. Returns y [..., D] and cache (xhat, gamma, rstd).
+
+    Only the normalised input and 1/std are kept (llm.c's choice): backward needs nothing else.
+    """
+    if gamma.shape != (x.shape[-1],) or beta.shape != (x.shape[-1],):
+        raise ValueError(f"layernorm: gamma and beta must have shape ({x.shape[-1]},) to match input "
+                         f"{x.shape}, got {gamma.shape} and {beta.shape}")
+    mu = x.mean(axis=-1, keepdims=True)             # [..., 1]
+    xc = x - mu
+    var = (xc * xc).mean(axis=-1, keepdims=True)    # biased variance, [..., 1]
+    rstd = 1.0 / np.sqrt(var + eps)                 # [..., 1]
+    xhat = xc
+    xhat *= rstd                                    # [..., D]
+    y = xhat * gamma
+    y += beta
+    return y, (xhat, gamma, rstd)
+
+
+def layernorm_backward(dout, cache):
+    """Returns (dx [..., D], dgamma [D], dbeta [D]).
+
+    With n = xhat and dn = dout * gamma:
+        dx = rstd * (dn - mean(dn) - n * mean(dn * n))      (means over the feature axis)
+        dgamma = sum(dout * n), dbeta = sum(dout)          (sums over all leading axes)
+    """
+    xhat, gamma, rstd = cache
+    D = xhat.shape[-1]
+    dgamma = (dout * xhat).reshape(-1, D).sum(axis=0)
+    dbeta = dout.reshape(-1, D).sum(axis=0)
+    dn = dout * gamma
+    dx = dn - dn.mean(axis=-1, keepdims=True)
+    dx -= xhat * (dn * xhat).mean(axis=-1, keepdims=True)
+    dx *= rstd
+    return dx, dgamma, dbeta

@@ -1,0 +1,406 @@
+"""The Compact Convolutional Transformer (Hassani et al., arXiv 2104.05704), as the reference code computes it
+(SHI-Labs/Compact-Transformers @ cd11f09: src/cct.py, src/utils/tokenizer.py, src/utils/transformers.py).
+
+    x [N, 3, S, S]
+    tokenizer: n_conv_layers x (conv k x k, stride s, pad p, no bias -> ReLU -> max-pool 3/2/1)
+    tokens = flatten(2, 3).transpose: [N, D, H', W'] -> [N, T, D], token index t = y * W' + x
+    + positional embedding (learnable (1, T, D), sine, or none) -> dropout (p = dropout, 0 in CCT)
+    L encoder blocks (layers/encoder.py; drop-path rates linspace(0, stochastic_depth, L))
+    final LayerNorm -> sequence pooling [N, D] -> fc [N, K]
+
+Parameters live in one dict whose keys are the official state_dict keys (`tokenizer.conv_layers.0.0.weight`,
+`classifier.blocks.3.self_attn.qkv.weight`, ...), in the official order, with the official shapes, so
+official checkpoints map one to one (minicct/torch_io.py). Gradients come back in a dict with the same keys.
+
+Captured activations (the contract with minicct.analysis), with e counting encoders from 0:
+    tokens             [N, T, D]  tokenizer output (before the positional embedding)
+    enc{e}.mha_heads   [N, T, D]  concatenated per-head P v, before the output projection;
+                                  node n belongs to head n // head_dim
+    enc{e}.mha_out     [N, T, D]  the residual stream after the attention residual (a = x + Attn(LN(x)))
+    enc{e}.ff_hidden   [N, T, F]  the feed-forward hidden units after GELU
+    enc{e}.out         [N, T, D]  the encoder block output
+    pooled             [N, D]     the sequence-pooled vector fed to fc
+Shape legend: N batch, T tokens, D embedding, F feed-forward width, h heads, d head dim, K classes.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from .layers.activations import relu_backward, relu_forward
+from .layers.conv import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
+from .layers.encoder import PARAM_KEYS as BLOCK_KEYS
+from .layers.encoder import encoder_backward, encoder_forward
+from .layers.linear import linear_backward, linear_forward
+from .layers.norm import layernorm_backward, layernorm_forward
+from .layers.pooling import seqpool_backward, seqpool_forward
+from .layers.regularization import dropout_backward, dropout_forward
+
+
+@dataclass(frozen=True)
+class CCTConfig:
+    """Hyper-parameters of a CCT. Defaults are those of the reference `CCT` class (src/cct.py)."""
+
+    img_size: int = 32
+    n_input_channels: int = 3
+    n_conv_layers: int = 1
+    kernel_size: int = 3
+    stride: int | None = None          # None: max(1, k // 2 - 1), as the reference's _cct factory
+    padding: int | None = None         # None: max(1, k // 2)
+    pooling_kernel_size: int = 3
+    pooling_stride: int = 2
+    pooling_padding: int = 1
+    in_planes: int = 64                # width of the intermediate tokenizer convs
+    embedding_dim: int = 256
+    num_layers: int = 7
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    num_classes: int = 10
+    positional_embedding: str = "learnable"   # 'learnable' | 'sine' | 'none'
+    dropout: float = 0.0
+    attention_dropout: float = 0.1
+    stochastic_depth: float = 0.1
+
+    def __post_init__(self):
+        if self.positional_embedding not in ("learnable", "sine", "none"):
+            raise ValueError(f"positional_embedding must be 'learnable', 'sine' or 'none', "
+                             f"got {self.positional_embedding!r}")
+        if self.embedding_dim % self.num_heads:
+            raise ValueError(f"num_heads={self.num_heads} must divide embedding_dim={self.embedding_dim}")
+        if min(self.img_size, self.n_conv_layers, self.num_layers, self.num_classes, self.kernel_size) < 1:
+            raise ValueError(f"sizes must be positive: {self}")
+        if self.seq_len < 1:
+            raise ValueError(f"img_size {self.img_size} is too small for {self.n_conv_layers} tokenizer stages")
+
+    @property
+    def conv_stride(self) -> int:
+        return self.stride if self.stride is not None else max(1, self.kernel_size // 2 - 1)
+
+    @property
+    def conv_padding(self) -> int:
+        return self.padding if self.padding is not None else max(1, self.kernel_size // 2)
+
+    @property
+    def channels(self) -> list:
+        """Tokenizer channel list: [3] + [in_planes] * (n_conv_layers - 1) + [D]."""
+        return [self.n_input_channels] + [self.in_planes] * (self.n_conv_layers - 1) + [self.embedding_dim]
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the token grid after the tokenizer."""
+        s = self.img_size
+        for _ in range(self.n_conv_layers):
+            s = (s + 2 * self.conv_padding - self.kernel_size) // self.conv_stride + 1
+            s = (s + 2 * self.pooling_padding - self.pooling_kernel_size) // self.pooling_stride + 1
+        return s
+
+    @property
+    def seq_len(self) -> int:
+        return self.grid_size ** 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.embedding_dim // self.num_heads
+
+    @property
+    def ff_dim(self) -> int:
+        return int(self.embedding_dim * self.mlp_ratio)
+
+    def drop_path_rates(self) -> list:
+        """linspace(0, stochastic_depth, L): layer 0 never drops (reference, transformers.py)."""
+        return [float(r) for r in np.linspace(0, self.stochastic_depth, self.num_layers)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CCTConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown CCTConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+
+# ------------------------------------------------------------------------------------------------- variants
+
+_BASES = {  # src/cct.py: cct_2 ... cct_14
+    2: dict(num_layers=2, num_heads=2, mlp_ratio=1.0, embedding_dim=128),
+    4: dict(num_layers=4, num_heads=2, mlp_ratio=1.0, embedding_dim=128),
+    6: dict(num_layers=6, num_heads=4, mlp_ratio=2.0, embedding_dim=256),
+    7: dict(num_layers=7, num_heads=4, mlp_ratio=2.0, embedding_dim=256),
+    14: dict(num_layers=14, num_heads=6, mlp_ratio=3.0, embedding_dim=384),
+}
+_DEFAULT_CLASSES = {32: 10, 224: 102, 384: 1000}
+
+#: The classroom model (this project's own variant, not in the reference): 4 encoders and 2 heads so that
+#: progression along encoders and head specialisation can be seen; small enough to train on 2 CPU cores in
+#: minutes. Tokenizer: 2 conv stages (3 -> 32 -> 64 channels) giving an 8 x 8 grid of 64 tokens.
+CLASSROOM = dict(img_size=32, n_conv_layers=2, kernel_size=3, in_planes=32, embedding_dim=64, num_layers=4,
+                 num_heads=2, mlp_ratio=2.0, num_classes=20, positional_embedding="learnable",
+                 attention_dropout=0.0, stochastic_depth=0.0)
+
+VARIANTS = ["cct_2_3x2_32", "cct_4_3x2_32", "cct_6_3x1_32", "cct_6_3x2_32", "cct_7_3x1_32", "cct_7_3x2_32",
+            "cct_7_7x2_224", "cct_14_7x2_224", "classroom"]
+
+
+def get_config(name: str, num_classes: int | None = None, **overrides) -> CCTConfig:
+    """Config of a named variant: `cct_{L}_{k}x{convs}_{img}[_sine][_c100|_fl]` as in src/cct.py, or 'classroom'.
+
+    e.g. get_config("cct_7_3x1_32", num_classes=100). Extra keyword arguments override fields.
+    """
+    if name == "classroom":
+        kw = dict(CLASSROOM)
+    else:
+        m = re.fullmatch(r"cct_(\d+)_(\d+)x(\d+)_(\d+)(_sine)?(_c100|_fl)?", name)
+        if not m or int(m.group(1)) not in _BASES:
+            raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)} "
+                             f"(optionally with _sine and _c100/_fl suffixes)")
+        L, k, convs, img = (int(m.group(i)) for i in range(1, 5))
+        kw = dict(_BASES[L], kernel_size=k, n_conv_layers=convs, img_size=img,
+                  num_classes=_DEFAULT_CLASSES.get(img, 10),
+                  positional_embedding="sine" if m.group(5) else "learnable")
+        if m.group(6) == "_c100":
+            kw["num_classes"] = 100
+        elif m.group(6) == "_fl":
+            kw["num_classes"] = 102
+    if num_classes is not None:
+        kw["num_classes"] = num_classes
+    kw.update(overrides)
+    return CCTConfig(**kw)
+
+
+# ------------------------------------------------------------------------------------------------- parameters
+
+def param_shapes(cfg: CCTConfig) -> dict:
+    """name -> shape, in the official state_dict order."""
+    D, F, K, T = cfg.embedding_dim, cfg.ff_dim, cfg.num_classes, cfg.seq_len
+    shapes = {}
+    ch = cfg.channels
+    for i in range(cfg.n_conv_layers):
+        shapes[f"tokenizer.conv_layers.{i}.0.weight"] = (ch[i + 1], ch[i], cfg.kernel_size, cfg.kernel_size)
+    if cfg.positional_embedding != "none":
+        shapes["classifier.positional_emb"] = (1, T, D)
+    shapes["classifier.attention_pool.weight"] = (1, D)
+    shapes["classifier.attention_pool.bias"] = (1,)
+    block = {"pre_norm.weight": (D,), "pre_norm.bias": (D,), "self_attn.qkv.weight": (3 * D, D),
+             "self_attn.proj.weight": (D, D), "self_attn.proj.bias": (D,), "linear1.weight": (F, D),
+             "linear1.bias": (F,), "norm1.weight": (D,), "norm1.bias": (D,), "linear2.weight": (D, F),
+             "linear2.bias": (D,)}
+    for layer in range(cfg.num_layers):
+        for k in BLOCK_KEYS:
+            shapes[f"classifier.blocks.{layer}.{k}"] = block[k]
+    shapes["classifier.norm.weight"] = (D,)
+    shapes["classifier.norm.bias"] = (D,)
+    shapes["classifier.fc.weight"] = (K, D)
+    shapes["classifier.fc.bias"] = (K,)
+    return shapes
+
+
+def count_params(cfg: CCTConfig) -> int:
+    """Number of parameters as the reference counts them (sum of numel, the sine table included)."""
+    return int(sum(math.prod(s) for s in param_shapes(cfg).values()))
+
+
+def frozen_params(cfg: CCTConfig) -> tuple:
+    """Names that are not trained: the sine positional embedding (requires_grad=False in the reference)."""
+    return ("classifier.positional_emb",) if cfg.positional_embedding == "sine" else ()
+
+
+def sine_embedding(T: int, D: int) -> np.ndarray:
+    """Sinusoidal table (1, T, D): angle[p, i] = p / 10000^(2 floor(i/2) / D); sin on even i, cos on odd i.
+
+    Positions are the 1-D token indices (reference transformers.py::sinusoidal_embedding).
+    """
+    p = np.arange(T, dtype=np.float64)[:, None]
+    i = np.arange(D)[None, :]
+    angle = (p / 10000 ** (2 * (i // 2) / D)).astype(np.float32)
+    pe = np.where(i % 2 == 0, np.sin(angle), np.cos(angle))
+    return pe[None].astype(np.float32)
+
+
+def _trunc_normal(rng, shape, std, a=-2.0, b=2.0):
+    """N(0, std^2) truncated to [a, b] (absolute bounds, as torch.nn.init.trunc_normal_), by resampling."""
+    x = rng.standard_normal(shape) * std
+    bad = (x < a) | (x > b)
+    while bad.any():
+        x[bad] = rng.standard_normal(int(bad.sum())) * std
+        bad = (x < a) | (x > b)
+    return x
+
+
+def init_params(cfg: CCTConfig, seed=0, dtype=np.float32) -> dict:
+    """Reference initialisation: conv kaiming_normal (fan_in, gain sqrt 2): std = sqrt(2 / (c_in k k));
+    Linear weights trunc_normal(std .02), biases 0; LayerNorm (1, 0); learnable PE trunc_normal(std .2);
+    sine PE the fixed table. `seed`: an int or a np.random.Generator.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    params = {}
+    for name, shape in param_shapes(cfg).items():
+        if name.startswith("tokenizer."):
+            fan_in = shape[1] * shape[2] * shape[3]
+            value = rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
+        elif name == "classifier.positional_emb":
+            value = (sine_embedding(cfg.seq_len, cfg.embedding_dim) if cfg.positional_embedding == "sine"
+                     else _trunc_normal(rng, shape, 0.2))
+        elif "norm" in name.split(".")[-2]:
+            value = np.ones(shape) if name.endswith(".weight") else np.zeros(shape)
+        elif name.endswith(".bias"):
+            value = np.zeros(shape)
+        else:
+            value = _trunc_normal(rng, shape, 0.02)
+        params[name] = np.ascontiguousarray(value, dtype=dtype)
+    return params
+
+
+def check_params(params: dict, cfg: CCTConfig):
+    """Raise a ValueError listing missing, unexpected and mis-shaped parameters."""
+    expected = param_shapes(cfg)
+    missing = [k for k in expected if k not in params]
+    extra = [k for k in params if k not in expected]
+    wrong = [f"{k}: expected {expected[k]}, got {tuple(params[k].shape)}"
+             for k in expected if k in params and tuple(params[k].shape) != expected[k]]
+    if missing or extra or wrong:
+        raise ValueError("parameters do not fit the config "
+                         f"(embedding_dim={cfg.embedding_dim}, num_layers={cfg.num_layers}, "
+                         f"num_classes={cfg.num_classes}, seq_len={cfg.seq_len}):"
+                         + (f"\n  missing: {missing}" if missing else "")
+                         + (f"\n  unexpected: {extra}" if extra else "")
+                         + (f"\n  wrong shape: {wrong}" if wrong else ""))
+
+
+# ------------------------------------------------------------------------------------------------- forward
+
+def _block_params(params, layer):
+    prefix = f"classifier.blocks.{layer}."
+    return {k: params[prefix + k] for k in BLOCK_KEYS}
+
+
+def _want(capture, name):
+    return capture is True or (capture and name in capture)
+
+
+def check_input(x, cfg: CCTConfig, dtype=None):
+    """Images must be a float array [N, n_input_channels, img_size, img_size], finite."""
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        raise ValueError(f"expected images [N, {cfg.n_input_channels}, {cfg.img_size}, {cfg.img_size}], "
+                         f"got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
+    if x.shape[1:] != (cfg.n_input_channels, cfg.img_size, cfg.img_size):
+        raise ValueError(f"expected images [N, {cfg.n_input_channels}, {cfg.img_size}, {cfg.img_size}] for this "
+                         f"config, got {x.shape}; resize the images or build the model with img_size={x.shape[-1]}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"images must be float (normalised), got dtype {x.dtype}; "
+                         f"use minicct.datasets.to_model_input")
+    if dtype is not None and x.dtype != dtype:
+        raise ValueError(f"images are {x.dtype} but the parameters are {dtype}; cast one of them")
+    if not np.isfinite(x).all():
+        raise ValueError("images contain NaN or inf")
+
+
+def forward(params, x, cfg: CCTConfig, train=False, rng=None, capture=False, head_mask=None):
+    """Logits of a batch, and the cache for backward.
+
+    Inputs: params (dict, official keys), x [N, C, S, S] float, cfg.
+    train: dropout / attention dropout / drop-path active (needs rng, a np.random.Generator).
+    capture: False, True (all activations) or a collection of names (see the module docstring).
+    head_mask: optional {encoder e: [h] 0/1 array} to silence heads (ablation).
+    Returns: logits [N, K], cache (cache["acts"] holds the captured activations by name).
+    """
+    check_input(x, cfg, params["classifier.fc.weight"].dtype)
+    if train and rng is None and (cfg.dropout or cfg.attention_dropout or cfg.stochastic_depth):
+        raise ValueError("forward(train=True) needs rng=np.random.default_rng(seed) for dropout / drop-path")
+    acts, caches = {}, {}
+    # tokenizer: (conv -> relu -> maxpool) x n_conv_layers
+    h = x
+    for i in range(cfg.n_conv_layers):
+        h, c_conv = conv2d_forward(h, params[f"tokenizer.conv_layers.{i}.0.weight"], None,
+                                   cfg.conv_stride, cfg.conv_padding)
+        h, c_relu = relu_forward(h)
+        h, c_pool = maxpool2d_forward(h, cfg.pooling_kernel_size, cfg.pooling_stride, cfg.pooling_padding)
+        caches[f"tok{i}"] = (c_conv, c_relu, c_pool)
+    N, D, G, _ = h.shape
+    tokens = h.transpose(0, 2, 3, 1).reshape(N, G * G, D)              # [N, D, G, G] -> [N, T, D]
+    if _want(capture, "tokens"):
+        acts["tokens"] = tokens
+    z = tokens + params["classifier.positional_emb"] if cfg.positional_embedding != "none" else tokens
+    z, caches["emb_drop"] = dropout_forward(z, cfg.dropout, rng, train)
+    # encoder blocks
+    for layer, dp in enumerate(cfg.drop_path_rates()):
+        hm = head_mask.get(layer) if head_mask else None
+        z, c = encoder_forward(z, _block_params(params, layer), cfg.num_heads, dp, cfg.attention_dropout,
+                               cfg.dropout, train, rng, hm)
+        caches[f"block{layer}"] = c
+        for site in ("mha_heads", "mha_out", "ff_hidden"):
+            if _want(capture, f"enc{layer}.{site}"):
+                acts[f"enc{layer}.{site}"] = c[site]
+        if _want(capture, f"enc{layer}.out"):
+            acts[f"enc{layer}.out"] = z
+    # head: LayerNorm -> sequence pooling -> fc
+    z, caches["norm"] = layernorm_forward(z, params["classifier.norm.weight"], params["classifier.norm.bias"])
+    pooled, caches["pool"] = seqpool_forward(z, params["classifier.attention_pool.weight"],
+                                             params["classifier.attention_pool.bias"])
+    if _want(capture, "pooled"):
+        acts["pooled"] = pooled
+    logits, caches["fc"] = linear_forward(pooled, params["classifier.fc.weight"], params["classifier.fc.bias"])
+    caches["cfg"], caches["acts"], caches["grid"] = cfg, acts, G
+    return logits, caches
+
+
+def backward(dlogits, cache) -> dict:
+    """Gradients of all parameters (dict, same keys and order as the parameters), given dL/dlogits [N, K]."""
+    cfg = cache["cfg"]
+    g = {}
+    dpooled, g["classifier.fc.weight"], g["classifier.fc.bias"] = linear_backward(dlogits, cache["fc"])
+    dz, g["classifier.attention_pool.weight"], g["classifier.attention_pool.bias"] = \
+        seqpool_backward(dpooled, cache["pool"])
+    dz, g["classifier.norm.weight"], g["classifier.norm.bias"] = layernorm_backward(dz, cache["norm"])
+    for layer in reversed(range(cfg.num_layers)):
+        dz, gb = encoder_backward(dz, cache[f"block{layer}"])
+        for k, v in gb.items():
+            g[f"classifier.blocks.{layer}.{k}"] = v
+    dz = dropout_backward(dz, cache["emb_drop"])
+    if cfg.positional_embedding != "none":
+        g["classifier.positional_emb"] = dz.sum(axis=0, keepdims=True)   # [N, T, D] -> [1, T, D]
+    N, T, D = dz.shape
+    G = cache["grid"]
+    dh = dz.reshape(N, G, G, D).transpose(0, 3, 1, 2)                     # [N, T, D] -> [N, D, G, G]
+    for i in reversed(range(cfg.n_conv_layers)):
+        c_conv, c_relu, c_pool = cache[f"tok{i}"]
+        dh = maxpool2d_backward(dh, c_pool)
+        dh = relu_backward(dh, c_relu)
+        dh, g[f"tokenizer.conv_layers.{i}.0.weight"], _ = conv2d_backward(dh, c_conv, need_dx=i > 0)
+    return {k: g[k] for k in param_shapes(cfg)}
+
+
+def capture_sites(cfg: CCTConfig) -> list:
+    """All capture names of a config, in forward order."""
+    names = ["tokens"]
+    for e in range(cfg.num_layers):
+        names += [f"enc{e}.mha_heads", f"enc{e}.mha_out", f"enc{e}.ff_hidden", f"enc{e}.out"]
+    return names + ["pooled"]
+
+
+def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, head_mask=None):
+    """Evaluation-mode logits for many images, in batches (float32 out).
+
+    x: float [N, C, S, S] (already normalised). capture: optional collection of activation names; then returns
+    (logits [N, K], {name: float32 array [N, ...]}) with the activations of all images stacked.
+    """
+    if capture is not None:
+        unknown = set(capture) - set(capture_sites(cfg))
+        if unknown:
+            raise ValueError(f"unknown activation names {sorted(unknown)}; known: {capture_sites(cfg)}")
+    logits, acts = [], {name: [] for name in (capture or ())}
+    for s in range(0, x.shape[0], batch_size):
+        out, cache = forward(params, x[s:s + batch_size], cfg, train=False, capture=capture or False,
+                             head_mask=head_mask)
+        logits.append(out)
+        for name in acts:
+            acts[name].append(np.asarray(cache["acts"][name], dtype=np.float32))
+    logits = np.concatenate(logits) if logits else np.zeros((0, cfg.num_classes), np.float32)
+    if capture is None:
+        return logits
+    return logits, {k: np.concatenate(v) for k, v in acts.items()}
