@@ -1,0 +1,30 @@
+"""Datasets: the embedded procedural dataset (default, offline) and the official CIFAR-10, CIFAR-100 and
+Flowers-102 (downloaded once, md5-verified, cached in data/ or $MINICCT_DATA).
+
+    load("embedded")              -> Dataset (20+ classes, 32x32, ground-truth groups)
+    load("cifar10"), load("cifar100"), load("flowers102", img_size=64)
+"""
+from .base import Dataset, channel_stats, data_dir, to_model_input
+
+NAMES = ("embedded", "cifar10", "cifar100", "flowers102")
+
+
+def load(name: str, root=None, download: bool = True, **kwargs) -> Dataset:
+    """Load a dataset by name. Extra keyword arguments go to the loader (e.g. seed for 'embedded',
+    img_size for 'flowers102')."""
+    if name == "embedded":
+        from .embedded import load_embedded
+        return load_embedded(root=root, **kwargs)
+    if name == "cifar10":
+        from .cifar import load_cifar10
+        return load_cifar10(root=root, download=download, **kwargs)
+    if name == "cifar100":
+        from .cifar import load_cifar100
+        return load_cifar100(root=root, download=download, **kwargs)
+    if name == "flowers102":
+        from .flowers import load_flowers102
+        return load_flowers102(root=root, download=download, **kwargs)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+
+
+__all__ = ["Dataset", "NAMES", "channel_stats", "data_dir", "load", "to_model_input"]

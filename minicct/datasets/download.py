@@ -1,0 +1,321 @@
+"""Fetch official dataset files: streamed with requests, md5-checked, written atomically, resumable.
+
+The one rule: a file appears under its final name only after its size and md5 matched. Until then the bytes
+live in `<name>.part`; a finished download is moved into place with `os.replace`. A verified file gets a
+`<name>.md5ok` stamp (md5, size, mtime) so a 170 MB archive is hashed once, not on every run.
+
+When the network is not reachable, the error says where to put a file fetched by other means: the loaders use
+any file at that path whose md5 matches.
+
+Also here: `atomic_savez` / `load_npz_cache`, the atomic .npz caches the loaders keep beside the archives.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from .base import data_dir
+
+CHUNK = 1 << 20  # bytes per read and per md5 update
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class DownloadError(RuntimeError):
+    """A download failed, or gave a file that is not the expected one. The message says what to do."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One official file: where it lives, its name in the cache folder, md5 and size in bytes."""
+
+    url: str
+    filename: str
+    md5: str
+    size: int | None = None
+
+
+def file_md5(path) -> str:
+    """md5 hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".md5ok")
+
+
+def _write_stamp(path: Path, md5: str, url: str | None = None) -> None:
+    """Record that `path`, as it is now (size, mtime), has md5 `md5`. Best effort: a read-only folder is fine."""
+    st = path.stat()
+    info = {"md5": md5, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if url:
+        info["url"] = url
+    try:
+        _stamp_path(path).write_text(json.dumps(info) + "\n")
+    except OSError:
+        pass
+
+
+def is_verified(path, md5: str, size: int | None = None) -> bool:
+    """True when `path` is a file with this md5 (and size, if given).
+
+    The md5 is computed only when the `.md5ok` stamp beside the file does not match the file's current size
+    and modification time; after a successful check the stamp is (re)written.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    st = path.stat()
+    if size is not None and st.st_size != size:
+        return False
+    stamp = _stamp_path(path)
+    try:
+        info = json.loads(stamp.read_text())
+        if (info.get("md5"), info.get("size"), info.get("mtime_ns")) == (md5, st.st_size, st.st_mtime_ns):
+            return True
+    except (OSError, ValueError, AttributeError):
+        pass
+    if file_md5(path) == md5:
+        _write_stamp(path, md5)
+        return True
+    stamp.unlink(missing_ok=True)
+    return False
+
+
+def manual_hint(url: str, path, md5: str, size: int | None = None) -> str:
+    """The instructions every download error ends with: where to put the file by hand."""
+    size_txt = f", {size} bytes" if size is not None else ""
+    return (f"To use the file without downloading, fetch\n    {url}\nby other means (browser, wget, curl) "
+            f"and put it at\n    {Path(path).resolve()}\n(expected md5 {md5}{size_txt}).")
+
+
+class _Progress:
+    """One updating line on stderr: name, MB done / total, %, MB/s, ETA. Redrawn at most 5 times a second."""
+
+    def __init__(self, name: str, total: int | None, start: int, enabled: bool):
+        self.name, self.total, self.start, self.enabled = name, total, start, enabled
+        self.t0 = self.t_last = time.monotonic()
+        self.done = start
+        self.width = 0
+
+    def update(self, n: int, force: bool = False) -> None:
+        self.done += n
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self.t_last < 0.2):
+            return
+        self.t_last = now
+        rate = (self.done - self.start) / max(now - self.t0, 1e-9)  # bytes/s of this session
+        text = f"{self.name}: {self.done / 1e6:.1f}"
+        if self.total:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            eta_txt = f"{int(eta) // 60}:{int(eta) % 60:02d}" if eta != float("inf") else "?"
+            text += (f"/{self.total / 1e6:.1f} MB {100 * self.done / self.total:5.1f}% "
+                     f"{rate / 1e6:.1f} MB/s ETA {eta_txt}")
+        else:
+            text += f" MB {rate / 1e6:.1f} MB/s"
+        sys.stderr.write("\r" + text.ljust(self.width))
+        sys.stderr.flush()
+        self.width = len(text)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.update(0, force=True)
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class _Incomplete(Exception):
+    """The connection ended before all announced bytes came; worth another attempt if bytes did come."""
+
+    def __init__(self, msg: str, got_bytes: int):
+        super().__init__(msg)
+        self.got_bytes = got_bytes
+
+
+def _looks_like_html(head: bytes) -> bool:
+    return head.lstrip().lower().startswith((b"<!doctype", b"<html"))
+
+
+def _stream_once(url, part: Path, size, progress, timeout, name):
+    """One GET into `part` (appending after a 206 answer to a Range request). Returns (final_url, md5, nbytes).
+
+    Raises DownloadError for answers that will not get better by retrying (HTTP error, HTML, wrong size
+    announced) and _Incomplete / requests exceptions for dropped connections.
+    """
+    have = part.stat().st_size if part.is_file() else 0
+    headers = {"Accept-Encoding": "identity"}  # the archives must arrive byte-exact, not transfer-decoded
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    with requests.get(url, stream=True, timeout=timeout, headers=headers, allow_redirects=True) as r:
+        if have and r.status_code == 416:  # the .part is not a prefix the server can continue: start afresh
+            part.unlink()
+            return _stream_once(url, part, size, progress, timeout, name)
+        if r.status_code >= 400:
+            raise DownloadError(f"the server answered HTTP {r.status_code} {r.reason} for {r.url}.")
+        ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype == "text/html":
+            raise DownloadError(f"the server sent an HTML page (Content-Type {ctype}) from {r.url} instead of "
+                                f"the data file; the address may have moved or need a login.")
+        resumed = bool(have) and r.status_code == 206 and \
+            r.headers.get("Content-Range", "").startswith(f"bytes {have}-")
+        h = hashlib.md5()
+        if resumed:
+            with open(part, "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    h.update(chunk)
+        else:
+            have = 0  # 200 (Range ignored) or first attempt: restart from byte 0
+        length = r.headers.get("Content-Length")
+        total = have + int(length) if length is not None and length.isdigit() else None
+        if size is not None and total is not None and total != size:
+            raise DownloadError(f"the server announces {total} bytes for {r.url}, expected {size}: "
+                                f"not the expected file.")
+        bar = _Progress(name, size or total, have, progress)
+        got = 0
+        try:
+            with open(part, "ab" if resumed else "wb") as f:
+                for chunk in r.iter_content(CHUNK):
+                    if not resumed and got == 0 and _looks_like_html(chunk[:64]):
+                        raise DownloadError(f"the server sent an HTML page from {r.url} instead of the data file "
+                                            f"(it starts with {chunk[:20]!r}).")
+                    f.write(chunk)
+                    h.update(chunk)
+                    got += len(chunk)
+                    bar.update(len(chunk))
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as exc:
+            of = f" of {size or total}" if (size or total) else ""
+            raise _Incomplete(f"the download is truncated: the connection broke after {have + got}{of} bytes "
+                              f"({exc})", got) from exc
+        finally:
+            bar.close()
+        expected = size if size is not None else total
+        if expected is not None and have + got > expected:
+            raise DownloadError(f"{r.url} sent {have + got} bytes, more than the expected {expected}.")
+        if expected is not None and have + got < expected:
+            raise _Incomplete(f"the download is truncated: {have + got} of {expected} bytes arrived", got)
+        return r.url, h.hexdigest(), have + got
+
+
+def download(url: str, path, md5: str, size: int | None = None, progress: bool = True,
+             timeout=(10, 60), retries: int = 2) -> Path:
+    """Download `url` to `path` unless `path` already holds the file with this md5; return `path`.
+
+    Streams with requests (redirects followed; the final URL is kept in the `.md5ok` stamp), hashes md5 on the
+    fly, writes `<path>.part` and moves it to `path` only when size and md5 match. A `.part` left by an
+    interrupted run (Ctrl-C) is continued with an HTTP Range request if the server answers 206, else the
+    download restarts. A connection that breaks after some bytes came is resumed up to `retries` times.
+
+    Args:
+        url: http(s) address. path: final file. md5: expected hex digest (32 lowercase hex digits).
+        size: expected bytes, or None. progress: one updating line on stderr. timeout: (connect, read) seconds.
+    Raises:
+        DownloadError: network failure, HTTP error, HTML answer, truncated file, wrong md5. The message names
+            the URL, the expected md5 and the path where a file fetched by hand is picked up. No file is left
+            under `path` or `<path>.part` (except after Ctrl-C, which keeps `.part` for resuming).
+    """
+    if not isinstance(md5, str) or not _MD5_RE.match(md5):
+        raise ValueError(f"md5 must be 32 lowercase hex digits, got {md5!r}")
+    path = Path(path)
+    if is_verified(path, md5, size):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    hint = manual_hint(url, path, md5, size)
+    existing = (f"\n(The file already at {path} does not have md5 {md5}; it was left untouched.)"
+                if path.exists() else "")
+    if progress:
+        sys.stderr.write(f"downloading {url}\n")
+    try:
+        for attempt in range(retries + 1):
+            try:
+                final_url, got_md5, nbytes = _stream_once(url, part, size, progress, timeout, path.name)
+                break
+            except _Incomplete as exc:
+                if exc.got_bytes == 0 or attempt == retries:
+                    raise DownloadError(f"could not download {url}: {exc}.") from exc
+                if progress:
+                    sys.stderr.write(f"{exc}; trying again ({attempt + 1}/{retries})\n")
+            except requests.exceptions.RequestException as exc:
+                raise DownloadError(f"could not download {url} (no network, or the server is unreachable): "
+                                    f"{type(exc).__name__}: {exc}") from exc
+        if got_md5 != md5:
+            raise DownloadError(f"the file from {final_url} ({nbytes} bytes) has md5 {got_md5}, expected {md5}: "
+                                f"corrupted, or the server now serves a different file.")
+    except KeyboardInterrupt:
+        raise  # keep the .part: the next call resumes it
+    except DownloadError as exc:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{exc}{existing}\n{hint}") from exc.__cause__
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    _stamp_path(path).unlink(missing_ok=True)
+    os.replace(part, path)
+    _write_stamp(path, md5, final_url)
+    if progress and final_url != url:
+        sys.stderr.write(f"(redirected to {final_url})\n")
+    return path
+
+
+def fetch(remote: RemoteFile, root=None, allow_download: bool = True, progress: bool = True) -> Path:
+    """Path of `remote` in `root` (default `data_dir()`), verified by md5; downloaded first when needed.
+
+    With `allow_download=False` a missing or mismatching file raises FileNotFoundError with the manual-download
+    instructions instead of touching the network.
+    """
+    root = Path(root) if root is not None else data_dir()
+    path = root / remote.filename
+    if is_verified(path, remote.md5, remote.size):
+        return path
+    if not allow_download:
+        state = "does not have the expected md5/size" if path.exists() else "is missing"
+        raise FileNotFoundError(f"{path} {state} and download=False.\n"
+                                + manual_hint(remote.url, path, remote.md5, remote.size))
+    return download(remote.url, path, remote.md5, remote.size, progress=progress)
+
+
+def atomic_savez(path, **arrays) -> Path:
+    """np.savez (uncompressed: fast to load) into a temporary file beside `path`, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_npz_cache(path, source: str) -> dict | None:
+    """Arrays of a cache written by `atomic_savez`, or None if absent, unreadable or made from other sources.
+
+    `source` is the string (e.g. the archive md5) the cache was built from; it is stored under `source`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "source" not in z.files or str(z["source"]) != source:
+                return None
+            return {k: z[k] for k in z.files if k != "source"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        sys.stderr.write(f"ignoring unreadable cache {path} ({exc}); rebuilding it\n")
+        return None
