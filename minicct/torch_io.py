@@ -1,0 +1,662 @@
+"""Read and write PyTorch checkpoints (`torch.save` zip format) with only the standard library and NumPy.
+
+Since PyTorch 1.6, `torch.save(obj, "f.pth")` writes an uncompressed zip archive whose members all sit under one
+folder `<prefix>/` (the file stem, or `archive`):
+
+    <prefix>/data.pkl           the object, pickled (protocol 2); tensors appear as calls of
+                                torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)
+    <prefix>/data/<key>         raw bytes of one storage, referenced from data.pkl by a persistent id
+                                ('storage', torch.FloatStorage, '<key>', 'cpu', numel)
+    <prefix>/byteorder          'little' or 'big' (absent in old files: little)
+    <prefix>/version            format version, e.g. '3\\n'
+    <prefix>/.format_version, .storage_alignment, .data/serialization_id   (newer torch; not needed to read)
+
+A tensor is a strided view of its storage: element `idx` (a tuple) sits at storage index
+`offset + sum(idx[i] * stride[i])`. Several tensors of one state_dict may share a storage (views of each other).
+
+Security: a pickle can call any importable function. `_RestrictedUnpickler` overrides `find_class` and
+`persistent_load` so that only what a state_dict needs resolves (OrderedDict, torch storage types, the tensor and
+parameter rebuild functions, which are re-implemented here in NumPy); anything else raises
+`UnsafeCheckpointError` (a `pickle.UnpicklingError`) naming the refused `module.name` before it can run.
+
+Public API:
+    load_state_dict(path) -> dict[str, np.ndarray]      (ordered as in the file)
+    save_state_dict(state, path)                          (torch.load(path, weights_only=True) reads it back)
+    to_params(state, expected_shapes) -> dict[str, np.ndarray]   (checked names/shapes, float32)
+    from_params(params) -> dict[str, np.ndarray]
+    CheckpointError (ValueError), UnsafeCheckpointError (pickle.UnpicklingError)
+"""
+from __future__ import annotations
+
+import collections
+import io
+import math
+import os
+import pickle
+import re
+import struct
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "CheckpointError",
+    "UnsafeCheckpointError",
+    "load_state_dict",
+    "save_state_dict",
+    "to_params",
+    "from_params",
+]
+
+
+class CheckpointError(ValueError):
+    """The file is not a readable PyTorch state_dict checkpoint: corrupt, truncated, legacy format, or content
+    this reader does not support. The message says which and what to do."""
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """data.pkl references a Python global outside the allow-list. Nothing was called."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Storage and dtype tables
+# --------------------------------------------------------------------------------------------------------------
+
+# torch.<Name>Storage -> NumPy dtype code of one element as stored (byte order applied later).
+# "bf16" is bfloat16: NumPy has no such dtype, so it is read as uint16 and widened to float32 (exact).
+_STORAGE_CODES = {
+    "FloatStorage": "f4",
+    "DoubleStorage": "f8",
+    "HalfStorage": "f2",
+    "BFloat16Storage": "bf16",
+    "LongStorage": "i8",
+    "IntStorage": "i4",
+    "ShortStorage": "i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "b1",
+}
+# torch.<dtype> globals that _rebuild_tensor_v3 passes (for dtypes that have no typed storage class).
+_TORCH_DTYPE_CODES = {
+    "float32": "f4", "float64": "f8", "float16": "f2", "bfloat16": "bf16",
+    "int64": "i8", "int32": "i4", "int16": "i2", "int8": "i1",
+    "uint8": "u1", "uint16": "u2", "uint32": "u4", "uint64": "u8", "bool": "b1",
+}
+# NumPy dtype (native) -> storage class name used by the writer.
+_WRITE_STORAGE = {
+    np.dtype(np.float32): "FloatStorage",
+    np.dtype(np.float64): "DoubleStorage",
+    np.dtype(np.float16): "HalfStorage",
+    np.dtype(np.int64): "LongStorage",
+    np.dtype(np.int32): "IntStorage",
+    np.dtype(np.int16): "ShortStorage",
+    np.dtype(np.int8): "CharStorage",
+    np.dtype(np.uint8): "ByteStorage",
+    np.dtype(np.bool_): "BoolStorage",
+}
+# Dtypes without a typed storage class: torch writes them as UntypedStorage + _rebuild_tensor_v3(..., dtype).
+_WRITE_V3 = {np.dtype(np.uint16): "uint16", np.dtype(np.uint32): "uint32", np.dtype(np.uint64): "uint64"}
+
+
+class _Frozen:
+    """Base of the objects `find_class` hands to the pickle: slotted and immutable, so a pickle's BUILD opcode
+    (which sets attributes on the object below it on the stack) cannot alter them for later loads."""
+
+    __slots__ = ()
+
+    def __init__(self, **fields):
+        for k, v in fields.items():
+            object.__setattr__(self, k, v)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{self!r} is read-only")
+
+    __delattr__ = __setattr__
+
+
+class _StorageType(_Frozen):
+    """Stand-in for a torch storage class (e.g. torch.FloatStorage) named in a persistent id."""
+
+    __slots__ = ("name", "code")  # code: element dtype code, None for UntypedStorage (dtype comes from v3)
+
+    def __init__(self, name: str, code: str | None):
+        super().__init__(name=name, code=code)
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+class _TorchDtype(_Frozen):
+    """Stand-in for a torch.dtype global (e.g. torch.uint16), as passed to _rebuild_tensor_v3."""
+
+    __slots__ = ("name", "code")
+
+    def __init__(self, name: str):
+        super().__init__(name=name, code=_TORCH_DTYPE_CODES[name])
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+class _Callable(_Frozen):
+    """An allow-listed callable, wrapped so the pickle sees an immutable object (not the function itself)."""
+
+    __slots__ = ("qualname", "fn")
+
+    def __init__(self, qualname: str, fn):
+        super().__init__(qualname=qualname, fn=fn)
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __repr__(self):
+        return self.qualname
+
+
+class _Storage(_Frozen):
+    """One storage record: its raw bytes, byte order and (for typed storages) element dtype code."""
+
+    __slots__ = ("key", "raw", "code", "byteorder")
+
+    def __init__(self, key: str, raw: bytes, code: str | None, byteorder: str):
+        super().__init__(key=key, raw=raw, code=code, byteorder=byteorder)
+
+
+def _stored_dtype(code: str, byteorder: str) -> np.dtype:
+    """dtype of one element exactly as stored in the file (explicit byte order)."""
+    base = np.dtype("u2" if code == "bf16" else ("?" if code == "b1" else code))
+    return base.newbyteorder("<" if byteorder == "little" else ">") if base.itemsize > 1 else base
+
+
+_MAX_EXPANDED = 2**27  # largest stride-0 (broadcast) tensor materialised beyond its storage size
+
+
+def _tensor_from_storage(storage, storage_offset, size, stride, code: str | None = None) -> np.ndarray:
+    """Copy the strided view `storage[offset + sum(idx * stride)]` of shape `size` into a new native array.
+
+    Every index is checked against the storage length first (a crafted file cannot read past it).
+    bfloat16 comes back as float32 (bit pattern << 16, exact).
+    """
+    if not isinstance(storage, _Storage):
+        raise CheckpointError(f"tensor rebuild got {type(storage).__name__} instead of a storage record")
+    code = storage.code if code is None else code
+    if code is None:
+        raise CheckpointError(f"storage {storage.key!r} is untyped and no dtype was given")
+    dt = _stored_dtype(code, storage.byteorder)
+    if len(storage.raw) % dt.itemsize:
+        raise CheckpointError(
+            f"storage {storage.key!r} has {len(storage.raw)} bytes, not a multiple of the {dt.itemsize}-byte element"
+        )
+    flat = np.frombuffer(storage.raw, dtype=dt)  # [numel] read-only view of the record
+
+    def _ints(v, what):
+        if not isinstance(v, (tuple, list)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+            raise CheckpointError(f"tensor {what} must be a tuple of ints, got {v!r}")
+        return tuple(int(i) for i in v)
+
+    size, stride = _ints(size, "size"), _ints(stride, "stride")
+    if not isinstance(storage_offset, int) or isinstance(storage_offset, bool) or storage_offset < 0:
+        raise CheckpointError(f"tensor storage offset must be an int >= 0, got {storage_offset!r}")
+    if len(size) != len(stride) or any(n < 0 for n in size) or any(s < 0 for s in stride):
+        raise CheckpointError(f"invalid tensor geometry: size {size}, stride {stride}")
+    n_out = math.prod(size)
+    if n_out > max(flat.size, _MAX_EXPANDED):
+        raise CheckpointError(
+            f"tensor of size {size} would expand a {flat.size}-element storage to {n_out} elements; refusing "
+            f"(broadcast views beyond {_MAX_EXPANDED} elements are not supported)"
+        )
+    if n_out == 0:
+        out = np.empty(size, dtype=dt)
+    else:
+        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))  # largest storage index touched
+        if last >= flat.size:
+            raise CheckpointError(
+                f"tensor (offset {storage_offset}, size {size}, stride {stride}) reaches element {last} of storage "
+                f"{storage.key!r} which has only {flat.size} elements: the file is corrupt; re-download it"
+            )
+        view = np.lib.stride_tricks.as_strided(
+            flat[storage_offset:], shape=size, strides=[s * dt.itemsize for s in stride], writeable=False
+        )
+        out = np.array(view, order="C")  # contiguous copy, still in stored byte order
+    out = out.astype(out.dtype.newbyteorder("="), copy=False)
+    if code == "bf16":
+        out = (out.astype(np.uint32) << 16).view(np.float32)  # bfloat16 = top half of a float32
+    return out
+
+
+# Re-implementations of the torch._utils rebuild functions (same signatures as in torch).
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return _tensor_from_storage(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    if metadata:
+        raise CheckpointError(f"tensor carries metadata {metadata!r} (conj/neg view bits), which is not supported")
+    return _tensor_from_storage(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):
+    if metadata:
+        raise CheckpointError(f"tensor carries metadata {metadata!r} (conj/neg view bits), which is not supported")
+    if not isinstance(dtype, _TorchDtype):
+        raise CheckpointError(f"_rebuild_tensor_v3 got dtype {dtype!r}, expected a torch dtype")
+    return _tensor_from_storage(storage, storage_offset, size, stride, code=dtype.code)
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks):
+    if not isinstance(data, np.ndarray):
+        raise CheckpointError(f"_rebuild_parameter got {type(data).__name__} instead of a tensor")
+    return data
+
+
+def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
+    return _rebuild_parameter(data, requires_grad, backward_hooks)
+
+
+def _allowed_globals() -> dict:
+    allowed = {
+        ("collections", "OrderedDict"): _Callable("collections.OrderedDict", collections.OrderedDict),
+        ("torch", "UntypedStorage"): _StorageType("UntypedStorage", None),
+        ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", None),
+    }
+    for fn in (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter,
+               _rebuild_parameter_with_state):
+        allowed[("torch._utils", fn.__name__)] = _Callable("torch._utils." + fn.__name__, fn)
+    for name, code in _STORAGE_CODES.items():
+        allowed[("torch", name)] = _StorageType(name, code)
+    for name in _TORCH_DTYPE_CODES:
+        allowed[("torch", name)] = _TorchDtype(name)
+    return allowed
+
+
+_ALLOWED = _allowed_globals()
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler for data.pkl that resolves only the allow-listed globals and storage persistent ids.
+
+    Every way a pickle can reach a Python object (GLOBAL, STACK_GLOBAL, INST, OBJ, EXT*) goes through
+    `find_class`; a refused name raises before anything is looked up or called.
+    """
+
+    def __init__(self, file, load_storage):
+        super().__init__(file, encoding="utf-8")
+        self._load_storage = load_storage
+
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED[(module, name)]
+        except (KeyError, TypeError):
+            raise UnsafeCheckpointError(
+                f"refusing to load global {module}.{name}: only tensors, storages and OrderedDict are allowed in a "
+                "state_dict checkpoint (the file may be malicious, or it holds more than a state_dict; extract the "
+                "state_dict with torch and save it alone)"
+            ) from None
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise CheckpointError(
+                f"unsupported persistent id {pid!r} (expected ('storage', type, key, location, numel))"
+            )
+        _, stype, key, location, numel = pid
+        if not isinstance(stype, _StorageType):
+            raise CheckpointError(f"persistent id names storage type {stype!r}, not a torch storage class")
+        if not isinstance(key, str) or not isinstance(location, str):
+            raise CheckpointError(f"persistent id has non-string key or location: {pid!r}")
+        if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+            raise CheckpointError(f"persistent id has invalid element count {numel!r}")
+        return self._load_storage(stype, key, numel)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reader
+# --------------------------------------------------------------------------------------------------------------
+
+_CORRUPT = "the file is corrupt or incomplete; re-download it (and check its checksum)"
+_RESAVE = (
+    "This reader supports only the zip format that torch.save writes since PyTorch 1.6. Re-save it with a recent "
+    "torch: torch.save(torch.load(old_path, weights_only=True), new_path)"
+)
+
+
+def _open_archive(path: Path) -> zipfile.ZipFile:
+    """Open `path` as a torch zip archive, or raise CheckpointError explaining what the file is instead."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if zipfile.is_zipfile(path):
+        try:
+            return zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            raise CheckpointError(f"{path}: broken zip archive ({e}); {_CORRUPT}") from e
+    if not head:
+        raise CheckpointError(f"{path}: the file is empty; {_CORRUPT}")
+    if head.startswith(b"PK\x03\x04"):
+        raise CheckpointError(f"{path}: zip archive without a central directory (truncated download?); {_CORRUPT}")
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise CheckpointError(
+            f"{path}: this is a legacy (non-zip) PyTorch checkpoint, written by torch.save before PyTorch 1.6 or with "
+            f"_use_new_zipfile_serialization=False. {_RESAVE}"
+        )
+    if tarfile.is_tarfile(path):
+        raise CheckpointError(f"{path}: this is a legacy tar-format PyTorch checkpoint (PyTorch < 0.4). {_RESAVE}")
+    raise CheckpointError(f"{path}: not a PyTorch checkpoint (unrecognised header {head!r})")
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    """Read one member; the zip CRC is checked, and any zip/zlib failure becomes a CheckpointError."""
+    try:
+        return zf.read(name)
+    except KeyError:
+        raise CheckpointError(f"{path}: member {name!r} is missing; {_CORRUPT}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, struct.error) as e:
+        raise CheckpointError(f"{path}: member {name!r} cannot be read ({e}); {_CORRUPT}") from e
+
+
+def _find_prefix(zf: zipfile.ZipFile, path: Path) -> str:
+    pkls = [n for n in zf.namelist() if re.fullmatch(r"[^/]+/data\.pkl", n)]
+    if len(pkls) != 1:
+        raise CheckpointError(
+            f"{path}: expected exactly one '<prefix>/data.pkl' member, found {pkls or 'none'}; this zip is not a "
+            "PyTorch checkpoint written by torch.save"
+        )
+    return pkls[0][: -len("/data.pkl")]
+
+
+def _load_object(path: Path):
+    """Unpickle the object stored in a torch zip checkpoint, with tensors as NumPy arrays."""
+    with _open_archive(path) as zf:
+        prefix = _find_prefix(zf, path)
+        names = set(zf.namelist())
+        byteorder = "little"
+        if f"{prefix}/byteorder" in names:
+            mark = _read_member(zf, f"{prefix}/byteorder", path).decode("ascii", "replace").strip()
+            if mark not in ("little", "big"):
+                raise CheckpointError(f"{path}: byteorder record says {mark!r}, expected 'little' or 'big'; {_CORRUPT}")
+            byteorder = mark
+        cache: dict[str, _Storage] = {}
+
+        def load_storage(stype: _StorageType, key: str, numel: int) -> _Storage:
+            if key in cache:
+                if cache[key].code != stype.code:
+                    raise CheckpointError(f"{path}: storage {key!r} is referenced with two element types")
+                return cache[key]
+            name = f"{prefix}/data/{key}"
+            itemsize = 1 if stype.code is None else _stored_dtype(stype.code, byteorder).itemsize
+            try:
+                info = zf.getinfo(name)
+            except KeyError:
+                raise CheckpointError(f"{path}: storage member {name!r} is missing; {_CORRUPT}") from None
+            if info.file_size != numel * itemsize:
+                raise CheckpointError(
+                    f"{path}: storage {name!r} holds {info.file_size} bytes, expected {numel} x {itemsize}; {_CORRUPT}"
+                )
+            cache[key] = _Storage(key, _read_member(zf, name, path), stype.code, byteorder)
+            return cache[key]
+
+        pkl = _read_member(zf, f"{prefix}/data.pkl", path)
+        try:
+            return _RestrictedUnpickler(io.BytesIO(pkl), load_storage).load()
+        except (UnsafeCheckpointError, CheckpointError):
+            raise
+        except Exception as e:  # truncated/garbled pickle, wrong argument types to an allowed callable, ...
+            raise CheckpointError(
+                f"{path}: {prefix}/data.pkl cannot be unpickled ({type(e).__name__}: {e}); {_CORRUPT}"
+            ) from e
+
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def _unwrap_state_dict(obj, path="checkpoint") -> dict:
+    """Find the state_dict in a loaded object and return it as an ordered dict name -> array.
+
+    Accepts a bare state_dict, or a dict holding it under 'state_dict', 'model_state_dict' or 'model' (first found,
+    in that order). A 'module.' prefix on every key (nn.DataParallel) is removed.
+    """
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: top-level object is a {type(obj).__name__}, expected a dict (a state_dict)")
+    if not (obj and all(isinstance(v, np.ndarray) for v in obj.values())):
+        inner = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            raise CheckpointError(
+                f"{path}: no state_dict found: the top-level dict has keys {list(obj)[:20]} and is not a dict of "
+                f"tensors; expected a state_dict or a dict with one under {list(_WRAPPER_KEYS)}"
+            )
+        obj = obj[inner]
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
+    if bad or not obj:
+        detail = ", ".join(f"{k!r} ({type(obj[k]).__name__})" for k in bad[:10]) or "it is empty"
+        raise CheckpointError(f"{path}: the state_dict must map names to tensors, but: {detail}")
+    if all(k.startswith("module.") for k in obj):
+        return {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def load_state_dict(path) -> dict[str, np.ndarray]:
+    """Load a PyTorch state_dict checkpoint (zip format, PyTorch >= 1.6) as NumPy arrays, without torch.
+
+    Args:
+        path: a file written by `torch.save(model.state_dict(), path)` (or a dict holding the state_dict under
+            'state_dict' / 'model_state_dict' / 'model'; a DataParallel 'module.' prefix is stripped).
+    Returns:
+        dict name -> np.ndarray, in file order. Arrays are C-contiguous copies in native byte order with the stored
+        dtype (float32/float64/float16/int*/uint8/bool); bfloat16 tensors become float32 (exactly).
+    Raises:
+        CheckpointError (a ValueError): corrupt/truncated file, legacy format, or not a state_dict.
+        UnsafeCheckpointError (a pickle.UnpicklingError): the pickle references anything outside the allow-list.
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    return _unwrap_state_dict(_load_object(path), path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writer
+# --------------------------------------------------------------------------------------------------------------
+
+_ALIGN = 64  # torch aligns every storage record's payload to 64 bytes (lets torch.load(mmap=True) map it)
+
+
+class _PickleWriter:
+    """Emit pickle protocol-2 opcodes by hand.
+
+    The standard Pickler cannot write a GLOBAL for `torch._utils._rebuild_tensor_v2` without importing torch (it
+    checks that the name resolves), so the few opcodes a state_dict needs are written directly. No memo is used.
+    """
+
+    def __init__(self):
+        self.out = bytearray(pickle.PROTO + b"\x02")
+
+    def global_(self, module: str, name: str):
+        self.out += pickle.GLOBAL + f"{module}\n{name}\n".encode("ascii")
+
+    def str_(self, s: str):
+        b = s.encode("utf-8", "surrogatepass")
+        self.out += pickle.BINUNICODE + struct.pack("<I", len(b)) + b
+
+    def int_(self, n: int):
+        if 0 <= n < 0x100:
+            self.out += pickle.BININT1 + bytes([n])
+        elif 0 <= n < 0x10000:
+            self.out += pickle.BININT2 + struct.pack("<H", n)
+        elif -(2**31) <= n < 2**31:
+            self.out += pickle.BININT + struct.pack("<i", n)
+        else:
+            b = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+            self.out += pickle.LONG1 + bytes([len(b)]) + b
+
+    def int_tuple(self, values):
+        self.out += pickle.MARK
+        for v in values:
+            self.int_(int(v))
+        self.out += pickle.TUPLE
+
+    def empty_ordered_dict(self):
+        self.global_("collections", "OrderedDict")
+        self.out += pickle.EMPTY_TUPLE + pickle.REDUCE
+
+    def tensor(self, storage_name: str, key: str, numel: int, shape, strides, v3_dtype: str | None = None):
+        """_rebuild_tensor_v2(('storage', torch.<storage_name>, key, 'cpu', numel), 0, shape, strides, False,
+        OrderedDict()); or, with `v3_dtype`, _rebuild_tensor_v3(('storage', torch.storage.UntypedStorage, key,
+        'cpu', numel in bytes), 0, shape, strides, False, OrderedDict(), torch.<v3_dtype>)."""
+        self.global_("torch._utils", "_rebuild_tensor_v3" if v3_dtype else "_rebuild_tensor_v2")
+        self.out += pickle.MARK
+        self.out += pickle.MARK
+        self.str_("storage")
+        if v3_dtype:
+            self.global_("torch.storage", "UntypedStorage")
+        else:
+            self.global_("torch", storage_name)
+        self.str_(key)
+        self.str_("cpu")
+        self.int_(numel)
+        self.out += pickle.TUPLE + pickle.BINPERSID
+        self.int_(0)
+        self.int_tuple(shape)
+        self.int_tuple(strides)
+        self.out += pickle.NEWFALSE
+        self.empty_ordered_dict()
+        if v3_dtype:
+            self.global_("torch", v3_dtype)
+        self.out += pickle.TUPLE + pickle.REDUCE
+
+
+def _contiguous_strides(shape) -> tuple:
+    """Element strides of a C-contiguous tensor as torch computes them (size-0 dims count as 1)."""
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= max(int(n), 1)
+    return tuple(reversed(strides))
+
+
+def _aligned_extra(header_offset: int, name: bytes) -> bytes:
+    """A zip 'extra' field padding the local header so that the member's data starts on a 64-byte boundary."""
+    start = header_offset + 30 + len(name) + 4  # 30-byte local header, then name, then 4-byte extra-field header
+    pad = -start % _ALIGN
+    return struct.pack("<HH", 0x4246, pad) + b"Z" * pad  # id 'FB', as torch's writer uses
+
+
+def save_state_dict(state: dict, path) -> None:
+    """Write a state_dict of NumPy arrays as a PyTorch zip checkpoint, atomically (temp file + os.replace).
+
+    `torch.load(path, weights_only=True)` returns an OrderedDict of CPU tensors with the same names, order, dtypes,
+    shapes and values. Each array gets its own contiguous little-endian storage.
+
+    Args:
+        state: name -> np.ndarray, dtype float32/float64/float16/int64/int32/int16/int8/uint8/bool (uint16/32/64
+            too, written as torch does for them: untyped storage + _rebuild_tensor_v3).
+        path: destination file; its folder must exist.
+    """
+    path = Path(path)
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict name -> np.ndarray, got {type(state).__name__}")
+    arrays = []
+    for k, v in state.items():
+        if not isinstance(k, str):
+            raise TypeError(f"state_dict keys must be str, got {k!r} ({type(k).__name__})")
+        if not isinstance(v, np.ndarray):
+            raise TypeError(f"state[{k!r}] must be a np.ndarray, got {type(v).__name__}")
+        dt = v.dtype.newbyteorder("=") if v.dtype.byteorder in "<>" else v.dtype
+        if dt not in _WRITE_STORAGE and dt not in _WRITE_V3:
+            raise ValueError(
+                f"state[{k!r}] has dtype {v.dtype}, which cannot be saved; use one of "
+                f"{sorted(str(d) for d in (*_WRITE_STORAGE, *_WRITE_V3))}"
+            )
+        arrays.append((k, v.astype(dt.newbyteorder("<"), order="C", copy=False), dt))
+
+    pw = _PickleWriter()
+    pw.empty_ordered_dict()
+    if arrays:
+        pw.out += pickle.MARK
+        for i, (k, a, dt) in enumerate(arrays):
+            pw.str_(k)
+            if dt in _WRITE_V3:  # untyped storage: numel counts bytes
+                pw.tensor("", str(i), a.nbytes, a.shape, _contiguous_strides(a.shape), v3_dtype=_WRITE_V3[dt])
+            else:
+                pw.tensor(_WRITE_STORAGE[dt], str(i), a.size, a.shape, _contiguous_strides(a.shape))
+        pw.out += pickle.SETITEMS
+    pw.out += pickle.STOP
+
+    prefix = "archive"
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+
+            def write(name: str, data: bytes, align: bool = False):
+                info = zipfile.ZipInfo(f"{prefix}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_STORED
+                if align:
+                    info.extra = _aligned_extra(f.tell(), info.filename.encode("utf-8"))
+                zf.writestr(info, data)
+
+            write("data.pkl", bytes(pw.out))
+            write("byteorder", b"little")
+            for i, (_, a, _) in enumerate(arrays):
+                write(f"data/{i}", a.tobytes(), align=True)
+            write("version", b"3\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------------------
+# state_dict <-> minicct parameters
+# --------------------------------------------------------------------------------------------------------------
+
+
+def to_params(state: dict, expected_shapes: dict) -> dict[str, np.ndarray]:
+    """Check a state_dict against the model's parameter shapes and return float32 parameters.
+
+    minicct uses the official CCT state_dict names and shapes (see `model.param_shapes(cfg)`), so this is a
+    checked copy: every expected name must be present with exactly the expected shape and a floating dtype, and
+    no other name may be present. All problems are reported together in one ValueError.
+
+    Args:
+        state: name -> np.ndarray, e.g. from `load_state_dict`.
+        expected_shapes: name -> shape tuple, in model order.
+    Returns:
+        name -> float32 C-contiguous copy, in the order of `expected_shapes`.
+    """
+    missing = [k for k in expected_shapes if k not in state]
+    unexpected = [k for k in state if k not in expected_shapes]
+    wrong = []
+    for k, shape in expected_shapes.items():
+        if k not in state:
+            continue
+        v = np.asarray(state[k])
+        if v.shape != tuple(shape):
+            wrong.append(f"{k}: expected shape {tuple(shape)}, found {v.shape}")
+        elif not np.issubdtype(v.dtype, np.floating):
+            wrong.append(f"{k}: expected a floating-point tensor, found dtype {v.dtype}")
+    if missing or unexpected or wrong:
+        lines = ["state_dict does not match the model:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): " + ", ".join(missing))
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
+        if wrong:
+            lines.append(f"  mismatches ({len(wrong)}):")
+            lines += [f"    {w}" for w in wrong]
+        lines.append("Check that the model config (layers, dims, kernel, conv layers, classes, img_size, "
+                     "positional embedding) matches the checkpoint.")
+        raise ValueError("\n".join(lines))
+    return {k: np.ascontiguousarray(state[k], dtype=np.float32) for k in expected_shapes}
+
+
+def from_params(params: dict) -> dict[str, np.ndarray]:
+    """Parameters -> state_dict (same names, same order) as float32 C-contiguous copies, ready for
+    `save_state_dict`. The inverse of `to_params`."""
+    out = {}
+    for k, v in params.items():
+        v = np.asarray(v)
+        if not isinstance(k, str) or not np.issubdtype(v.dtype, np.floating):
+            raise ValueError(f"parameter {k!r} must be a floating-point array under a str name, got {v.dtype}")
+        out[k] = np.array(v, dtype=np.float32, order="C")
+    return out
