@@ -1,0 +1,374 @@
+"""Per-encoder read-out: a fresh linear classifier trained on frozen activations (phase 2 of the SNP method).
+
+A read-out maps the activations A [N, T, D] of one site (an encoder's output, its MHA heads, its FF hidden
+layer, ...) to K logits. Three forms are offered (`mode`):
+
+    "flat"     [CODE]  logits = A.reshape(N, T*D) @ W.reshape(K, T*D)^T,   W [K, T, D], no bias.
+                       The AFCC `FC_Net` (nn.Linear(T*D, K, bias=False)) on the flattened tokens: every token
+                       of every node has its own weight to every label (paper_method 1.2, 1.3).
+    "mean"     [INF]   logits = mean_t(A) @ W^T,   W [K, D], no bias (token-averaged read-out).
+    "seqpool"  [INF]   logits = seqpool(A) @ W^T,  W [K, D], no bias; seqpool = softmax over tokens of a fresh
+                       Linear(D, 1), as the CCT's own pooling (layers/pooling.py), trained jointly with W.
+The project's design input found that the flattened-token read-out hardly rises along the encoders while
+the token-averaged one does; so all three are here, and "flat" stays the default because it is the authors'.
+
+Training recipe of the AFCC code (Train_Network.py, Cut_VGG.py) [CODE]: init uniform(+-1/sqrt(fan_in)) like
+torch.nn.Linear; SGD with Nesterov momentum 0.975, weight decay 1e-3 on every weight, mini-batch 100, plain
+cross-entropy; the learning rate is multiplied by 0.975 at the START of every epoch (the code does
+`lr *= 0.975` before each epoch, the first included), so epoch e (from 0) uses lr * 0.975**(e+1).
+The authors train 200 epochs with augmented images; here the activations are cached, so there is no
+augmentation [INF], and a few epochs are the default.
+
+Memory: A may be a large float32/float16 array or an np.memmap; it is read one shuffled mini-batch at a time
+(rows gathered in ascending order for memmap locality) and never converted whole.
+Shape legend: N images, T tokens, D nodes, K classes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..layers.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from ..layers.pooling import seqpool_backward, seqpool_forward
+from ..train.optim import SGD
+
+MODES = ("flat", "mean", "seqpool")
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def _check_activations(A, name="A"):
+    """Raise ValueError unless A is a floating [N, T, D] array (ndarray or memmap). Returns A unchanged."""
+    if not isinstance(A, np.ndarray):
+        raise ValueError(f"{name} must be a NumPy array (or np.memmap) of shape [N, T, D], got {type(A).__name__}")
+    if A.ndim != 3:
+        raise ValueError(f"{name} must have shape [N, T, D] (images, tokens, nodes), got shape {A.shape}; "
+                         f"for pooled features [N, D] use the pooled functions, for one image add A[None]")
+    if not np.issubdtype(A.dtype, np.floating):
+        raise ValueError(f"{name} must hold floating-point activations, got dtype {A.dtype}")
+    return A
+
+
+def _check_labels(y, n, num_classes, name="y"):
+    """Integer labels [n] in 0..num_classes-1 -> int64 array; ValueError otherwise."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"{name} must be integer labels of shape [{n}] (one per image), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer labels, got dtype {y.dtype}")
+    if n and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{name} must be in 0..{num_classes - 1}, got values in {y.min()}..{y.max()}")
+    return y.astype(np.int64, copy=False)
+
+
+def _check_mode_name(mode):
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _check_mode(mode, pool=None):
+    """Validate a read-out mode (and, for "seqpool", its pool = (w [1, D], b [1]))."""
+    _check_mode_name(mode)
+    if mode == "seqpool":
+        if pool is None or len(pool) != 2:
+            raise ValueError("mode 'seqpool' needs pool=(w [1, D], b [1]), the trained attention-pool weights "
+                             "(Readout.pool of a seqpool read-out)")
+    elif pool is not None:
+        raise ValueError(f"pool is only used by mode 'seqpool', got a pool with mode {mode!r}")
+
+
+def readout_shape(mode, T, D, K):
+    """Shape of the read-out weight: (K, T, D) for "flat" [CODE], (K, D) for "mean" / "seqpool" [INF]."""
+    _check_mode_name(mode)
+    return (K, T, D) if mode == "flat" else (K, D)
+
+
+def _check_weight(W, mode, T, D, K=None):
+    if not isinstance(W, np.ndarray) or W.ndim < 2:
+        raise ValueError(f"read-out weight must be a NumPy array [K, T, D] or [K, D], got "
+                         f"{getattr(W, 'shape', type(W).__name__)}")
+    want = readout_shape(mode, T, D, W.shape[0] if K is None else K)
+    if W.shape != want:
+        got = W.shape
+        raise ValueError(f"read-out weight for mode {mode!r} must have shape {want} (K, T, D for 'flat', K, D "
+                         f"otherwise) to match activations with T={T}, D={D}; got {got}")
+
+
+def _rows(A, idx, out=None):
+    """Rows idx of A as float32 (only these rows are read; float16/float64 caches are cast per batch)."""
+    if out is not None and A.dtype == np.float32:
+        np.take(A, idx, axis=0, out=out[: len(idx)])
+        return out[: len(idx)]
+    return np.asarray(A[idx], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- forward
+def pooled_features(A, mode, pool=None, batch_size=1000):
+    """Token-pooled features Z [N, D] (float32) of a "mean" or "seqpool" read-out.
+
+        mean:    Z[k, n] = (1/T) sum_t A_k[t, n]                                   [INF]
+        seqpool: Z[k, n] = sum_t a_k[t] A_k[t, n],  a_k = softmax_t(A_k w^T + b)   [INF] (CCT pooling)
+    Inputs: A [N, T, D], pool = (w [1, D], b [1]) for seqpool. Processed batch_size images at a time.
+    """
+    _check_activations(A)
+    _check_mode(mode, pool)
+    if mode == "flat":
+        raise ValueError("pooled_features needs mode 'mean' or 'seqpool'; the flat read-out has no pooled feature")
+    N, T, D = A.shape
+    Z = np.empty((N, D), dtype=np.float32)
+    for s in range(0, N, batch_size):
+        Ab = np.asarray(A[s:s + batch_size], dtype=np.float32)  # [B, T, D]
+        Z[s:s + batch_size] = Ab.mean(axis=1) if mode == "mean" else seqpool_forward(Ab, *pool)[0]
+    return Z
+
+
+def readout_logits(A, W, batch_size=1000, mode="flat", pool=None):
+    """Logits [N, K] (float32) of a bias-free read-out, computed batch_size images at a time.
+
+        flat:            z_k = A_k.reshape(T*D) @ W.reshape(K, T*D)^T   [CODE]
+        mean / seqpool:  z_k = Z_k @ W^T with Z from `pooled_features`  [INF]
+    Inputs: A [N, T, D]; W [K, T, D] (flat) or [K, D]; pool (seqpool only) = (w [1, D], b [1]).
+    """
+    _check_activations(A)
+    _check_mode(mode, pool)
+    N, T, D = A.shape
+    _check_weight(W, mode, T, D)
+    K = W.shape[0]
+    Wf = W.reshape(K, -1).astype(np.float32, copy=False)  # [K, T*D] or [K, D]
+    out = np.empty((N, K), dtype=np.float32)
+    for s in range(0, N, batch_size):
+        Ab = np.asarray(A[s:s + batch_size], dtype=np.float32)  # [B, T, D]
+        if mode == "flat":
+            X = Ab.reshape(Ab.shape[0], T * D)                  # [B, T*D]
+        elif mode == "mean":
+            X = Ab.mean(axis=1)                                 # [B, D]
+        else:
+            X = seqpool_forward(Ab, *pool)[0]                   # [B, D]
+        out[s:s + batch_size] = X @ Wf.T                        # [B, K]
+    return out
+
+
+def readout_accuracy(A, y, W, batch_size=1000, mode="flat", pool=None):
+    """Accuracy of a read-out, mean_k [argmax_j z_k(j) == y_k] (AFCC test_func) [CODE]. A [N, T, D], y int [N]."""
+    _check_activations(A)
+    y = _check_labels(y, A.shape[0], W.shape[0])
+    if A.shape[0] == 0:
+        raise ValueError("readout_accuracy: no images (A has N = 0)")
+    return float((readout_logits(A, W, batch_size, mode, pool).argmax(axis=1) == y).mean())
+
+
+# ---------------------------------------------------------------------------------------------- training
+@dataclass
+class Readout:
+    """A trained read-out and its learning curve.
+
+    W:          [K, T, D] (flat) or [K, D] (mean / seqpool), float32, bias-free.
+    mode:       "flat" | "mean" | "seqpool".
+    pool_w, pool_b: the seqpool attention weights [1, D], [1] (None otherwise).
+    train_loss, train_acc: [epochs], running mean over the epoch's mini-batches (computed before each step).
+    test_acc:   [epochs] test accuracy after each epoch (empty when no test set was given).
+    lr:         [epochs] learning rate used in each epoch.
+    mask:       the weight mask re-applied after every step (None for a dense read-out).
+    """
+
+    W: np.ndarray
+    mode: str
+    train_loss: np.ndarray
+    train_acc: np.ndarray
+    test_acc: np.ndarray
+    lr: np.ndarray
+    pool_w: np.ndarray | None = None
+    pool_b: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+    @property
+    def pool(self):
+        """(pool_w, pool_b) for a seqpool read-out, else None (pass as `pool=` to the other functions)."""
+        return None if self.pool_w is None else (self.pool_w, self.pool_b)
+
+    @property
+    def final_test_acc(self):
+        """Test accuracy after the last epoch, or None."""
+        return float(self.test_acc[-1]) if len(self.test_acc) else None
+
+    def logits(self, A, batch_size=1000):
+        """readout_logits with this read-out's W, mode and pool: A [N, T, D] -> [N, K]."""
+        return readout_logits(A, self.W, batch_size, self.mode, self.pool)
+
+    def accuracy(self, A, y, batch_size=1000):
+        """readout_accuracy with this read-out's W, mode and pool."""
+        return readout_accuracy(A, y, self.W, batch_size, self.mode, self.pool)
+
+
+def _expand_mask_to(mask, W_shape, mode):
+    """A {0,1} mask broadcastable onto W: [K, D] -> [K, 1, D] for flat; full shapes pass through."""
+    m = np.asarray(mask)
+    if m.dtype != bool:
+        if not np.isin(m, (0, 1)).all():
+            raise ValueError("mask must be boolean or hold only 0 and 1")
+        m = m.astype(bool)
+    K, D = W_shape[0], W_shape[-1]
+    if m.shape == W_shape:
+        return m
+    if mode == "flat" and m.shape == (K, D):
+        return m[:, None, :]                                   # same keep/prune for every token
+    raise ValueError(f"mask must have shape {(K, D)} (label x node) or the weight's shape {W_shape}, "
+                     f"got {m.shape}")
+
+
+def init_readout(mode, T, D, K, rng, mask=None):
+    """Fresh read-out weights, uniform(+-1/sqrt(fan_in)) as torch.nn.Linear [CODE].
+
+    With a mask, row j uses the masked fan-in, bound 1/sqrt(#kept inputs of row j), and pruned entries are 0
+    (Random_AFCC.py `initialize_weights_AFCC`) [CODE]. For seqpool also returns the attention pool
+    (w [1, D], b [1]) ~ uniform(+-1/sqrt(D)) [INF]. Returns (W, pool_w, pool_b).
+    """
+    shape = readout_shape(mode, T, D, K)
+    fan_in = T * D if mode == "flat" else D
+    W = rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+    if mask is None:
+        W *= np.float32(1.0 / np.sqrt(fan_in))
+    else:
+        m = np.broadcast_to(_expand_mask_to(mask, shape, mode), shape)
+        kept = m.reshape(K, -1).sum(axis=1)                    # masked fan-in per output row
+        bound = np.where(kept > 0, 1.0 / np.sqrt(np.maximum(kept, 1)), 0.0).astype(np.float32)
+        W *= bound.reshape((K,) + (1,) * (len(shape) - 1))
+        W *= m
+    pool_w = pool_b = None
+    if mode == "seqpool":
+        b = np.float32(1.0 / np.sqrt(D))
+        pool_w = rng.uniform(-b, b, size=(1, D)).astype(np.float32)
+        pool_b = rng.uniform(-b, b, size=(1,)).astype(np.float32)
+    return W, pool_w, pool_b
+
+
+def _step_grads(Ab, yb, params, mode):
+    """One mini-batch: forward, plain cross-entropy, backward. Returns (loss, logits [B, K], grads)."""
+    B = Ab.shape[0]
+    Wf = params["W"]                                          # [K, T*D] (flat view) or [K, D]
+    if mode == "flat":
+        X = Ab.reshape(B, -1)                                 # [B, T, D] -> [B, T*D]
+    elif mode == "mean":
+        X = Ab.mean(axis=1)                                   # [B, D]
+    else:
+        X, pcache = seqpool_forward(Ab, params["pool.weight"], params["pool.bias"])  # [B, D]
+    logits = X @ Wf.T                                         # [B, K]
+    loss, cache = softmax_cross_entropy_forward(logits, yb)
+    dlogits = softmax_cross_entropy_backward(1.0, cache)      # [B, K]
+    grads = {"W": dlogits.T @ X}                              # [K, B] @ [B, T*D or D]
+    if mode == "seqpool":
+        dZ = dlogits @ Wf                                     # [B, D]
+        _, grads["pool.weight"], grads["pool.bias"] = seqpool_backward(dZ, pcache)
+    return loss, logits, grads
+
+
+def train_readout(A_train, y_train, num_classes, epochs=10, lr=0.01, momentum=0.975, nesterov=True,
+                  weight_decay=1e-3, lr_decay=0.975, batch_size=100, seed=0, A_test=None, y_test=None,
+                  progress=None, pooled=False, mode="flat", mask=None, W_init=None, pool_init=None):
+    """Train a bias-free read-out on frozen activations with the AFCC recipe; returns a `Readout`.
+
+        logits = read-out(A) (see `mode`),  loss = -(1/B) sum_k log softmax(logits_k)[y_k]
+        SGD (torch.optim.SGD): g += wd w ; b = mu b + g ; w -= lr_e (g + mu b)   (Nesterov)
+        lr_e = lr * lr_decay**(e + 1) for epoch e = 0, 1, ...                    [CODE]
+
+    Inputs:
+        A_train [N, T, D] float array or np.memmap (read one shuffled mini-batch at a time), y_train int [N].
+        num_classes K. epochs (the authors use 200; a few suffice on cached features, report the number).
+        lr, momentum, nesterov, weight_decay, lr_decay, batch_size: defaults = AFCC read-out recipe [CODE].
+        seed: initialisation and shuffling (np.random.default_rng(seed)); same seed -> same result.
+        A_test [M, T, D], y_test [M]: if given, test accuracy after every epoch.
+        progress: None, True (print one line per epoch) or a callable(record dict) called per epoch with
+            keys epoch, lr, train_loss, train_acc, test_acc (None without a test set).
+        mode: "flat" [CODE] | "mean" [INF] | "seqpool" [INF] (module docstring). pooled=True is shorthand
+            for mode="seqpool".
+        mask: optional keep-mask [K, D] (label x node, applied to every token) or W's shape; re-applied
+            after every optimiser step so pruned weights stay exactly 0 (AFCC train_func) [CODE].
+        W_init: optional starting weights (copied, not modified), e.g. a trained read-out for masked
+            retraining; pool_init = (w, b) likewise for seqpool. Without W_init and with a mask the init
+            uses the masked fan-in (Random_AFCC) [CODE].
+    Returns: Readout(W, mode, train_loss [E], train_acc [E], test_acc [E or 0], lr [E], pool_w, pool_b, mask).
+    """
+    if pooled:
+        if mode not in ("flat", "seqpool"):
+            raise ValueError(f"pooled=True means mode='seqpool' but mode={mode!r} was given; pass only one")
+        mode = "seqpool"
+    _check_mode_name(mode)
+    _check_activations(A_train, "A_train")
+    N, T, D = A_train.shape
+    if N == 0:
+        raise ValueError("train_readout: A_train has no images (N = 0)")
+    y_train = _check_labels(y_train, N, num_classes, "y_train")
+    if (A_test is None) != (y_test is None):
+        raise ValueError("give both A_test and y_test, or neither")
+    if A_test is not None:
+        _check_activations(A_test, "A_test")
+        if A_test.shape[1:] != (T, D):
+            raise ValueError(f"A_test has tokens x nodes {A_test.shape[1:]}, A_train has {(T, D)}")
+        y_test = _check_labels(y_test, A_test.shape[0], num_classes, "y_test")
+    if not (isinstance(epochs, (int, np.integer)) and epochs >= 0):
+        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not lr_decay > 0:
+        raise ValueError(f"lr_decay must be > 0, got {lr_decay}")
+    if progress is not None and progress is not True and not callable(progress):
+        raise ValueError("progress must be None, True (print) or a callable taking one dict per epoch")
+
+    K = num_classes
+    shape = readout_shape(mode, T, D, K)
+    rng = np.random.default_rng(seed)
+    m = None if mask is None else _expand_mask_to(mask, shape, mode)
+    W, pool_w, pool_b = init_readout(mode, T, D, K, rng, mask)
+    if W_init is not None:
+        _check_weight(np.asarray(W_init), mode, T, D, K)
+        W = np.array(W_init, dtype=np.float32)              # a copy: the caller's array is not modified
+        if m is not None:
+            W *= m
+    if pool_init is not None:
+        if mode != "seqpool":
+            raise ValueError("pool_init is only used with mode 'seqpool'")
+        pool_w, pool_b = (np.array(p, dtype=np.float32) for p in pool_init)
+        if pool_w.shape != (1, D) or pool_b.shape != (1,):
+            raise ValueError(f"pool_init must be (w (1, {D}), b (1,)), got {pool_w.shape}, {pool_b.shape}")
+
+    params = {"W": W.reshape(K, -1)}                         # a view: the step updates W in place
+    if mode == "seqpool":
+        params["pool.weight"], params["pool.bias"] = pool_w, pool_b
+    opt = SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, decay_all=True)
+    buf = np.empty((min(batch_size, N), T, D), dtype=np.float32)  # reused batch buffer
+    hist = {"train_loss": [], "train_acc": [], "test_acc": [], "lr": []}
+    pool = (pool_w, pool_b) if mode == "seqpool" else None  # the same arrays the optimiser updates in place
+
+    for epoch in range(epochs):
+        lr_e = lr * lr_decay ** (epoch + 1)                  # AFCC: lr *= 0.975 before every epoch
+        perm = rng.permutation(N)
+        loss_sum = correct = 0.0
+        for s in range(0, N, batch_size):
+            idx = np.sort(perm[s:s + batch_size])            # ascending rows: memmap-friendly, same batch
+            Ab = _rows(A_train, idx, buf)                     # [B, T, D] float32
+            yb = y_train[idx]
+            loss, logits, grads = _step_grads(Ab, yb, params, mode)
+            opt.step(params, grads, lr=lr_e)
+            if m is not None:
+                np.multiply(W, m, out=W)                      # pruned weights back to exactly 0
+            loss_sum += loss * len(idx)
+            correct += float((logits.argmax(axis=1) == yb).sum())
+        rec = {"epoch": epoch, "lr": lr_e, "train_loss": loss_sum / N, "train_acc": correct / N, "test_acc": None}
+        if A_test is not None:
+            rec["test_acc"] = readout_accuracy(A_test, y_test, W, mode=mode, pool=pool)
+            hist["test_acc"].append(rec["test_acc"])
+        for k in ("train_loss", "train_acc", "lr"):
+            hist[k].append(rec[k])
+        if progress is True:
+            test = "" if rec["test_acc"] is None else f"  test acc {rec['test_acc']:.4f}"
+            print(f"read-out [{mode}] epoch {epoch + 1}/{epochs}  lr {lr_e:.5f}  "
+                  f"loss {rec['train_loss']:.4f}  train acc {rec['train_acc']:.4f}{test}", flush=True)
+        elif progress is not None:
+            progress(rec)
+
+    return Readout(W=W, mode=mode, train_loss=np.asarray(hist["train_loss"]),
+                   train_acc=np.asarray(hist["train_acc"]), test_acc=np.asarray(hist["test_acc"]),
+                   lr=np.asarray(hist["lr"]), pool_w=pool_w, pool_b=pool_b,
+                   mask=None if mask is None else np.asarray(mask).astype(bool))
