@@ -1,0 +1,262 @@
+"""The training loop: mini-batches, augmentation, AdamW or SGD, warm-up + cosine schedule, evaluation each
+epoch, progress display, atomic checkpoints, resume, and Ctrl-C that saves before it exits.
+
+Reproducible: every random stream (data order, augmentation, dropout/drop-path) is a child of one
+np.random.SeedSequence(seed), and the generators' states are stored in the checkpoint, so the same seed on
+the same machine gives the same loss trajectory, with or without an interruption and a resume.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import model as M
+from ..datasets.base import Dataset, to_model_input
+from ..layers.loss import smooth_targets, softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from .augment import mix_batch, random_crop_flip
+from .checkpoint import load_checkpoint, save_checkpoint
+from .optim import SGD, AdamW, cosine_lr
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters. Defaults follow the CCT recipe scaled down (AdamW, wd 0.05 on weights only,
+    label smoothing 0.1, linear warm-up then cosine to min_lr)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adamw"          # 'adamw' | 'sgd'
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9             # sgd only
+    nesterov: bool = True             # sgd only
+    warmup_epochs: float = 1.0
+    warmup_lr: float = 1e-5
+    min_lr: float = 1e-5
+    smoothing: float = 0.1
+    augment: bool = True              # random crop (pad 4) + horizontal flip
+    mixup: float = 0.0                # Beta alpha; 0 = off
+    cutmix: float = 0.0
+    seed: int = 0
+    eval_batch_size: int = 500
+    max_train: int | None = None      # use only the first n training images (quick runs)
+
+    def __post_init__(self):
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+
+
+@dataclass
+class History:
+    epoch: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    train_acc: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    test_acc: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+    step_losses: list = field(default_factory=list)
+
+
+def evaluate(params, cfg, x_uint8, y, mean, std, batch_size=500):
+    """Mean cross-entropy (no smoothing) and top-1 accuracy on uint8 images [N, H, W, 3]."""
+    total_loss, correct = 0.0, 0
+    for s in range(0, len(y), batch_size):
+        xb = to_model_input(x_uint8[s:s + batch_size], mean, std)
+        logits, _ = M.forward(params, xb, cfg, train=False)
+        loss, _ = softmax_cross_entropy_forward(logits, y[s:s + batch_size])
+        total_loss += loss * len(xb)
+        correct += int((logits.argmax(1) == y[s:s + batch_size]).sum())
+    n = max(len(y), 1)
+    return total_loss / n, correct / n
+
+
+class _Progress:
+    """One updating status line on a terminal; a line every ~10 s otherwise (logs, CI)."""
+
+    def __init__(self, stream=None, quiet=False):
+        self.stream = stream or sys.stdout
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.quiet = quiet
+        self.last = 0.0
+
+    def update(self, text):
+        if self.quiet:
+            return
+        now = time.time()
+        if self.tty:
+            self.stream.write("\r" + text[:150].ljust(150))
+            self.stream.flush()
+        elif now - self.last > 10:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            self.last = now
+
+    def line(self, text):
+        if self.quiet:
+            return
+        if self.tty:
+            self.stream.write("\r" + " " * 150 + "\r")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+class _StopFlag:
+    """Ctrl-C sets a flag checked between steps (so a step is never half-applied); a second Ctrl-C aborts."""
+
+    def __init__(self):
+        self.stop = False
+        self.old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+        return False
+
+
+def _rngs(seed):
+    children = np.random.SeedSequence(seed).spawn(4)
+    names = ("init", "order", "augment", "dropout")
+    return {n: np.random.default_rng(c) for n, c in zip(names, children)}
+
+
+def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Path | None = None,
+          resume: str | Path | None = None, quiet=False, stream=None, params=None):
+    """Train `cfg` on `data` following `tc`. Returns (params, history, meta).
+
+    checkpoint: path of the .npz written after every epoch (atomically) and on Ctrl-C.
+    resume: a checkpoint written by this function: training continues where it stopped (same parameters,
+    optimizer state, generator states, epoch and step), giving the same trajectory as an uninterrupted run.
+    """
+    if data.num_classes != cfg.num_classes:
+        raise ValueError(f"dataset {data.name} has {data.num_classes} classes but the model has "
+                         f"num_classes={cfg.num_classes}; build the config with num_classes={data.num_classes}")
+    if data.img_size != cfg.img_size:
+        raise ValueError(f"dataset {data.name} has {data.img_size}x{data.img_size} images but the model expects "
+                         f"img_size={cfg.img_size}")
+    prog = _Progress(stream, quiet)
+    x_train, y_train = data.x_train, data.y_train
+    if tc.max_train:
+        x_train, y_train = x_train[:tc.max_train], y_train[:tc.max_train]
+    n_train = len(y_train)
+    steps_per_epoch = max(1, n_train // tc.batch_size)          # drop_last, as the reference loader
+    rngs = _rngs(tc.seed)
+    frozen = M.frozen_params(cfg)
+    if tc.optimizer == "adamw":
+        opt = AdamW(tc.lr, weight_decay=tc.weight_decay, frozen=frozen)
+    else:
+        opt = SGD(tc.lr, momentum=tc.momentum, nesterov=tc.nesterov, weight_decay=tc.weight_decay, frozen=frozen)
+    history = History()
+    start_epoch, start_step, perm = 0, 0, None
+    if resume is not None:
+        params, rcfg, meta, opt_state = load_checkpoint(resume, expect_config=cfg)
+        state = meta.get("train_state")
+        if state is None:
+            raise ValueError(f"{resume} holds no training state (it was not written by minicct.train.loop)")
+        if state["train_config"] != asdict(tc):
+            raise ValueError(f"{resume} was trained with other settings: {state['train_config']}; "
+                             f"resume with the same TrainConfig")
+        opt.load_state_dict(opt_state)
+        for name, st in state["rng"].items():
+            rngs[name].bit_generator.state = st
+        history = History(**state["history"])
+        start_epoch, start_step = state["epoch"], state["step"]
+        perm = np.array(state["perm"], dtype=np.int64) if state.get("perm") is not None else None
+        prog.line(f"resumed from {resume} at epoch {start_epoch + 1}, step {start_step}")
+    elif params is None:
+        params = M.init_params(cfg, rngs["init"])
+    else:
+        M.check_params(params, cfg)
+
+    meta = {"dataset": data.name, "epochs": tc.epochs, "seed": tc.seed}
+
+    def save(epoch, step, perm_now):
+        if checkpoint is None:
+            return
+        state = {"epoch": epoch, "step": step, "train_config": asdict(tc), "history": asdict(history),
+                 "perm": None if perm_now is None else perm_now.tolist(),
+                 "rng": {k: r.bit_generator.state for k, r in rngs.items()}}
+        m = dict(meta, train_state=state,
+                 test_acc=history.test_acc[-1] if history.test_acc else None,
+                 epochs_done=epoch)
+        save_checkpoint(checkpoint, params, cfg, m, opt.state_dict())
+
+    epoch, step = start_epoch, start_step
+    with _StopFlag() as flag:
+        for epoch in range(start_epoch, tc.epochs):
+            t0 = time.time()
+            if perm is None or step == 0:
+                perm = rngs["order"].permutation(n_train)
+            seen, loss_sum, correct = 0, 0.0, 0
+            while step < steps_per_epoch:
+                lr = cosine_lr(epoch + step / steps_per_epoch, tc.lr, tc.epochs, tc.warmup_epochs,
+                               tc.warmup_lr, tc.min_lr)
+                idx = perm[step * tc.batch_size:(step + 1) * tc.batch_size]
+                xb = x_train[idx]
+                if tc.augment:
+                    xb = random_crop_flip(xb, rngs["augment"])
+                xb = to_model_input(xb, data.mean, data.std)
+                q = smooth_targets(y_train[idx], cfg.num_classes, 0.0)
+                xb, q = mix_batch(xb, q, rngs["augment"], tc.mixup, tc.cutmix)
+                logits, cache = M.forward(params, xb, cfg, train=True, rng=rngs["dropout"])
+                loss, lcache = softmax_cross_entropy_forward(logits, q, tc.smoothing)
+                if not np.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, step {step}; "
+                                             f"lower the learning rate (now {lr:.2e})")
+                grads = M.backward(softmax_cross_entropy_backward(1.0, lcache), cache)
+                opt.step(params, grads, lr)
+                history.step_losses.append(loss)
+                step += 1
+                seen += len(idx)
+                loss_sum += loss * len(idx)
+                correct += int((logits.argmax(1) == y_train[idx]).sum())
+                el = time.time() - t0
+                ips = seen / max(el, 1e-9)
+                left = (steps_per_epoch - step) * tc.batch_size / max(ips, 1e-9)
+                left += (tc.epochs - epoch - 1) * steps_per_epoch * tc.batch_size / max(ips, 1e-9)
+                prog.update(f"epoch {epoch + 1}/{tc.epochs} step {step}/{steps_per_epoch} loss {loss_sum / seen:.3f} "
+                            f"acc {correct / seen:.3f} {ips:.0f} img/s lr {lr:.2e} time left {left / 60:.1f} min")
+                if flag.stop:
+                    save(epoch, step, perm)
+                    prog.line(f"\ninterrupted at epoch {epoch + 1}, step {step}"
+                              + (f"; checkpoint saved to {checkpoint} (resume with --resume {checkpoint})"
+                                 if checkpoint else ""))
+                    raise KeyboardInterrupt
+            test_loss, test_acc = evaluate(params, cfg, data.x_test, data.y_test, data.mean, data.std,
+                                           tc.eval_batch_size)
+            history.epoch.append(epoch + 1)
+            history.train_loss.append(loss_sum / max(seen, 1))
+            history.train_acc.append(correct / max(seen, 1))
+            history.test_loss.append(test_loss)
+            history.test_acc.append(test_acc)
+            history.lr.append(lr)
+            history.seconds.append(time.time() - t0)
+            prog.line(f"{epoch + 1:5d} {history.train_loss[-1]:10.4f} {history.train_acc[-1]:9.3f} "
+                      f"{test_loss:9.4f} {test_acc:8.3f} {lr:9.2e} {history.seconds[-1]:7.1f}s "
+                      f"{seen / history.seconds[-1]:6.0f} img/s")
+            step, perm = 0, None
+            save(epoch + 1, 0, None)
+    meta.update(test_acc=history.test_acc[-1] if history.test_acc else None, epochs_done=tc.epochs,
+                history=asdict(history), train_config=asdict(tc))
+    return params, history, meta
+
+
+HEADER = f"{'epoch':>5} {'train loss':>10} {'train acc':>9} {'test loss':>9} {'test acc':>8} {'lr':>9} {'time':>8} {'speed':>11}"
