@@ -37,6 +37,9 @@ def attention_forward(x, params, num_heads, attn_drop=0.0, train=False, rng=None
         raise ValueError(f"attention: num_heads={num_heads} must divide the embedding dim D={D} "
                          f"(input shape {x.shape})")
     h, d = num_heads, D // num_heads
+    if head_mask is not None and np.shape(head_mask) != (h,):
+        raise ValueError(f"attention: head_mask must have shape ({h},), one entry per head, "
+                         f"got {np.shape(head_mask)}")
     scale = d ** -0.5
 
     qkv, qkv_cache = linear_forward(x, params["qkv.weight"])        # [N, T, D] -> [N, T, 3D]

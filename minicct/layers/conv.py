@@ -32,8 +32,8 @@ def _check_input(x, what):
 
 def _check_conv(x, w, b, stride, pad):
     _check_input(x, "conv2d")
-    if w.ndim != 4 or w.shape[2] != w.shape[3]:
-        raise ValueError(f"conv2d: weight must be (C_out, C_in, k, k), got shape {w.shape}")
+    if w.ndim != 4 or w.shape[2] != w.shape[3] or w.shape[2] < 1:
+        raise ValueError(f"conv2d: weight must be (C_out, C_in, k, k) with k >= 1, got shape {w.shape}")
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"conv2d: input has {x.shape[1]} channels (shape {x.shape}) but the weight expects "
                          f"C_in={w.shape[1]} (weight shape {w.shape})")
@@ -151,6 +151,10 @@ def conv2d_backward_naive(dout, cache):
 
 def _check_pool(x, k, stride, pad):
     _check_input(x, "maxpool2d")
+    if not 1 <= k <= 16:
+        raise ValueError(f"maxpool2d: kernel_size must be in 1..16 (the winner's offset is kept as uint8), got {k}")
+    if pad < 0:
+        raise ValueError(f"maxpool2d: padding must be >= 0, got {pad}")
     if pad > k // 2:
         raise ValueError(f"maxpool2d: padding must be at most kernel_size // 2 (PyTorch rule), got k={k}, p={pad}")
     if stride < 1:

@@ -6,6 +6,8 @@ import numpy as np
 
 
 def _check(x, w, b):
+    if x.ndim < 1:
+        raise ValueError(f"linear: expected input [..., in] with at least 1 axis, got shape {x.shape}")
     if w.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out, in), got shape {w.shape}")
     if x.shape[-1] != w.shape[1]:

@@ -25,8 +25,8 @@ def smooth_targets(y, num_classes, smoothing=0.0, dtype=np.float32):
         q[np.arange(y.shape[0]), y] += 1.0 - smoothing
         return q
     if y.ndim == 2 and y.shape[1] == num_classes:
-        if not np.allclose(y.sum(axis=1), 1.0, atol=1e-4):
-            raise ValueError("soft targets must be probability rows that sum to 1")
+        if not np.allclose(y.sum(axis=1), 1.0, atol=1e-4) or (y < -1e-6).any():
+            raise ValueError("soft targets must be probability rows (entries >= 0) that sum to 1")
         return ((1.0 - smoothing) * y + smoothing / num_classes).astype(dtype, copy=False)
     raise ValueError(f"targets must be labels [N] or soft targets [N, {num_classes}], got shape {y.shape}")
 
