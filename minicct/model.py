@@ -134,7 +134,7 @@ _BASES = {  # src/cct.py: cct_2 ... cct_14
     7: dict(num_layers=7, num_heads=4, mlp_ratio=2.0, embedding_dim=256),
     14: dict(num_layers=14, num_heads=6, mlp_ratio=3.0, embedding_dim=384),
 }
-_DEFAULT_CLASSES = {32: 10, 224: 102, 384: 1000}
+_DEFAULT_CLASSES = {32: 10, 224: 102}   # src/cct.py defaults; cct_14_* default to 1000 (ImageNet)
 
 #: The classroom model (this project's own variant, not in the reference): 4 encoders and 2 heads so that
 #: progression along encoders and head specialisation can be seen; small enough to train on 2 CPU cores in
@@ -161,7 +161,7 @@ def get_config(name: str, num_classes: int | None = None, **overrides) -> CCTCon
                              f"(optionally with _sine and _c100/_fl suffixes)")
         L, k, convs, img = (int(m.group(i)) for i in range(1, 5))
         kw = dict(_BASES[L], kernel_size=k, n_conv_layers=convs, img_size=img,
-                  num_classes=_DEFAULT_CLASSES.get(img, 10),
+                  num_classes=1000 if L == 14 else _DEFAULT_CLASSES.get(img, 10),
                   positional_embedding="sine" if m.group(5) else "learnable")
         if m.group(6) == "_c100":
             kw["num_classes"] = 100

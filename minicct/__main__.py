@@ -1,0 +1,193 @@
+"""Command line: python -m minicct {train, evaluate, snp, info} ... (each with --help)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _dataset_kwargs(args):
+    kw = {}
+    if args.dataset == "flowers102":
+        kw["img_size"] = args.img_size
+    if args.dataset == "embedded":
+        kw["seed"] = args.data_seed
+    return kw
+
+
+def _add_data_args(p):
+    p.add_argument("--dataset", default="embedded", choices=["embedded", "cifar10", "cifar100", "flowers102"],
+                   help="dataset (default: the embedded, offline one)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the embedded dataset (default 0)")
+    p.add_argument("--img-size", type=int, default=64, help="Flowers-102 image size after resizing (default 64)")
+    p.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
+
+
+def cmd_train(args):
+    from . import model as M
+    from .datasets import load
+    from .plots import plot_history
+    from .train.checkpoint import save_checkpoint
+    from .train.loop import HEADER, TrainConfig, train
+
+    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
+    overrides = json.loads(args.config_json) if args.config_json else {}
+    cfg = M.get_config(args.model, num_classes=data.num_classes, img_size=data.img_size, **overrides)
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                     weight_decay=args.weight_decay, warmup_epochs=args.warmup, smoothing=args.smoothing,
+                     augment=not args.no_augment, mixup=args.mixup, cutmix=args.cutmix, seed=args.seed,
+                     max_train=args.max_train)
+    out = Path(args.out)
+    print(f"model {args.model}: {M.count_params(cfg):,} parameters, {cfg.seq_len} tokens, "
+          f"{cfg.num_layers} encoders x {cfg.num_heads} heads, D={cfg.embedding_dim}")
+    print(f"data {data.name}: {len(data.y_train)} train / {len(data.y_test)} test images, {data.num_classes} classes")
+    print(HEADER)
+    t0 = time.time()
+    try:
+        params, hist, meta = train(cfg, data, tc, checkpoint=out, resume=args.resume)
+    except KeyboardInterrupt:
+        return 130
+    meta.update(model=args.model, seconds=round(time.time() - t0, 1), command=" ".join(sys.argv))
+    save_checkpoint(out, params, cfg, meta)
+    print(f"test accuracy {100 * meta['test_acc']:.2f}% after {tc.epochs} epochs ({meta['seconds']:.0f} s)")
+    print(f"checkpoint: {out}")
+    if args.plot:
+        print(f"plot: {plot_history(hist, args.plot, f'{args.model} on {data.name}')}")
+    return 0
+
+
+def cmd_evaluate(args):
+    from . import model as M
+    from .datasets import load
+    from .train.checkpoint import load_checkpoint
+    from .train.loop import evaluate
+
+    if args.pretrained:
+        from .pretrained import load_pretrained
+        params, cfg, meta = load_pretrained(args.pretrained, download=not args.no_download)
+    elif args.checkpoint:
+        params, cfg, meta, _ = load_checkpoint(args.checkpoint)
+    else:
+        print("give --checkpoint PATH or --pretrained NAME", file=sys.stderr)
+        return 2
+    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
+    if data.num_classes != cfg.num_classes or data.img_size != cfg.img_size:
+        print(f"the model expects {cfg.num_classes} classes at {cfg.img_size}px, the dataset {data.name} has "
+              f"{data.num_classes} classes at {data.img_size}px", file=sys.stderr)
+        return 2
+    x, y = data.x_test, data.y_test
+    if args.limit:
+        x, y = x[:args.limit], y[:args.limit]
+    t0 = time.time()
+    loss, acc = evaluate(params, cfg, x, y, data.mean, data.std, args.batch_size)
+    print(f"{data.name} test: {len(y)} images, loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}% "
+          f"({time.time() - t0:.1f} s)")
+    if meta.get("test_acc") is not None:
+        print(f"recorded in the checkpoint: {100 * meta['test_acc']:.2f}%")
+    return 0
+
+
+def cmd_snp(args):
+    from .analysis.report import group_agreement, run_snp
+    from .datasets import load
+    from .train.checkpoint import load_checkpoint
+
+    if args.pretrained:
+        from .pretrained import load_pretrained
+        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download)
+    else:
+        params, cfg, _, _ = load_checkpoint(args.checkpoint)
+    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
+    sites = ("mha_heads", "mha_out", "ff_hidden", "out") if args.site == "all" else (args.site,)
+    rep = run_snp(params, cfg, data, sites=sites, modes=tuple(args.modes.split(",")), epochs=args.epochs,
+                  threshold=args.threshold, n_train=args.n_train, seed=args.seed, out_dir=args.out)
+    print()
+    print(rep.format_table())
+    if data.groups:
+        last = [r for r in rep.results if r.mode == "flat" and r.encoder == cfg.num_layers] or rep.results
+        agree = group_agreement([c for r in last for c in r.stats.clusters], data.groups)
+        for g, a in agree.items():
+            print(f"multi-label clusters inside one '{g}' group: {100 * a['inside']:.1f}% of {a['n']} "
+                  f"(chance {100 * a['chance']:.1f}%)")
+    for f in rep.figures:
+        print(f"figure: {f}")
+    return 0
+
+
+def cmd_info(args):
+    from . import __version__
+    from . import model as M
+    print(f"minicct {__version__}")
+    for name in M.VARIANTS:
+        cfg = M.get_config(name)
+        print(f"  {name:<16} {M.count_params(cfg):>11,} params  {cfg.seq_len:4d} tokens  L={cfg.num_layers} "
+              f"h={cfg.num_heads} D={cfg.embedding_dim} K={cfg.num_classes}")
+    return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m minicct", description="minicct: a NumPy Compact Convolutional "
+                                 "Transformer and the single-nodal-performance analysis.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("train", help="train a CCT", description="Train a CCT variant on a dataset; writes an "
+                       ".npz checkpoint after every epoch (Ctrl-C saves and exits; --resume continues).")
+    p.add_argument("--model", default="classroom", help="variant: classroom, cct_2_3x2_32, cct_7_3x1_32, ... "
+                   "(python -m minicct info lists them)")
+    p.add_argument("--config-json", default=None, help='JSON of CCTConfig overrides, e.g. \'{"num_layers": 2}\'')
+    _add_data_args(p)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up epochs (default 1)")
+    p.add_argument("--smoothing", type=float, default=0.1, help="label smoothing (default 0.1)")
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0 = off)")
+    p.add_argument("--cutmix", type=float, default=0.0, help="cutmix Beta alpha (0 = off)")
+    p.add_argument("--max-train", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/model.npz", help="checkpoint path (default runs/model.npz)")
+    p.add_argument("--resume", default=None, help="continue from this checkpoint")
+    p.add_argument("--plot", default=None, help="write the loss/accuracy plot (PNG) here")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a checkpoint or of official weights")
+    p.add_argument("--checkpoint", default=None, help="a minicct .npz checkpoint")
+    p.add_argument("--pretrained", default=None, help="official CCT weights, e.g. cct_7_3x1_32_c100 "
+                   "(downloaded once and cached)")
+    _add_data_args(p)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("snp", help="the single-nodal-performance analysis of a checkpoint",
+                       description="Per-encoder read-outs, node field matrices, clusters, noise and SNR.")
+    p.add_argument("--checkpoint", default="data/checkpoints/classroom.npz")
+    p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
+    _add_data_args(p)
+    p.add_argument("--site", default="out", choices=["out", "mha_heads", "mha_out", "ff_hidden", "all"])
+    p.add_argument("--modes", default="flat,mean", help="read-out modes, comma separated: flat,mean,seqpool")
+    p.add_argument("--epochs", type=int, default=5, help="read-out training epochs (default 5)")
+    p.add_argument("--threshold", type=float, default=0.3, help="threshold on V/max (default 0.3, authors')")
+    p.add_argument("--n-train", type=int, default=None, help="training images for the read-outs (default all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/snp", help="folder for the figures")
+    p.set_defaults(func=cmd_snp)
+
+    p = sub.add_parser("info", help="list the model variants and their parameter counts")
+    p.set_defaults(func=cmd_info)
+
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""The whole single-nodal-performance (SNP) analysis in one call, for a trained CCT and a dataset.
+
+    run_snp(params, cfg, data)  ->  SNPReport
+
+For every requested site (the tokenizer output and `mha_heads`, `mha_out`, `ff_hidden`, `out` of every
+encoder; model.py documents the names) and read-out mode:
+    1. capture the frozen activations of the training and test images (model.predict(capture=...))
+    2. train a fresh bias-free read-out on them (readout.train_readout) -> per-encoder accuracy   [CODE]
+    3. node fields V [D, K, K] on the test set (snp.node_fields)                               [CODE]
+    4. normalise by each node's max, threshold -> B (snp.normalise_threshold)                    [CODE]
+    5. greedy clusters, noise, signal, SNR (clusters.node_stats, clusters.layer_summary)       [CODE]/[INF]
+    6. single-node predictions (snp.single_node_predictions)                                   [INF]
+`analyse_site` does steps 2-6 on plain arrays, for activations of any network.
+`group_agreement` compares the clusters found with ground-truth label groups (e.g. CIFAR-100 superclasses,
+the embedded dataset's shape / colour / layout): the fraction of multi-label clusters whose labels all lie in
+one group, against the fraction expected if the labels of each cluster were drawn at random [INF].
+Shape legend: N images, T tokens, D nodes, K classes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import model as M
+from ..datasets.base import to_model_input
+from .clusters import layer_summary, node_stats
+from .readout import train_readout
+from .snp import node_fields, normalise_threshold, single_node_predictions, single_node_summary
+
+SITES = ("mha_heads", "mha_out", "ff_hidden", "out")
+
+
+@dataclass
+class SiteAnalysis:
+    """Everything the SNP analysis computes for one site and one read-out mode.
+
+    name: capture name ("tokens", "enc2.out", ...); encoder: 0 for the tokenizer, e + 1 for encoder e
+    (lessons count encoders from 1); site: "tokens" or one of SITES; mode: read-out mode.
+    readout: the trained Readout; V [D, K, K] fields; B [D, K, K] thresholded; stats: NodeStats;
+    summary: layer_summary dict; single: single_node_summary dict.
+    """
+
+    name: str
+    encoder: int
+    site: str
+    mode: str
+    readout: object
+    V: np.ndarray
+    B: np.ndarray
+    stats: object
+    summary: dict
+    single: dict
+    seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return self.readout.final_test_acc
+
+
+def analyse_site(A_train, y_train, A_test, y_test, num_classes, mode="flat", epochs=5, threshold=0.3, seed=0,
+                 name="site", encoder=0, site="out", progress=None, **readout_kw) -> SiteAnalysis:
+    """Steps 2-6 of the SNP analysis on plain arrays A [N, T, D] (float32) with labels y [N]."""
+    t0 = time.time()
+    ro = train_readout(A_train, y_train, num_classes, epochs=epochs, seed=seed, A_test=A_test, y_test=y_test,
+                       mode=mode, progress=progress, **readout_kw)
+    V = node_fields(A_test, y_test, ro.W, num_classes, mode=mode, pool=ro.pool)
+    B = normalise_threshold(V, threshold)
+    stats = node_stats(B)
+    summary = layer_summary(stats, V, threshold)
+    single = single_node_summary(single_node_predictions(A_test, ro.W, mode=mode, pool=ro.pool), y_test,
+                                 num_classes)
+    return SiteAnalysis(name, encoder, site, mode, ro, V, B, stats, summary, single, time.time() - t0)
+
+
+def capture(params, cfg, x_uint8, mean, std, names, batch_size=250):
+    """Activations of uint8 images [N, S, S, 3] at the capture `names`, as float32 arrays {name: [N, ...]}."""
+    out = {}
+    for s in range(0, len(x_uint8), batch_size):
+        xb = to_model_input(x_uint8[s:s + batch_size], mean, std).astype(params["classifier.fc.weight"].dtype)
+        _, cache = M.forward(params, xb, cfg, train=False, capture=names)
+        for name in names:
+            a = cache["acts"][name]
+            if name not in out:
+                out[name] = np.empty((len(x_uint8),) + a.shape[1:], dtype=np.float32)
+            out[name][s:s + len(xb)] = a
+    return out
+
+
+def site_names(cfg, sites=("out",), include_tokens=True) -> list:
+    """Capture names to analyse, in forward order: ["tokens", "enc0.out", "enc1.out", ...]."""
+    bad = [s for s in sites if s not in SITES]
+    if bad:
+        raise ValueError(f"unknown sites {bad}; choose from {SITES}")
+    names = ["tokens"] if include_tokens else []
+    for e in range(cfg.num_layers):
+        names += [f"enc{e}.{s}" for s in SITES if s in sites]
+    return names
+
+
+def _parse(name):
+    if name == "tokens":
+        return 0, "tokens"
+    enc, site = name.split(".", 1)
+    return int(enc[3:]) + 1, site
+
+
+def group_agreement(clusters, groups: dict) -> dict:
+    """How often multi-label clusters stay inside one ground-truth group, against chance. [INF]
+
+    clusters: iterable of label lists (e.g. every cluster of every node of a layer); groups: name -> [K] ints.
+    For each grouping g returns {"n": number of clusters of size >= 2, "inside": fraction whose labels all
+    share one group, "chance": the expected fraction for random label sets of the same sizes,
+        chance = mean over clusters c of  sum_groups C(n_group, |c|) / C(K, |c|)   (exact, no sampling)}.
+    """
+    multi = [list(c) for c in clusters if len(c) >= 2]
+    out = {}
+    for gname, g in groups.items():
+        g = np.asarray(g)
+        K = len(g)
+        sizes = np.bincount(g)
+        if not multi:
+            out[gname] = {"n": 0, "inside": float("nan"), "chance": float("nan")}
+            continue
+        inside = np.mean([len(set(g[c])) == 1 for c in multi])
+        chance = np.mean([sum(math.comb(int(n), len(c)) for n in sizes) / math.comb(K, len(c)) for c in multi])
+        out[gname] = {"n": len(multi), "inside": float(inside), "chance": float(chance)}
+    return out
+
+
+@dataclass
+class SNPReport:
+    """Result of run_snp: one SiteAnalysis per (site, mode), a table of arrays, and the figures written."""
+
+    results: list
+    class_names: list
+    groups: dict = field(default_factory=dict)
+    group_names: dict = field(default_factory=dict)
+    figures: list = field(default_factory=list)
+    model_accuracy: float | None = None
+    seconds: float = 0.0
+
+    def get(self, name, mode="flat") -> SiteAnalysis:
+        for r in self.results:
+            if r.name == name and r.mode == mode:
+                return r
+        raise KeyError(f"no result for site {name!r} with mode {mode!r}")
+
+    def table(self) -> dict:
+        """Columns as arrays: name, encoder, site, mode, accuracy, clusters_per_node, mean_cluster_size,
+        labels_in_clusters, noise, noise_with_zeros, snr, single_node_accuracy, single_node_top_fraction."""
+        cols = {k: [] for k in ("name", "encoder", "site", "mode", "accuracy", "clusters_per_node",
+                                "mean_cluster_size", "labels_in_clusters", "noise", "noise_with_zeros", "snr",
+                                "single_node_accuracy", "single_node_top_fraction")}
+        for r in self.results:
+            s = r.summary
+            for k, v in (("name", r.name), ("encoder", r.encoder), ("site", r.site), ("mode", r.mode),
+                         ("accuracy", r.accuracy), ("clusters_per_node", s["mean_clusters_per_node"]),
+                         ("mean_cluster_size", s["mean_cluster_size"]),
+                         ("labels_in_clusters", s["mean_labels_in_clusters"]), ("noise", s["mean_noise"]),
+                         ("noise_with_zeros", s["mean_noise_with_zeros"]), ("snr", s["snr"]),
+                         ("single_node_accuracy", r.single["mean_accuracy"]),
+                         ("single_node_top_fraction", r.single["mean_top_fraction"])):
+                cols[k].append(v)
+        return {k: np.array(v) for k, v in cols.items()}
+
+    def format_table(self, mode=None) -> str:
+        """The per-encoder table as text (encoders counted from 1; 0 = tokenizer)."""
+        head = (f"{'site':<16}{'readout':>8}{'acc %':>7}{'clusters':>9}{'size':>6}{'labels':>7}"
+                f"{'noise':>7}{'SNR':>7}{'1-node':>7}")
+        lines = [head, "-" * len(head)]
+        for r in self.results:
+            if mode is not None and r.mode != mode:
+                continue
+            s = r.summary
+            where = "tokenizer" if r.site == "tokens" else f"enc {r.encoder} {r.site}"
+            lines.append(f"{where:<16}{r.mode:>8}{100 * r.accuracy:7.1f}{s['mean_clusters_per_node']:9.2f}"
+                         f"{s['mean_cluster_size']:6.2f}{s['mean_labels_in_clusters']:7.2f}"
+                         f"{s['mean_noise']:7.2f}{s['snr']:7.2f}{100 * r.single['mean_accuracy']:7.1f}")
+        return "\n".join(lines)
+
+
+def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean"), include_tokens=True, epochs=5,
+            threshold=0.3, n_train=None, seed=0, out_dir=None, progress=print, batch_size=250,
+            max_capture_bytes=1.5e9) -> SNPReport:
+    """The SNP analysis of a trained CCT on a dataset, over encoders and sites, with progress output.
+
+    params, cfg: a trained model (e.g. from train.checkpoint.load_checkpoint); data: a Dataset.
+    sites: which encoder sites (SITES); modes: read-out modes ("flat" is the authors'); epochs of each read-out;
+    n_train: use the first n training images for the read-outs (all by default); out_dir: write figures there.
+    Activations are captured in as few forward passes as fit in max_capture_bytes (float32).
+    Returns an SNPReport.
+    """
+    t0 = time.time()
+    say = progress or (lambda *a, **k: None)
+    if data.num_classes != cfg.num_classes:
+        raise ValueError(f"dataset {data.name} has {data.num_classes} classes, the model {cfg.num_classes}")
+    names = site_names(cfg, sites, include_tokens)
+    x_tr, y_tr = data.x_train[:n_train], data.y_train[:n_train]
+    x_te, y_te = data.x_test, data.y_test
+    n_img = len(x_tr) + len(x_te)
+    per_name = {n: n_img * cfg.seq_len * (cfg.ff_dim if n.endswith("ff_hidden") else cfg.embedding_dim) * 4
+                for n in names}
+    groups_of_names, cur, size = [], [], 0.0
+    for n in names:                                   # greedy packing of capture passes under the budget
+        if cur and size + per_name[n] > max_capture_bytes:
+            groups_of_names.append(cur)
+            cur, size = [], 0.0
+        cur.append(n)
+        size += per_name[n]
+    groups_of_names.append(cur)
+    results = []
+    for group in groups_of_names:
+        say(f"capturing {', '.join(group)} for {len(x_tr)} training and {len(x_te)} test images ...", flush=True)
+        A_tr = capture(params, cfg, x_tr, data.mean, data.std, group, batch_size)
+        A_te = capture(params, cfg, x_te, data.mean, data.std, group, batch_size)
+        for name in group:
+            enc, site = _parse(name)
+            for mode in modes:
+                r = analyse_site(A_tr[name], y_tr, A_te[name], y_te, cfg.num_classes, mode, epochs, threshold,
+                                 seed, name, enc, site)
+                say(f"  {name:<16} {mode:>7} read-out: test acc {100 * r.accuracy:5.1f}%  "
+                    f"clusters/node {r.summary['mean_clusters_per_node']:.2f}  noise {r.summary['mean_noise']:.2f}  "
+                    f"SNR {r.summary['snr']:.2f}  ({r.seconds:.1f}s)", flush=True)
+                results.append(r)
+        del A_tr, A_te
+    report = SNPReport(results, list(data.class_names), dict(data.groups), dict(data.group_names))
+    if out_dir is not None:
+        from .. import plots
+        report.figures = plots.snp_figures(report, out_dir)
+    report.seconds = time.time() - t0
+    return report

@@ -1,0 +1,153 @@
+"""Figures (matplotlib, Agg backend, saved as PNG). Every function returns the path it wrote."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _short(names, n=14):
+    return [s if len(s) <= n else s[:n - 1] + "." for s in names]
+
+
+def pick_node(result) -> int:
+    """A telling node of a SiteAnalysis: most labels in multi-label clusters, then the highest signal."""
+    st = result.stats
+    multi = np.array([sum(s for s in sizes if s >= 2) for sizes in st.cluster_sizes])
+    return int(np.lexsort((st.signal, multi))[-1])
+
+
+def cluster_order(clusters, K):
+    """Label order that puts the node's clusters first as diagonal blocks (largest first), then the rest."""
+    order = [l for c in sorted(clusters, key=len, reverse=True) for l in c]
+    return order + [l for l in range(K) if l not in order]
+
+
+def plot_node_fields(V_n, class_names, path, title="node fields"):
+    """Raw field matrix V_n [K, K] of one node: rows = true label, columns = output label."""
+    K = V_n.shape[0]
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    lim = np.abs(V_n).max() or 1.0
+    im = ax.imshow(V_n, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(K), _short(class_names), rotation=90, fontsize=6)
+    ax.set_yticks(range(K), _short(class_names), fontsize=6)
+    ax.set_xlabel("output label j")
+    ax.set_ylabel("true label i")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="mean field")
+    return _save(fig, path)
+
+
+def plot_node_clusters(B_n, clusters, class_names, path, title="thresholded, clusters first"):
+    """Thresholded matrix B_n [K, K] with labels reordered so the node's clusters are diagonal blocks."""
+    K = B_n.shape[0]
+    order = cluster_order(clusters, K)
+    Bo = np.asarray(B_n, dtype=float)[np.ix_(order, order)]
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ax.imshow(Bo, cmap="Greys", vmin=0, vmax=1)
+    start = 0
+    for c in sorted(clusters, key=len, reverse=True):
+        ax.add_patch(plt.Rectangle((start - 0.5, start - 0.5), len(c), len(c), fill=False, ec="tab:red", lw=1.5))
+        start += len(c)
+    names = [class_names[i] for i in order]
+    ax.set_xticks(range(K), _short(names), rotation=90, fontsize=6)
+    ax.set_yticks(range(K), _short(names), fontsize=6)
+    ax.set_xlabel("output label j")
+    ax.set_ylabel("true label i")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_along_encoders(report, path, site=None):
+    """Read-out accuracy, noise per node and SNR along the encoders, one line per (site, read-out mode)."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    keys = sorted({(r.site if r.site != "tokens" else None, r.mode) for r in report.results},
+                  key=lambda k: (str(k[0]), k[1]))
+    for site_k, mode in keys:
+        if site_k is None or (site is not None and site_k != site):
+            continue
+        rs = [r for r in report.results if r.mode == mode and (r.site == site_k or r.site == "tokens")]
+        rs.sort(key=lambda r: r.encoder)
+        x = [r.encoder for r in rs]
+        label = f"{site_k} / {mode}"
+        axes[0].plot(x, [100 * r.accuracy for r in rs], "o-", label=label)
+        axes[1].plot(x, [r.summary["mean_noise"] for r in rs], "o-", label=label)
+        axes[2].plot(x, [r.summary["snr"] for r in rs], "o-", label=label)
+    for ax, t in zip(axes, ("read-out test accuracy (%)", "noise per node", "SNR = <S>/<N>")):
+        ax.set_title(t)
+        ax.set_xlabel("encoder (0 = tokenizer)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_cluster_sizes(report, path, mode="flat"):
+    """Cluster-size histograms, one bar group per site of the given read-out mode."""
+    rs = [r for r in report.results if r.mode == mode]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / max(len(rs), 1)
+    for k, r in enumerate(rs):
+        h = np.asarray(r.summary["cluster_size_hist"], dtype=float)
+        sizes = np.arange(len(h))
+        keep = sizes >= 1
+        lab = "tokenizer" if r.site == "tokens" else f"enc {r.encoder} {r.site}"
+        ax.bar(sizes[keep] + k * width, h[keep] / max(r.summary["n_nodes"], 1), width, label=lab)
+    ax.set_xlabel("cluster size (labels)")
+    ax.set_ylabel("clusters per node")
+    ax.set_xlim(0.5, max(6, max((np.flatnonzero(r.summary['cluster_size_hist']).max(initial=1) for r in rs),
+                                default=1) + 1.5))
+    ax.legend(fontsize=7)
+    ax.set_title(f"cluster sizes ({mode} read-out)")
+    return _save(fig, path)
+
+
+def snp_figures(report, out_dir, mode="flat"):
+    """The standard SNP figures of a report: one node's raw and clustered matrices (last encoder), the
+    progression along the encoders, and the cluster-size histograms. Returns the paths."""
+    out_dir = Path(out_dir)
+    last = [r for r in report.results if r.mode == mode]
+    if not last:
+        last = report.results
+    r = max(last, key=lambda r: (r.encoder, r.site == "out"))
+    n = pick_node(r)
+    where = "tokenizer" if r.site == "tokens" else f"encoder {r.encoder} {r.site}"
+    paths = [
+        plot_node_fields(r.V[n], report.class_names, out_dir / "node_fields.png",
+                         f"{where}, node {n}: mean field V[i, j]"),
+        plot_node_clusters(r.B[n], r.stats.clusters[n], report.class_names, out_dir / "node_clusters.png",
+                           f"{where}, node {n}: V/max > threshold, clusters first"),
+        plot_along_encoders(report, out_dir / "along_encoders.png"),
+        plot_cluster_sizes(report, out_dir / "cluster_sizes.png", mode),
+    ]
+    return paths
+
+
+def plot_history(history, path, title="training"):
+    """Loss and accuracy per epoch of a train.loop.History."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(history.epoch, history.train_loss, "o-", label="train (smoothed CE)")
+    a.plot(history.epoch, history.test_loss, "o-", label="test")
+    a.set_xlabel("epoch")
+    a.set_title("loss")
+    a.legend()
+    b.plot(history.epoch, 100 * np.array(history.train_acc), "o-", label="train")
+    b.plot(history.epoch, 100 * np.array(history.test_acc), "o-", label="test")
+    b.set_xlabel("epoch")
+    b.set_title("accuracy (%)")
+    b.legend()
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)
