@@ -80,12 +80,17 @@ def cmd_evaluate(args):
     x, y = data.x_test, data.y_test
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
+    from .pretrained import estimate_eval_seconds, format_seconds
+    print(f"evaluating {len(y)} images, estimated {format_seconds(estimate_eval_seconds(cfg, len(y)))} ...",
+          flush=True)
     t0 = time.time()
     loss, acc = evaluate(params, cfg, x, y, data.mean, data.std, args.batch_size)
     print(f"{data.name} test: {len(y)} images, loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}% "
           f"({time.time() - t0:.1f} s)")
     if meta.get("test_acc") is not None:
         print(f"recorded in the checkpoint: {100 * meta['test_acc']:.2f}%")
+    if meta.get("published_top1") is not None:
+        print(f"published top-1 of these weights: {meta['published_top1']:.2f}%")
     return 0
 
 
@@ -107,7 +112,7 @@ def cmd_snp(args):
     print(rep.format_table())
     if data.groups:
         last = [r for r in rep.results if r.mode == "flat" and r.encoder == cfg.num_layers] or rep.results
-        agree = group_agreement([c for r in last for c in r.stats.clusters], data.groups)
+        agree = group_agreement([c for r in last for node in r.stats.clusters for c in node], data.groups)
         for g, a in agree.items():
             print(f"multi-label clusters inside one '{g}' group: {100 * a['inside']:.1f}% of {a['n']} "
                   f"(chance {100 * a['chance']:.1f}%)")

@@ -7,6 +7,11 @@ live in `<name>.part`; a finished download is moved into place with `os.replace`
 When the network is not reachable, the error says where to put a file fetched by other means: the loaders use
 any file at that path whose md5 matches.
 
+`md5=None` is for files whose checksum nobody publishes (the official CCT weights, minicct/pretrained.py): the
+download is still streamed, HTML-rejecting and atomic; the caller verifies the content itself.
+Setting the environment variable `MINICCT_OFFLINE=1` forbids every download (files already in place are used);
+the error then carries the same manual-download instructions. Tests and offline machines use it.
+
 Also here: `atomic_savez` / `load_npz_cache`, the atomic .npz caches the loaders keep beside the archives.
 """
 from __future__ import annotations
@@ -32,7 +37,20 @@ _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 class DownloadError(RuntimeError):
-    """A download failed, or gave a file that is not the expected one. The message says what to do."""
+    """A download failed, or gave a file that is not the expected one. The message says what to do.
+
+    `reason`: the message without the manual-download instructions (for callers that try several URLs and
+    write one set of instructions).
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = message if reason is None else reason
+
+
+def offline() -> bool:
+    """True when the environment variable MINICCT_OFFLINE is set to anything but '' or '0'."""
+    return os.environ.get("MINICCT_OFFLINE", "") not in ("", "0")
 
 
 @dataclass(frozen=True)
@@ -96,11 +114,12 @@ def is_verified(path, md5: str, size: int | None = None) -> bool:
     return False
 
 
-def manual_hint(url: str, path, md5: str, size: int | None = None) -> str:
+def manual_hint(url: str, path, md5: str | None, size: int | None = None) -> str:
     """The instructions every download error ends with: where to put the file by hand."""
     size_txt = f", {size} bytes" if size is not None else ""
+    check = f"expected md5 {md5}{size_txt}" if md5 else f"no published md5{size_txt}"
     return (f"To use the file without downloading, fetch\n    {url}\nby other means (browser, wget, curl) "
-            f"and put it at\n    {Path(path).resolve()}\n(expected md5 {md5}{size_txt}).")
+            f"and put it at\n    {Path(path).resolve()}\n({check}).")
 
 
 class _Progress:
@@ -210,7 +229,7 @@ def _stream_once(url, part: Path, size, progress, timeout, name):
         return r.url, h.hexdigest(), have + got
 
 
-def download(url: str, path, md5: str, size: int | None = None, progress: bool = True,
+def download(url: str, path, md5: str | None, size: int | None = None, progress: bool = True,
              timeout=(10, 60), retries: int = 2) -> Path:
     """Download `url` to `path` unless `path` already holds the file with this md5; return `path`.
 
@@ -220,23 +239,32 @@ def download(url: str, path, md5: str, size: int | None = None, progress: bool =
     download restarts. A connection that breaks after some bytes came is resumed up to `retries` times.
 
     Args:
-        url: http(s) address. path: final file. md5: expected hex digest (32 lowercase hex digits).
-        size: expected bytes, or None. progress: one updating line on stderr. timeout: (connect, read) seconds.
+        url: http(s) address. path: final file. md5: expected hex digest (32 lowercase hex digits), or None
+            when no checksum is known: then the file is always downloaded (an existing `path` is replaced
+            only by a complete download) and the caller must check the content; the stamp records the md5
+            that came. size: expected bytes, or None. progress: one updating line on stderr.
+            timeout: (connect, read) seconds.
     Raises:
-        DownloadError: network failure, HTTP error, HTML answer, truncated file, wrong md5. The message names
-            the URL, the expected md5 and the path where a file fetched by hand is picked up. No file is left
-            under `path` or `<path>.part` (except after Ctrl-C, which keeps `.part` for resuming).
+        DownloadError: network failure, HTTP error, HTML answer, truncated file, wrong md5, or MINICCT_OFFLINE
+            set. The message names the URL, the expected md5 and the path where a file fetched by hand is
+            picked up. No file is left under `path` or `<path>.part` (except after Ctrl-C, which keeps `.part`
+            for resuming).
     """
-    if not isinstance(md5, str) or not _MD5_RE.match(md5):
-        raise ValueError(f"md5 must be 32 lowercase hex digits, got {md5!r}")
+    if md5 is not None and (not isinstance(md5, str) or not _MD5_RE.match(md5)):
+        raise ValueError(f"md5 must be 32 lowercase hex digits (or None if unknown), got {md5!r}")
     path = Path(path)
-    if is_verified(path, md5, size):
+    if md5 is not None and is_verified(path, md5, size):
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
     hint = manual_hint(url, path, md5, size)
-    existing = (f"\n(The file already at {path} does not have md5 {md5}; it was left untouched.)"
-                if path.exists() else "")
+    existing = ""
+    if path.exists():
+        existing = (f"\n(The file already at {path} does not have md5 {md5}; it was left untouched.)" if md5
+                    else f"\n(The file already at {path} was left untouched.)")
+    if offline():
+        reason = f"not downloading {url}: MINICCT_OFFLINE is set (unset it, or set it to 0, to allow downloads)."
+        raise DownloadError(f"{reason}{existing}\n{hint}", reason=reason)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if progress:
         sys.stderr.write(f"downloading {url}\n")
     try:
@@ -252,20 +280,20 @@ def download(url: str, path, md5: str, size: int | None = None, progress: bool =
             except requests.exceptions.RequestException as exc:
                 raise DownloadError(f"could not download {url} (no network, or the server is unreachable): "
                                     f"{type(exc).__name__}: {exc}") from exc
-        if got_md5 != md5:
+        if md5 is not None and got_md5 != md5:
             raise DownloadError(f"the file from {final_url} ({nbytes} bytes) has md5 {got_md5}, expected {md5}: "
                                 f"corrupted, or the server now serves a different file.")
     except KeyboardInterrupt:
         raise  # keep the .part: the next call resumes it
     except DownloadError as exc:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"{exc}{existing}\n{hint}") from exc.__cause__
+        raise DownloadError(f"{exc}{existing}\n{hint}", reason=str(exc)) from exc.__cause__
     except BaseException:
         part.unlink(missing_ok=True)
         raise
     _stamp_path(path).unlink(missing_ok=True)
     os.replace(part, path)
-    _write_stamp(path, md5, final_url)
+    _write_stamp(path, got_md5, final_url)  # == md5 when one was given
     if progress and final_url != url:
         sys.stderr.write(f"(redirected to {final_url})\n")
     return path
