@@ -1,0 +1,71 @@
+"""Lesson 02: train the classroom CCT on the embedded dataset, on a CPU, in about five minutes.
+
+What happens (minicct/train/loop.py):
+  * the embedded dataset is generated once from its seed (20 classes = 5 shapes x 2 colour families x 2
+    layouts; the layout is a long-range relation between two objects) and cached under data/;
+  * the classroom model (minicct.model.CLASSROOM: 2 conv stages -> 64 tokens, 4 encoders x 2 heads,
+    D = 64) is trained with AdamW, warm-up + cosine, label smoothing 0.1, random crop + flip;
+  * every epoch: train loss/accuracy, test loss/accuracy, speed; a checkpoint (.npz) is written atomically,
+    so Ctrl-C loses nothing (resume with --resume);
+  * at the end: the loss/accuracy plot (PNG) and the checkpoint path.
+
+The committed checkpoint data/checkpoints/classroom.npz was made by exactly this script with its defaults
+(see data/checkpoints/README.md). Run:  python lessons/02_train_cct.py  [--epochs N] [--out PATH]
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
+
+from minicct import model as M  # noqa: E402
+from minicct.datasets import load  # noqa: E402
+from minicct.plots import plot_history  # noqa: E402
+from minicct.train.checkpoint import save_checkpoint  # noqa: E402
+from minicct.train.loop import HEADER, TrainConfig, train  # noqa: E402
+
+DEFAULTS = dict(epochs=12, lr=2e-3, weight_decay=0.05, batch_size=128, warmup=1.0, seed=0)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    ap.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    ap.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    ap.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    ap.add_argument("--out", default="runs/classroom.npz", help="checkpoint path (default runs/classroom.npz)")
+    ap.add_argument("--resume", default=None, help="continue an interrupted run from its checkpoint")
+    args = ap.parse_args(argv)
+
+    data = load("embedded")
+    cfg = M.get_config("classroom", num_classes=data.num_classes)
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                     weight_decay=DEFAULTS["weight_decay"], warmup_epochs=DEFAULTS["warmup"], seed=args.seed)
+    print(f"embedded dataset: {len(data.y_train)} train / {len(data.y_test)} test images, {data.num_classes} "
+          f"classes; groups {', '.join(data.groups)}")
+    print(f"classroom CCT: {M.count_params(cfg):,} parameters, {cfg.seq_len} tokens, {cfg.num_layers} encoders x "
+          f"{cfg.num_heads} heads, D={cfg.embedding_dim}, F={cfg.ff_dim}")
+    print(f"training {tc.epochs} epochs, AdamW lr {tc.lr:g}, batch {tc.batch_size}, seed {tc.seed}\n")
+    print(HEADER)
+    t0 = time.time()
+    try:
+        params, hist, meta = train(cfg, data, tc, checkpoint=args.out, resume=args.resume)
+    except KeyboardInterrupt:
+        return 130
+    seconds = time.time() - t0
+    meta.update(model="classroom", seconds=round(seconds, 1),
+                command="python lessons/02_train_cct.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    save_checkpoint(args.out, params, cfg, meta)
+    plot = plot_history(hist, Path(args.out).with_suffix(".png"), "classroom CCT on the embedded dataset")
+    print(f"\ntest accuracy {100 * meta['test_acc']:.2f}% after {tc.epochs} epochs in {seconds / 60:.1f} min")
+    print(f"checkpoint: {args.out}\nplot: {plot}")
+    chance = 100 / data.num_classes
+    ok = meta["test_acc"] * 100 > 3 * chance
+    print(f"check: test accuracy {'well above' if ok else 'NOT above'} chance ({chance:.0f}%): "
+          f"{'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
