@@ -88,6 +88,15 @@ def to_model_input(x_uint8: np.ndarray, mean, std) -> np.ndarray:
 
 
 def channel_stats(x_uint8: np.ndarray):
-    """Per-channel mean and std of x/255 over [N, H, W], as float32 (3,) arrays."""
-    x = x_uint8.reshape(-1, 3).astype(np.float64) / 255.0
-    return x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
+    """Per-channel mean and std of x/255 over [N, H, W], as float32 (3,) arrays.
+
+    Computed exactly from the 256-bin histogram of each channel (no float copy of the images).
+    """
+    if x_uint8.dtype != np.uint8 or x_uint8.shape[-1] != 3:
+        raise ValueError(f"expected uint8 images [..., 3], got {x_uint8.dtype} {x_uint8.shape}")
+    counts = np.stack([np.bincount(x_uint8[..., c].ravel(), minlength=256) for c in range(3)])  # [3, 256]
+    levels = np.arange(256) / 255.0
+    n = counts.sum(axis=1)
+    mean = counts @ levels / n
+    var = counts @ levels ** 2 / n - mean ** 2
+    return mean.astype(np.float32), np.sqrt(np.maximum(var, 0)).astype(np.float32)
