@@ -3,6 +3,7 @@
 
     x [N, 3, S, S]
     tokenizer: n_conv_layers x (conv k x k, stride s, pad p, no bias -> ReLU -> max-pool 3/2/1)
+               (computed as conv -> max-pool -> ReLU, which is the same function with the same gradient)
     tokens = flatten(2, 3).transpose: [N, D, H', W'] -> [N, T, D], token index t = y * W' + x
     + positional embedding (learnable (1, T, D), sine, or none) -> dropout (p = dropout, 0 in CCT)
     L encoder blocks (layers/encoder.py; drop-path rates linspace(0, stochastic_depth, L))
@@ -139,8 +140,12 @@ _DEFAULT_CLASSES = {32: 10, 224: 102}   # src/cct.py defaults; cct_14_* default 
 #: The classroom model (this project's own variant, not in the reference): 4 encoders and 2 heads so that
 #: progression along encoders and head specialisation can be seen; small enough to train on 2 CPU cores in
 #: minutes. Tokenizer: 2 conv stages (3 -> 32 -> 64 channels) giving an 8 x 8 grid of 64 tokens.
+#: Sine positional embedding (the reference's `_sine` option): with a learnable one the model learns the
+#: embedded dataset's row/column layout far more slowly (compare lesson 02 with
+#: `python -m minicct train --config-json '{"positional_embedding": "learnable"}' --optimizer sgd --lr 0.05
+#: --weight-decay 5e-4 --epochs 10`). No dropout / drop-path: the run is too short to overfit.
 CLASSROOM = dict(img_size=32, n_conv_layers=2, kernel_size=3, in_planes=32, embedding_dim=64, num_layers=4,
-                 num_heads=2, mlp_ratio=2.0, num_classes=20, positional_embedding="learnable",
+                 num_heads=2, mlp_ratio=2.0, num_classes=20, positional_embedding="sine",
                  attention_dropout=0.0, stochastic_depth=0.0)
 
 VARIANTS = ["cct_2_3x2_32", "cct_4_3x2_32", "cct_6_3x1_32", "cct_6_3x2_32", "cct_7_3x1_32", "cct_7_3x2_32",
@@ -313,13 +318,15 @@ def forward(params, x, cfg: CCTConfig, train=False, rng=None, capture=False, hea
     if train and rng is None and (cfg.dropout or cfg.attention_dropout or cfg.stochastic_depth):
         raise ValueError("forward(train=True) needs rng=np.random.default_rng(seed) for dropout / drop-path")
     acts, caches = {}, {}
-    # tokenizer: (conv -> relu -> maxpool) x n_conv_layers
+    # tokenizer: (conv -> relu -> maxpool) x n_conv_layers, computed as conv -> maxpool -> relu: ReLU and
+    # max-pool commute (max of relu = relu of max, and the gradient reaches the same input), and after the
+    # pool ReLU touches 4x fewer elements
     h = x
     for i in range(cfg.n_conv_layers):
         h, c_conv = conv2d_forward(h, params[f"tokenizer.conv_layers.{i}.0.weight"], None,
                                    cfg.conv_stride, cfg.conv_padding)
-        h, c_relu = relu_forward(h)
         h, c_pool = maxpool2d_forward(h, cfg.pooling_kernel_size, cfg.pooling_stride, cfg.pooling_padding)
+        h, c_relu = relu_forward(h)
         caches[f"tok{i}"] = (c_conv, c_relu, c_pool)
     N, D, G, _ = h.shape
     tokens = h.transpose(0, 2, 3, 1).reshape(N, G * G, D)              # [N, D, G, G] -> [N, T, D]
@@ -369,8 +376,8 @@ def backward(dlogits, cache) -> dict:
     dh = dz.reshape(N, G, G, D).transpose(0, 3, 1, 2)                     # [N, T, D] -> [N, D, G, G]
     for i in reversed(range(cfg.n_conv_layers)):
         c_conv, c_relu, c_pool = cache[f"tok{i}"]
-        dh = maxpool2d_backward(dh, c_pool)
         dh = relu_backward(dh, c_relu)
+        dh = maxpool2d_backward(dh, c_pool)
         dh, g[f"tokenizer.conv_layers.{i}.0.weight"], _ = conv2d_backward(dh, c_conv, need_dx=i > 0)
     return {k: g[k] for k in param_shapes(cfg)}
 
