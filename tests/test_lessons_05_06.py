@@ -1,0 +1,69 @@
+"""Lessons 05 (ANDC pruning) and 06 (heads) end to end on a tiny checkpoint trained here, on a small embedded set."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minicct import model as M
+from minicct.datasets.embedded import make_embedded
+from minicct.train.loop import TrainConfig, train
+
+LESSONS = Path(__file__).resolve().parents[1] / "lessons"
+TINY = M.CCTConfig(img_size=32, n_conv_layers=2, kernel_size=3, in_planes=8, embedding_dim=16, num_heads=2,
+                   num_layers=2, mlp_ratio=2.0, num_classes=20, attention_dropout=0.0, stochastic_depth=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    data = make_embedded(n_train_per_class=20, n_test_per_class=10)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.npz"
+    tc = TrainConfig(epochs=1, batch_size=50, optimizer="sgd", lr=0.05, weight_decay=5e-4, warmup_epochs=0,
+                     augment=False)
+    train(TINY, data, tc, checkpoint=path, quiet=True)
+    return path, data
+
+
+def _lesson(name, data, monkeypatch):
+    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), LESSONS / name)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "load", lambda *a, **k: data)   # the small embedded set instead of the cached one
+    return mod
+
+
+def _is_png(path):
+    return Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("fields_on", ["test", "train"])
+def test_lesson_05_runs(tiny, tmp_path, monkeypatch, capsys, fields_on):
+    ckpt, data = tiny
+    mod = _lesson("05_andc_pruning.py", data, monkeypatch)
+    rc = mod.main(["--checkpoint", str(ckpt), "--epochs", "1", "--retrain-epochs", "1", "--n-train", "0",
+                   "--thresholds", "0.3,0.9", "--fields-on", fields_on, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for text in ("1. ANDC on the read-out", "2. Threshold sweep", "3. ANDC inside the encoders", "verdicts",
+                 "ANDC ahead of the same-degree random control", "FF linear2 pruning"):
+        assert text in out
+    sweep = out.split("2. Threshold sweep")[1].split("3. ANDC")[0]
+    rows = [ln.split() for ln in sweep.splitlines() if ln[:4] in ("0.30", "0.90")]
+    assert len(rows) == 2 and float(rows[0][2]) <= float(rows[1][2])   # pruned % grows with the threshold
+    assert _is_png(tmp_path / "accuracy_vs_pruned.png")
+
+
+def test_lesson_06_runs(tiny, tmp_path, monkeypatch, capsys):
+    ckpt, data = tiny
+    mod = _lesson("06_heads.py", data, monkeypatch)
+    rc = mod.main(["--checkpoint", str(ckpt), "--epochs", "1", "--n-train", "0", "--shuffles", "20",
+                   "--n-perm", "100", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.count("vs shuffled") == TINY.num_layers
+    assert out.count("designated: ") == TINY.num_layers * TINY.num_heads
+    assert "head specialisation ('modus vivendi') is" in out
+    assert _is_png(tmp_path / "head_label_sets.png")
+    with pytest.raises(SystemExit):
+        mod.main(["--checkpoint", str(ckpt), "--shuffles", "5"])
+    assert np.isfinite(float(out.split("whole model: test accuracy ")[1].split("%")[0]))
