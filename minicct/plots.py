@@ -151,3 +151,63 @@ def plot_history(history, path, title="training"):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_accuracy_vs_pruned(curves, path, dense_acc=None, chance=None, title="accuracy against pruned fraction",
+                            dense_label="dense"):
+    """Accuracy (%) against the pruned fraction of weights, one line per curve.
+
+    curves: {label: (pruned fractions [P], accuracies [P] in 0..1)}; labels containing "random" are dashed
+    (the controls); labels with the same text after the first ", " share a colour (e.g. "ANDC, retrained"
+    and "random, retrained"). dense_acc: the unpruned accuracy (solid black line); chance: 1/K (dotted).
+    """
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    colours = {}
+    for label, (frac, acc) in curves.items():
+        frac, acc = np.asarray(frac, dtype=float), np.asarray(acc, dtype=float)
+        order = np.argsort(frac)
+        colour = colours.setdefault(label.split(", ", 1)[-1], f"C{len(colours)}")
+        ax.plot(100 * frac[order], 100 * acc[order], "s--" if "random" in label else "o-", color=colour,
+                label=label)
+    if dense_acc is not None:
+        ax.axhline(100 * dense_acc, color="k", lw=1, label=dense_label)
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", lw=1, ls=":", label="chance")
+    ax.set_xlabel("pruned fraction of the weights (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_head_label_sets(counts, class_names, path, designated=None, titles=None,
+                         title="labels of each head's nodes"):
+    """Heatmaps of head label counts, one panel per encoder: rows = heads, columns = labels.
+
+    counts: list of [h, K] arrays c[h, j] = nodes of head h with label j (heads.head_label_counts); the colour
+    is the head's share c[h, j] / sum_h c[h, j] of the label (0..1), the number in each cell is the count.
+    designated: optional list of bool [h, K] (heads.designated_labels), framed in red. titles: panel titles.
+    """
+    n = len(counts)
+    K = np.asarray(counts[0]).shape[1]
+    fig, axes = plt.subplots(n, 1, figsize=(max(7.0, 0.42 * K + 1.5), 1.0 + 0.9 * sum(np.shape(c)[0] for c in counts)),
+                             squeeze=False)
+    im = None
+    for k, (ax, c) in enumerate(zip(axes[:, 0], counts)):
+        c = np.asarray(c, dtype=float)
+        tot = c.sum(axis=0, keepdims=True)
+        share = np.divide(c, tot, out=np.zeros_like(c), where=tot > 0)
+        im = ax.imshow(share, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        for (hh, j), v in np.ndenumerate(c):
+            ax.text(j, hh, f"{int(v)}", ha="center", va="center", fontsize=6,
+                    color="black" if share[hh, j] > 0.6 else "white")
+        if designated is not None:
+            for hh, j in zip(*np.nonzero(np.asarray(designated[k]))):
+                ax.add_patch(plt.Rectangle((j - 0.4, hh - 0.4), 0.8, 0.8, fill=False, ec="tab:red", lw=1.6))
+        ax.set_yticks(range(c.shape[0]), [f"head {hh}" for hh in range(c.shape[0])], fontsize=7)
+        ax.set_xticks(range(K), _short(class_names) if k == n - 1 else [""] * K, rotation=90, fontsize=6)
+        ax.set_title(titles[k] if titles else f"encoder {k + 1}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.colorbar(im, ax=axes[:, 0].tolist(), shrink=0.8, label="head's share of the label's nodes")
+    return _save(fig, path)
