@@ -16,9 +16,14 @@ Run:  python lessons/03_snp.py  [--site out|mha_heads|ff_hidden|mha_out] [--thre
       [--dataset embedded|cifar100|...] [--epochs 5] [--n-train N] [--out runs/03_snp]
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+
+# One BLAS thread: the work is mostly element-wise, and a second OpenBLAS thread competing with other processes
+# for 2 cores made steps several times slower here. Set OPENBLAS_NUM_THREADS yourself to override.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 

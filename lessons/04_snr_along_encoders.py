@@ -9,9 +9,14 @@ encoder, and how many encoder-to-encoder steps go that way: the answer is measur
 Run:  python lessons/04_snr_along_encoders.py  [--sites out,ff_hidden,mha_heads] [--epochs 5] [--out runs/04_snr]
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+
+# One BLAS thread: the work is mostly element-wise, and a second OpenBLAS thread competing with other processes
+# for 2 cores made steps several times slower here. Set OPENBLAS_NUM_THREADS yourself to override.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 

@@ -172,3 +172,25 @@ def test_mixup_and_cutmix_targets_are_consistent():
     assert pasted == pytest.approx(1 - lam, abs=0.05)
     with pytest.raises(ValueError, match="even"):
         augment.mix_batch(x[:3], q[:3], rng, mixup_alpha=0.8)
+
+
+def test_optimizers_match_torch_when_available():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    for make, tmake in ((lambda: AdamW(1e-2, weight_decay=0.1),
+                         lambda ps: torch.optim.AdamW([{"params": [ps[0]], "weight_decay": 0.1},
+                                                       {"params": [ps[1]], "weight_decay": 0.0}], lr=1e-2)),
+                        (lambda: SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+                         lambda ps: torch.optim.SGD([{"params": [ps[0]], "weight_decay": 0.01},
+                                                     {"params": [ps[1]], "weight_decay": 0.0}], lr=0.1,
+                                                    momentum=0.9, nesterov=True))):
+        w = {"a.weight": rng.standard_normal((4, 3)), "a.bias": rng.standard_normal(4)}
+        tw = [torch.tensor(w["a.weight"].copy(), requires_grad=True), torch.tensor(w["a.bias"].copy(), requires_grad=True)]
+        opt, topt = make(), tmake(tw)
+        for _ in range(5):
+            g = {k: rng.standard_normal(v.shape) for k, v in w.items()}
+            opt.step(w, g)
+            tw[0].grad, tw[1].grad = torch.tensor(g["a.weight"]), torch.tensor(g["a.bias"])
+            topt.step()
+        np.testing.assert_allclose(w["a.weight"], tw[0].detach().numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(w["a.bias"], tw[1].detach().numpy(), rtol=1e-12, atol=1e-14)
