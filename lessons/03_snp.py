@@ -3,8 +3,8 @@
 For the tokenizer and every encoder of the committed classroom checkpoint (offline, on the embedded dataset):
   1. freeze the model, capture the activations A [N, T, D] at one site (default: the encoder output),
   2. train a new bias-free linear read-out on them (the authors' recipe, SGD Nesterov 0.975) -> the
-     per-encoder accuracy; once on the flattened tokens ("flat", the authors' read-out) and once on the
-     token average ("mean"),
+     per-encoder accuracy; on the flattened tokens ("flat", the authors' read-out), on the token average
+     ("mean") and through a fresh sequence pooling ("seqpool", the CCT's own head) [the last two: INF],
   3. silence every read-out weight except those leaving node n: the mean field V[n, i, j] that node n sends
      to output j over the test images of true label i,
   4. divide each node's matrix by its maximum, threshold at 0.3 -> 0/1 matrix B_n,
@@ -41,8 +41,9 @@ def main(argv=None):
     ap.add_argument("--dataset", default="embedded")
     ap.add_argument("--site", default="out", choices=["out", "mha_heads", "mha_out", "ff_hidden"])
     ap.add_argument("--threshold", type=float, default=0.3)
-    ap.add_argument("--epochs", type=int, default=5, help="read-out training epochs (authors: 200)")
-    ap.add_argument("--modes", default="flat,mean")
+    ap.add_argument("--epochs", type=int, default=10, help="read-out training epochs (authors: 200)")
+    ap.add_argument("--modes", default="flat,mean,seqpool",
+                    help="read-outs: flat (the authors'), mean (token average), seqpool (the CCT's own pooling)")
     ap.add_argument("--n-train", type=int, default=None, help="training images for the read-outs (all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/03_snp", help="folder for the figures")
@@ -90,8 +91,10 @@ def main(argv=None):
                             for a in agree.values())
             print(f"{r.encoder:<10}{cells}")
         agree = group_agreement([c for node in last.stats.clusters for c in node], data.groups)
-        above = [g for g, a in agree.items() if a["n"] and a["inside"] > a["chance"]]
-        print(f"last encoder: clusters follow {', '.join(above) or 'no group'} more often than chance")
+        above = [g for g, a in agree.items() if a["n"] and a["inside"] > a["chance"] and a["p_value"] < 0.01]
+        print("last encoder, one-sided p-value of the count inside (clusters as independent draws): "
+              + ", ".join(f"{g} p = {a['p_value']:.2g}" for g, a in agree.items()))
+        print(f"last encoder: clusters follow {', '.join(above) or 'no group'} more often than chance (p < 0.01)")
         ok_groups = bool(above)
 
     print("\nfigures:")

@@ -1,8 +1,9 @@
 """Lesson 04: does the SNP structure sharpen along the encoders? (Koresh et al. 2025: "these features are
 progressively sharpened along the transformer encoders, enhancing the signal-to-noise ratio")
 
-For the tokenizer output and every encoder of the classroom checkpoint, with both read-outs (the authors'
-read-out on the flattened tokens, and the token-averaged one): the read-out accuracy, the noise per node
+For the tokenizer output and every encoder of the classroom checkpoint, with three read-outs (the authors'
+on the flattened tokens, a token-averaged one, and a fresh sequence pooling like the CCT's own head): the
+read-out accuracy, the noise per node
 and the SNR. It prints whether each quantity rises (or, for the noise, falls) from the tokenizer to the last
 encoder, and how many encoder-to-encoder steps go that way: the answer is measured in this run, not assumed.
 
@@ -42,8 +43,9 @@ def main(argv=None):
     ap.add_argument("--checkpoint", default=str(ROOT / "data" / "checkpoints" / "classroom.npz"))
     ap.add_argument("--dataset", default="embedded")
     ap.add_argument("--sites", default="out", help="comma separated: out, mha_heads, mha_out, ff_hidden")
-    ap.add_argument("--modes", default="flat,mean")
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--modes", default="flat,mean,seqpool",
+                    help="read-outs: flat (the authors'), mean (token average), seqpool (the CCT's own pooling)")
+    ap.add_argument("--epochs", type=int, default=10, help="read-out training epochs (authors: 200)")
     ap.add_argument("--threshold", type=float, default=0.3)
     ap.add_argument("--n-train", type=int, default=None)
     ap.add_argument("--out", default="runs/04_snr")

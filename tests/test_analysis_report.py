@@ -69,3 +69,12 @@ def test_group_agreement_exact_chance_matches_sampling():
                    for c in clusters for _ in range(4000)])
     assert sim == pytest.approx(exact, abs=0.01)
     assert math.isnan(R.group_agreement([[1]], groups)["g"]["inside"])
+
+
+def test_group_agreement_p_value_is_the_exact_tail():
+    groups = {"g": np.repeat(np.arange(4), 5)}
+    pair_chance = 4 * math.comb(5, 2) / math.comb(20, 2)
+    a = R.group_agreement([[0, 1], [0, 1], [5, 9]], groups)["g"]        # 3 pairs, all inside
+    assert a["p_value"] == pytest.approx(pair_chance ** 3)
+    b = R.group_agreement([[0, 5], [0, 6], [5, 10]], groups)["g"]       # none inside: tail from 0 is 1
+    assert b["p_value"] == pytest.approx(1.0)

@@ -114,7 +114,10 @@ def group_agreement(clusters, groups: dict) -> dict:
     clusters: iterable of label lists (e.g. every cluster of every node of a layer); groups: name -> [K] ints.
     For each grouping g returns {"n": number of clusters of size >= 2, "inside": fraction whose labels all
     share one group, "chance": the expected fraction for random label sets of the same sizes,
-        chance = mean over clusters c of  sum_groups C(n_group, |c|) / C(K, |c|)   (exact, no sampling)}.
+        chance = mean over clusters c of  p_c,  p_c = sum_groups C(n_group, |c|) / C(K, |c|)   (exact),
+    "p_value": P(at least the observed number inside | chance), the clusters treated as independent draws
+    (the exact Poisson-binomial tail of the p_c; clusters of one node are not independent, so read it as a
+    guide, not a proof)}.
     """
     multi = [list(c) for c in clusters if len(c) >= 2]
     out = {}
@@ -123,11 +126,15 @@ def group_agreement(clusters, groups: dict) -> dict:
         K = len(g)
         sizes = np.bincount(g)
         if not multi:
-            out[gname] = {"n": 0, "inside": float("nan"), "chance": float("nan")}
+            out[gname] = {"n": 0, "inside": float("nan"), "chance": float("nan"), "p_value": float("nan")}
             continue
-        inside = np.mean([len(set(g[c])) == 1 for c in multi])
-        chance = np.mean([sum(math.comb(int(n), len(c)) for n in sizes) / math.comb(K, len(c)) for c in multi])
-        out[gname] = {"n": len(multi), "inside": float(inside), "chance": float(chance)}
+        hits = sum(len(set(g[c])) == 1 for c in multi)
+        pc = np.array([sum(math.comb(int(n), len(c)) for n in sizes) / math.comb(K, len(c)) for c in multi])
+        dist = np.array([1.0])                        # Poisson-binomial distribution of the number inside
+        for q in pc:
+            dist = np.append(dist * (1 - q), 0.0) + np.append(0.0, dist * q)
+        out[gname] = {"n": len(multi), "inside": hits / len(multi), "chance": float(pc.mean()),
+                      "p_value": float(min(1.0, dist[hits:].sum()))}
     return out
 
 
@@ -183,7 +190,7 @@ class SNPReport:
         return "\n".join(lines)
 
 
-def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean"), include_tokens=True, epochs=5,
+def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool"), include_tokens=True, epochs=10,
             threshold=0.3, n_train=None, seed=0, out_dir=None, progress=print, batch_size=250,
             max_capture_bytes=1.5e9) -> SNPReport:
     """The SNP analysis of a trained CCT on a dataset, over encoders and sites, with progress output.
