@@ -47,7 +47,7 @@ def attention_forward(x, params, num_heads, attn_drop=0.0, train=False, rng=None
     q, k, v = qkv[0], qkv[1], qkv[2]                                # each [N, h, T, d]
     S = q @ k.transpose(0, 1, 3, 2)                                 # [N, h, T, d] @ [N, h, d, T] -> [N, h, T, T]
     S *= scale
-    P = softmax(S, axis=-1)                                         # over keys
+    P = softmax(S, axis=-1, out=S)                                  # over keys; in place, S is not kept
     Pd, drop_cache = dropout_forward(P, attn_drop, rng, train)      # attention dropout
     O = Pd @ v                                                      # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
     if head_mask is not None:
@@ -72,22 +72,21 @@ def attention_backward(dy, cache):
     dO = dheads.reshape(N, T, h, d).transpose(0, 2, 1, 3)          # [N, T, D] -> [N, h, T, d]
     if cache["head_mask"] is not None:
         dO = dO * cache["head_mask"]
+    # gradients of q, k, v are written straight into the layout of the forward's qkv (N, T, 3, h, d):
+    # dq, dk, dv below are [N, h, T, d] views of dqkv, so no transposed copies are needed
+    dqkv = np.empty((N, T, 3, h, d), dtype=dO.dtype)
+    dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)                      # each [N, h, T, d]
     # forward: O = Pd v
     dPd = dO @ v.transpose(0, 1, 3, 2)                              # [N, h, T, d] @ [N, h, d, T] -> [N, h, T, T]
-    dv = Pd.transpose(0, 1, 3, 2) @ dO                              # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
+    np.matmul(Pd.transpose(0, 1, 3, 2), dO, out=dv)                 # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
     # forward: Pd = dropout(P)
     dP = dropout_backward(dPd, cache["drop"])
     # forward: P = softmax(S)
     dS = softmax_backward(P, dP, axis=-1)
     dS *= scale
     # forward: S = q k^T * scale
-    dq = dS @ k                                                     # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
-    dk = dS.transpose(0, 1, 3, 2) @ q                               # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
-    # forward: q, k, v = qkv.reshape(N, T, 3, h, d).transpose(2, 0, 3, 1, 4)
-    dqkv = np.empty((N, T, 3, h, d), dtype=dq.dtype)
-    dqkv[:, :, 0] = dq.transpose(0, 2, 1, 3)
-    dqkv[:, :, 1] = dk.transpose(0, 2, 1, 3)
-    dqkv[:, :, 2] = dv.transpose(0, 2, 1, 3)
+    np.matmul(dS, k, out=dq)                                        # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
+    np.matmul(dS.transpose(0, 1, 3, 2), q, out=dk)                  # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
     # forward: qkv = x Wqkv^T
     dx, dWqkv, _ = linear_backward(dqkv.reshape(N, T, 3 * D), cache["qkv"])
     return dx, {"qkv.weight": dWqkv, "proj.weight": dWproj, "proj.bias": dbproj}

@@ -24,7 +24,9 @@ def dropout_forward(x, p, rng=None, train=True):
         raise ValueError("dropout: pass rng=np.random.default_rng(seed) when training with p > 0")
     mask = rng.random(x.shape, dtype=np.float32) >= p
     scale = 1.0 / (1.0 - p)
-    return x * mask * scale, (mask, scale)
+    y = x * mask
+    y *= scale                                          # in place: one temporary, not two
+    return y, (mask, scale)
 
 
 def dropout_backward(dout, cache):
@@ -32,7 +34,9 @@ def dropout_backward(dout, cache):
     if cache is None:
         return dout
     mask, scale = cache
-    return dout * mask * scale
+    dx = dout * mask
+    dx *= scale
+    return dx
 
 
 def drop_path_forward(x, p, rng=None, train=True):

@@ -1,0 +1,842 @@
+"""Speed and memory of a float32 training step, and of the SNP analysis: `python -m minicct.bench`.
+
+For every configuration (a named variant, a batch size, a number of classes), in a fresh subprocess:
+    step      median wall time of one real training step (model.forward, cross-entropy with label smoothing
+              0.1, model.backward, AdamW.step) over --steps steps after --warmup steps; images per second.
+    parts     the same step again with a timer around the layer calls (see PARTS): where the time goes.
+    GFLOP/s   FLOPs of the step's convolutions and matrix products (`step_flops`) / median step time, next to
+              the float32 matrix-multiply rate NumPy reaches in the same process (`matmul_rate`).
+    memory    peak resident memory of the steps: VmHWM of /proc/self/status after the steps (reset just before
+              the first step) minus VmRSS before the first step. Parameters, batch and imports are in the
+              baseline; the optimizer state and the libraries' work buffers, made by the first step, count as
+              step memory. Where /proc is missing: ru_maxrss, same subtraction.
+Then the full SNP analysis of the classroom checkpoint (analysis.report.run_snp on every site of every encoder)
+is timed (`snp_analysis`), also in its own subprocess.
+
+PyTorch is never a dependency. When it is importable, or `--torch-python PATH` names an interpreter that has
+it (e.g. a venv: `--torch-python /tmp/torchenv/bin/python`), every configuration is also timed in PyTorch, in
+its own subprocess, with the same architecture (`_torch_cct`: the reference CCT, norm1 on the residual stream),
+the same initial parameters, the same batch, label smoothing, AdamW settings and thread count; the time and
+memory ratios are printed. All numbers of one invocation come from one run on one machine: compare ratios,
+not absolute times (a shared machine can be several times slower from one minute to the next; the load
+average at start and end is printed).
+
+    python -m minicct.bench                                     # the default configurations, table output
+    python -m minicct.bench --config cct_7_3x1_32@32:100 --steps 10 --json bench.json
+    python -m minicct.bench --torch-python /tmp/torchenv/bin/python --no-snp
+    python -m minicct.bench --threads 2,1 --baseline ../minicct-old     # before/after against another checkout
+Threads: --threads N[,N...] (default: the CPUs this process may use) sets OPENBLAS/OMP/MKL_NUM_THREADS of the
+NumPy subprocesses and torch.set_num_threads of the PyTorch ones; several counts are measured one after the other.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+#: (variant, batch, classes) timed by default: the two issue-6 configurations and the classroom model.
+DEFAULT_CASES = ("cct_2_3x2_32@128:10", "cct_7_3x1_32@32:100", "classroom@128:20")
+#: Parts of the breakdown, in forward order; "rest" = step time minus the timed parts (residual adds,
+#: positional embedding, drop-path, cache bookkeeping).
+PARTS = ("tokenizer", "attention", "mlp", "norms", "pool+head", "loss", "optimizer", "rest")
+LR, WEIGHT_DECAY, SMOOTHING = 1e-3, 0.05, 0.1
+REPO = Path(__file__).resolve().parents[1]
+CLASSROOM_CHECKPOINT = REPO / "data" / "checkpoints" / "classroom.npz"
+
+
+# ------------------------------------------------------------------------------------------------ cases
+
+@dataclass
+class Case:
+    """One configuration: a variant name for model.get_config, batch size, classes, field overrides."""
+
+    name: str
+    batch: int
+    num_classes: int | None = None
+    overrides: dict = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str, overrides: dict | None = None) -> "Case":
+        """'NAME@BATCH[:CLASSES]', e.g. 'cct_7_3x1_32@32:100'."""
+        name, sep, rest = spec.partition("@")
+        batch, _, k = rest.partition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            case = cls(name, int(batch), int(k) if k else None, dict(overrides or {}))
+        except ValueError:
+            raise ValueError(f"config spec must look like NAME@BATCH or NAME@BATCH:CLASSES "
+                             f"(e.g. cct_7_3x1_32@32:100), got {spec!r}") from None
+        if case.batch < 1 or (case.num_classes is not None and case.num_classes < 2):
+            raise ValueError(f"{spec!r}: batch must be >= 1 and classes >= 2")
+        case.config()                                   # fail early on unknown names / fields
+        return case
+
+    def config(self):
+        from . import model as M
+        return M.get_config(self.name, num_classes=self.num_classes, **self.overrides)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} @{self.batch} K={self.config().num_classes}"
+
+
+def parse_overrides(items) -> dict:
+    """['embedding_dim=16', 'positional_embedding=sine', ...] -> typed dict for CCTConfig fields."""
+    from .model import CCTConfig
+    types = {f.name: f.type for f in fields(CCTConfig)}
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise ValueError(f"--set expects FIELD=VALUE with FIELD one of {sorted(types)}, got {item!r}")
+        t = str(types[key])
+        if value == "None" and "None" in t:
+            out[key] = None
+        elif t.startswith("int"):
+            out[key] = int(value)
+        elif t.startswith("float"):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ FLOPs
+
+def step_flops(cfg, batch: int) -> dict:
+    """FLOPs of the convolutions and matrix products of one training step (2 M N K per product).
+
+    Forward, N = batch, with T tokens, D embedding, F ff width, h heads, K classes:
+        conv i     2 N H'_i W'_i C_out,i (C_in,i k^2)          (its im2col product)
+        per block  2 N T D 3D (qkv) + 2 N T^2 D (q k^T) + 2 N T^2 D (P v) + 2 N T D^2 (proj)
+                   + 2 N T D F (linear1) + 2 N T F D (linear2)
+        head       2 N T D (pool scores) + 2 N T D (pooled = a^T x) + 2 N D K (fc)
+    Backward: every product costs 2x its forward (one product for the input gradient, one for the weight or
+    second operand), except the first convolution, which needs no gradient for the images (1x).
+    Element-wise work (norms, softmax, GELU, dropout, optimizer) is not counted.
+    Returns {tokenizer, attention, mlp, head, forward, backward, step} (the first four are forward FLOPs).
+    """
+    N, T, D, F, K = batch, cfg.seq_len, cfg.embedding_dim, cfg.ff_dim, cfg.num_classes
+    k, s, p = cfg.kernel_size, cfg.conv_stride, cfg.conv_padding
+    conv, size = [], cfg.img_size
+    for c_in, c_out in zip(cfg.channels[:-1], cfg.channels[1:]):
+        size = (size + 2 * p - k) // s + 1                                    # conv output side
+        conv.append(2 * N * size * size * c_out * c_in * k * k)
+        size = (size + 2 * cfg.pooling_padding - cfg.pooling_kernel_size) // cfg.pooling_stride + 1
+    L = cfg.num_layers
+    attention = L * (2 * N * T * D * 3 * D + 2 * 2 * N * T * T * D + 2 * N * T * D * D)
+    mlp = L * (2 * N * T * D * F * 2)
+    head = 2 * N * T * D * 2 + 2 * N * D * K
+    forward = sum(conv) + attention + mlp + head
+    backward = 2 * forward - conv[0]
+    return {"tokenizer": sum(conv), "attention": attention, "mlp": mlp, "head": head,
+            "forward": forward, "backward": backward, "step": forward + backward}
+
+
+def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a float32 [n, n] @ [n, n] product in NumPy: 2 n^3 / median time (after one warm-up)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    np.matmul(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n ** 3 / float(np.median(times)) / 1e9
+
+
+# ----------------------------------------------------------------------------------------------- memory
+
+def _status_kb(key):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_now_mb():
+    """Current resident set size in MB (VmRSS; ru_maxrss where /proc is missing)."""
+    kb = _status_kb("VmRSS")
+    return kb / 1024 if kb is not None else _maxrss_mb()
+
+
+def peak_rss_mb():
+    """Peak resident set size in MB since the start or the last `reset_peak_rss` (VmHWM; else ru_maxrss)."""
+    kb = _status_kb("VmHWM")
+    return kb / 1024 if kb is not None else _maxrss_mb()
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs). False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _status_kb("VmHWM") is not None
+
+
+def _maxrss_mb():
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2 ** 20 if sys.platform == "darwin" else r / 1024     # bytes on macOS, KB on Linux
+
+
+def timed_steps(step, steps, warmup) -> dict:
+    """Run `step()` warmup times, then `steps` times with a wall clock; and the peak memory of the steps.
+
+    Memory: peak RSS over all steps (warm-up included: the first step allocates the optimizer state and the
+    libraries' work buffers) minus the RSS before the first step (parameters, batch and imports are in this
+    baseline). The peak counter is reset at the baseline where Linux allows it, so import-time peaks do not count.
+    """
+    reset = reset_peak_rss()
+    rss0 = rss_now_mb()
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    peak = peak_rss_mb()
+    method = ("VmHWM (reset before the first step) - VmRSS before the first step" if reset else
+              "peak RSS (ru_maxrss) - RSS before the first step")
+    return {"step_s": float(np.median(times)), "step_times_s": times, "rss_before_mb": rss0,
+            "peak_rss_mb": peak, "step_mem_mb": peak - rss0, "memory_method": method}
+
+
+# -------------------------------------------------------------------------------------- the NumPy step
+
+def make_batch(cfg, batch: int, seed: int = 0):
+    """A fixed random float32 batch: images [N, C, S, S] ~ N(0, 1) and integer labels [N]."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, cfg.n_input_channels, cfg.img_size, cfg.img_size), dtype=np.float32)
+    return x, rng.integers(0, cfg.num_classes, batch)
+
+
+class PartTimer:
+    """Wall time per part of the step, collected by wrapping the layer functions the model calls.
+
+    model.py and layers/encoder.py call the layers by the names they import; while the timer is active those
+    module attributes are replaced by timing wrappers, so the step itself (model.forward / model.backward) is
+    unchanged. Attention is timed as a whole (its own linear layers included); the final LayerNorm counts as
+    "norms"; loss and optimizer are timed by `train_step`. Calls are counted, so a part that is never reached
+    (e.g. after a refactoring of the model) shows up as 0 calls instead of silently moving into "rest".
+    """
+
+    WRAP = {  # module -> {function name: part}
+        "minicct.model": {
+            **{f"{n}_{d}": "tokenizer" for n in ("conv2d", "relu", "maxpool2d") for d in ("forward", "backward")},
+            "layernorm_forward": "norms", "layernorm_backward": "norms",
+            "seqpool_forward": "pool+head", "seqpool_backward": "pool+head",
+            "linear_forward": "pool+head", "linear_backward": "pool+head"},
+        "minicct.layers.encoder": {
+            "layernorm_forward": "norms", "layernorm_backward": "norms",
+            "attention_forward": "attention", "attention_backward": "attention",
+            **{f"{n}_{d}": "mlp" for n in ("linear", "gelu", "dropout") for d in ("forward", "backward")}},
+    }
+
+    def __init__(self):
+        self.seconds = {p: 0.0 for p in PARTS}
+        self.calls = {p: 0 for p in PARTS}
+
+    def add(self, part, seconds):
+        self.seconds[part] += seconds
+        self.calls[part] += 1
+
+    def _wrap(self, fn, part):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(part, time.perf_counter() - t0)
+        return timed
+
+    @contextmanager
+    def active(self):
+        saved = []
+        try:
+            for mod_name, names in self.WRAP.items():
+                mod = sys.modules[mod_name]
+                for name, part in names.items():
+                    saved.append((mod, name, getattr(mod, name)))
+                    setattr(mod, name, self._wrap(getattr(mod, name), part))
+            yield self
+        finally:
+            for mod, name, fn in saved:
+                setattr(mod, name, fn)
+
+
+def train_step(params, x, y, cfg, opt, rng, timer: PartTimer | None = None) -> float:
+    """One real float32 training step: forward (train mode), cross-entropy (smoothing 0.1), backward, AdamW."""
+    from . import model as M
+    from .layers.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+    logits, cache = M.forward(params, x, cfg, train=True, rng=rng)
+    t0 = time.perf_counter()
+    loss, lcache = softmax_cross_entropy_forward(logits, y, SMOOTHING)
+    dlogits = softmax_cross_entropy_backward(1.0, lcache)
+    t1 = time.perf_counter()
+    grads = M.backward(dlogits, cache)
+    del cache
+    t2 = time.perf_counter()
+    opt.step(params, grads)
+    t3 = time.perf_counter()
+    if timer is not None:
+        timer.add("loss", t1 - t0)
+        timer.add("optimizer", t3 - t2)
+    return loss
+
+
+def non_float32_arrays(obj, path="", out=None) -> list:
+    """Paths of the floating arrays in a nested cache / gradient structure that are not float32."""
+    out = [] if out is None else out
+    if isinstance(obj, np.ndarray):
+        if np.issubdtype(obj.dtype, np.floating) and obj.dtype != np.float32:
+            out.append(f"{path}: {obj.dtype} {obj.shape}")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            non_float32_arrays(v, f"{path}.{k}" if path else str(k), out)
+    elif isinstance(obj, (tuple, list)):
+        for i, v in enumerate(obj):
+            non_float32_arrays(v, f"{path}[{i}]", out)
+    return out
+
+
+def bench_numpy(case: Case, steps=10, warmup=2, breakdown_steps=3, matmul_n=2048, seed=0) -> dict:
+    """Time and measure the NumPy training step of one configuration (run it in a fresh process for memory)."""
+    from . import model as M
+    from .layers.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+    from .train.optim import AdamW
+    cfg = case.config()
+    params = M.init_params(cfg, seed)
+    x, y = make_batch(cfg, case.batch, seed)
+    opt = AdamW(LR, weight_decay=WEIGHT_DECAY, frozen=M.frozen_params(cfg))
+    rng = np.random.default_rng(seed)
+    losses = []
+    out = timed_steps(lambda: losses.append(train_step(params, x, y, cfg, opt, rng)), steps, warmup)
+    step = out["step_s"]
+    mm = matmul_rate(matmul_n) if matmul_n else float("nan")       # right after the steps, same conditions
+
+    timer = PartTimer()
+    timed = []
+    with timer.active():
+        for _ in range(breakdown_steps):
+            t0 = time.perf_counter()
+            train_step(params, x, y, cfg, opt, rng, timer)
+            timed.append(time.perf_counter() - t0)
+    timed_total = float(np.sum(timed))
+    parts = {p: timer.seconds[p] / max(breakdown_steps, 1) for p in PARTS}
+    parts["rest"] = max(0.0, (timed_total - sum(timer.seconds.values())) / max(breakdown_steps, 1))
+
+    # float32 everywhere: one more forward / backward whose cache and gradients are inspected
+    logits, cache = M.forward(params, x, cfg, train=True, rng=rng)
+    _, lcache = softmax_cross_entropy_forward(logits, y, SMOOTHING)
+    grads = M.backward(softmax_cross_entropy_backward(1.0, lcache), cache)
+    not32 = non_float32_arrays({"logits": logits, "cache": cache, "grads": grads})
+    del cache, grads
+
+    flops = step_flops(cfg, case.batch)
+    gflops = flops["step"] / step / 1e9
+    return {**out, "images_per_s": case.batch / step, "parts_s": parts,
+            "part_calls": {p: timer.calls[p] for p in PARTS if p != "rest"},
+            "breakdown_step_s": timed_total / max(breakdown_steps, 1),
+            "flops": flops, "gflops": gflops, "matmul_gflops": mm, "matmul_n": matmul_n,
+            "matmul_fraction": gflops / mm if mm == mm else float("nan"),
+            "first_loss": losses[0], "last_loss": losses[-1],
+            "non_float32": not32, "params": M.count_params(cfg)}
+
+
+# ------------------------------------------------------------------------------------------ the PyTorch side
+
+def torch_available() -> bool:
+    """True when `import torch` works in this interpreter (torch is optional, never required)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _torch_cct(torch, cfg):
+    """The reference CCT (SHI-Labs/Compact-Transformers src/cct.py, utils/tokenizer.py, utils/transformers.py)
+    as a compact torch.nn.Module, with the official parameter names so that our parameters load one to one."""
+    nn, F = torch.nn, torch.nn.functional
+    D, h = cfg.embedding_dim, cfg.num_heads
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(D, 3 * D, bias=False)
+            self.attn_drop = nn.Dropout(cfg.attention_dropout)
+            self.proj = nn.Linear(D, D)
+
+        def forward(self, x):
+            N, T, _ = x.shape
+            q, k, v = self.qkv(x).reshape(N, T, 3, h, D // h).permute(2, 0, 3, 1, 4)
+            attn = self.attn_drop(((q @ k.transpose(-2, -1)) * (D // h) ** -0.5).softmax(dim=-1))
+            return self.proj((attn @ v).transpose(1, 2).reshape(N, T, D))
+
+    class DropPath(nn.Module):
+        def __init__(self, p):
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            if self.p == 0.0 or not self.training:
+                return x
+            keep = 1.0 - self.p
+            mask = (keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype)).floor_()
+            return x.div(keep) * mask
+
+    class Block(nn.Module):
+        def __init__(self, dp):
+            super().__init__()
+            self.pre_norm = nn.LayerNorm(D)
+            self.self_attn = Attention()
+            self.linear1 = nn.Linear(D, cfg.ff_dim)
+            self.dropout1 = nn.Dropout(cfg.dropout)
+            self.norm1 = nn.LayerNorm(D)
+            self.linear2 = nn.Linear(cfg.ff_dim, D)
+            self.dropout2 = nn.Dropout(cfg.dropout)
+            self.drop_path = DropPath(dp)
+
+        def forward(self, x):
+            x = x + self.drop_path(self.self_attn(self.pre_norm(x)))
+            x = self.norm1(x)                                   # the reference's norm1 on the stream
+            return x + self.drop_path(self.dropout2(self.linear2(self.dropout1(F.gelu(self.linear1(x))))))
+
+    class Tokenizer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            ch = cfg.channels
+            self.conv_layers = nn.Sequential(*[nn.Sequential(
+                nn.Conv2d(ch[i], ch[i + 1], cfg.kernel_size, cfg.conv_stride, cfg.conv_padding, bias=False),
+                nn.ReLU(),
+                nn.MaxPool2d(cfg.pooling_kernel_size, cfg.pooling_stride, cfg.pooling_padding))
+                for i in range(cfg.n_conv_layers)])
+
+        def forward(self, x):
+            return self.conv_layers(x).flatten(2).transpose(-2, -1)
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention_pool = nn.Linear(D, 1)
+            if cfg.positional_embedding != "none":
+                self.positional_emb = nn.Parameter(torch.zeros(1, cfg.seq_len, D),
+                                                   requires_grad=cfg.positional_embedding == "learnable")
+            self.dropout = nn.Dropout(cfg.dropout)
+            self.blocks = nn.ModuleList([Block(dp) for dp in cfg.drop_path_rates()])
+            self.norm = nn.LayerNorm(D)
+            self.fc = nn.Linear(D, cfg.num_classes)
+
+        def forward(self, x):
+            if cfg.positional_embedding != "none":
+                x = x + self.positional_emb
+            x = self.dropout(x)
+            for block in self.blocks:
+                x = block(x)
+            x = self.norm(x)
+            a = F.softmax(self.attention_pool(x), dim=1).transpose(-1, -2)     # [N, 1, T]
+            return self.fc((a @ x).squeeze(-2))
+
+    class CCT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tokenizer = Tokenizer()
+            self.classifier = Classifier()
+
+        def forward(self, x):
+            return self.classifier(self.tokenizer(x))
+
+    return CCT()
+
+
+def bench_torch(case: Case, steps=10, warmup=2, threads=None, seed=0) -> dict:
+    """The same step in PyTorch (float32, CPU): forward, cross_entropy(label_smoothing=0.1), backward,
+    torch.optim.AdamW with the same decay rule. Imports torch (call only where it is installed)."""
+    import torch
+    from . import model as M
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    cfg = case.config()
+    params = M.init_params(cfg, seed)
+    net = _torch_cct(torch, cfg)
+    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
+    xn, yn = make_batch(cfg, case.batch, seed)
+    x, y = torch.from_numpy(xn), torch.from_numpy(yn)
+    trained = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trained if p.ndim > 1 and not n.endswith(".bias")]        # timm's rule, as AdamW here
+    no_decay = [p for n, p in trained if not (p.ndim > 1 and not n.endswith(".bias"))]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=LR)
+    net.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(net(x), y, label_smoothing=SMOOTHING)
+        loss.backward()
+        opt.step()
+
+    out = timed_steps(step, steps, warmup)
+    # the two implementations agree: evaluation logits of the same parameters (after the steps) and batch
+    net.eval()
+    with torch.no_grad():
+        ref = net(x).numpy()
+        now = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+    ours = M.forward(now, xn, cfg)[0]
+    return {**out, "images_per_s": case.batch / out["step_s"], "torch_version": torch.__version__,
+            "threads": torch.get_num_threads(), "max_abs_logit_diff": float(np.abs(ref - ours).max())}
+
+
+# ------------------------------------------------------------------------------------------ SNP analysis
+
+def snp_analysis(checkpoint, epochs=3, data=None, max_capture_bytes=None) -> dict:
+    """The full SNP analysis of a checkpoint, timed: minicct.analysis.report.run_snp over the tokenizer output and
+    every site of every encoder (report.SITES), with the authors' flat read-out trained `epochs` epochs.
+
+    data: the Dataset to use (default: the one named in the checkpoint's metadata, "embedded" if none).
+    max_capture_bytes: run_snp's budget for captured activations (None: run_snp's default), which sets how
+    many forward passes over the images the capture takes.
+    Returns {"seconds": {load, capture, analysis, total}, "sites": {name: summary}, ...}; "analysis" is the sum
+    of the per-site times (read-out, fields, clusters, single-node predictions), "capture" the rest of run_snp.
+    """
+    from .analysis import report
+    from .datasets import load
+    from .train.checkpoint import load_checkpoint
+    t0 = time.perf_counter()
+    params, cfg, meta, _ = load_checkpoint(checkpoint)
+    data = data if data is not None else load(meta.get("dataset", "embedded"))
+    t1 = time.perf_counter()
+    kw = {} if max_capture_bytes is None else {"max_capture_bytes": max_capture_bytes}
+    rep = report.run_snp(params, cfg, data, sites=report.SITES, modes=("flat",), epochs=epochs, progress=None, **kw)
+    t2 = time.perf_counter()
+    analysis = sum(r.seconds for r in rep.results)
+    sites = {r.name: {"readout_test_acc": r.accuracy, "snr": r.summary["snr"],
+                      "mean_clusters_per_node": r.summary["mean_clusters_per_node"],
+                      "mean_cluster_size": r.summary["mean_cluster_size"], "mean_noise": r.summary["mean_noise"]}
+             for r in rep.results}
+    return {"seconds": {"load": t1 - t0, "capture": (t2 - t1) - analysis, "analysis": analysis, "total": t2 - t0},
+            "sites": sites, "n_sites": len(sites), "epochs": epochs, "n_train": int(len(data.y_train)),
+            "n_test": int(len(data.y_test)), "dataset": data.name, "max_capture_bytes": max_capture_bytes}
+
+
+# -------------------------------------------------------------------------------------- subprocess driver
+
+def _child_env(threads, repo):
+    env = dict(os.environ)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    env["PYTHONPATH"] = os.pathsep.join([str(repo)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def _run_worker(python, kind, payload, threads, repo=REPO, timeout=3600):
+    """Run `python -m minicct.bench --worker KIND --payload JSON` with the minicct of the source tree `repo`
+    (this one by default) and return its JSON result (the last line it prints)."""
+    cmd = [python, "-m", "minicct.bench", "--worker", kind, "--payload", json.dumps(payload)]
+    proc = subprocess.run(cmd, env=_child_env(threads, repo), cwd=repo, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        return {"error": f"{kind} worker failed (exit {proc.returncode}):\n{tail}"}
+    lines = proc.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {"error": f"{kind} worker printed nothing"}
+
+
+def _worker(kind, payload):
+    if kind == "matmul":
+        return {"gflops": matmul_rate(payload["n"])}
+    if kind == "snp":
+        return snp_analysis(payload["checkpoint"], payload["epochs"], max_capture_bytes=payload["max_capture_bytes"])
+    case = Case(**payload["case"])
+    if kind == "numpy":
+        return bench_numpy(case, payload["steps"], payload["warmup"], payload["breakdown_steps"],
+                           payload["matmul_n"])
+    if kind == "torch":
+        return bench_torch(case, payload["steps"], payload["warmup"], payload["threads"])
+    raise ValueError(f"unknown worker {kind!r}")
+
+
+def _blas_name():
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:                                           # numpy < 1.25 has no mode="dicts"
+        return "?"
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run(cases, steps=10, warmup=2, breakdown_steps=3, threads=None, torch_python=None, snp_checkpoint=None,
+        snp_epochs=3, matmul_n=2048, snp_capture_bytes=None, baseline=None, progress=None) -> dict:
+    """Benchmark `cases` at each thread count in `threads` (a list; default [usable CPUs]), every measurement in
+    its own subprocess, and optionally time the SNP analysis (once per thread count). Returns one dict.
+
+    baseline: another source tree with a minicct package (and a compatible minicct/bench.py), e.g. an older
+    checkout: its NumPy step and SNP analysis are timed too, in the same run, for before/after ratios."""
+    threads = list(threads or [usable_cpus()])
+    say = progress or (lambda msg: None)
+    res = {"machine": {"cpu": _cpu_name(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                       "numpy": np.__version__, "blas": _blas_name(), "load_start": os.getloadavg()[0],
+                       "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")},
+           "threads": threads, "steps": steps, "warmup": warmup, "breakdown_steps": breakdown_steps,
+           "matmul_n": matmul_n, "torch_python": torch_python, "baseline": baseline and str(baseline),
+           "cases": [], "snp": []}
+    for nt in threads:
+        for case in cases:
+            say(f"{case.label}, {nt} thread(s) ...")
+            payload = {"case": asdict(case), "steps": steps, "warmup": warmup, "breakdown_steps": breakdown_steps,
+                       "matmul_n": matmul_n}
+            entry = {"case": asdict(case), "label": case.label, "threads": nt,
+                     "numpy": _run_worker(sys.executable, "numpy", payload, nt)}
+            if baseline:
+                entry["baseline"] = _run_worker(sys.executable, "numpy", payload, nt, repo=baseline)
+                if "error" not in entry["baseline"] and "error" not in entry["numpy"]:
+                    entry["speedup"] = entry["baseline"]["step_s"] / entry["numpy"]["step_s"]
+            if torch_python:
+                entry["torch"] = _run_worker(torch_python, "torch", {"case": asdict(case), "steps": steps,
+                                                                     "warmup": warmup, "threads": nt}, nt)
+                n, t = entry["numpy"], entry["torch"]
+                if "error" not in n and "error" not in t:
+                    entry["time_ratio"] = n["step_s"] / t["step_s"]
+                    entry["mem_ratio"] = n["step_mem_mb"] / max(t["step_mem_mb"], 1e-9)
+            res["cases"].append(entry)
+            say(_one_line(entry))
+        if snp_checkpoint is not None:
+            if Path(snp_checkpoint).is_file():
+                say(f"SNP analysis of {snp_checkpoint}, {nt} thread(s) ...")
+                payload = {"checkpoint": str(Path(snp_checkpoint).resolve()), "epochs": snp_epochs,
+                           "max_capture_bytes": snp_capture_bytes}
+                snp = _run_worker(sys.executable, "snp", payload, nt)
+                if baseline:
+                    snp["baseline"] = _run_worker(sys.executable, "snp", payload, nt, repo=baseline)
+            else:
+                snp = {"error": f"no checkpoint at {snp_checkpoint}"}
+            res["snp"].append(dict(snp, checkpoint=str(snp_checkpoint), threads=nt))
+            say(f"  SNP analysis, {nt} thread(s): " + (snp["error"].splitlines()[0] if "error" in snp else
+                                                       f"{snp['seconds']['total']:.1f} s"))
+    res["machine"]["load_end"] = os.getloadavg()[0]
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def _one_line(entry) -> str:
+    """Progress summary of a finished configuration (printed as soon as it is measured)."""
+    parts = []
+    for side in ("numpy", "torch"):
+        r = entry.get(side)
+        if r is None:
+            continue
+        parts.append(f"{side}: " + (r["error"].splitlines()[0] if "error" in r else
+                                    f"{r['step_s']:.3f} s/step, {r['step_mem_mb']:.0f} MB"))
+    return f"  {entry['label']}, {entry['threads']} thread(s): " + "; ".join(parts)
+
+
+def targets(res) -> list:
+    """(target, measured, met) for the issue-6 targets this run measured (named configurations only)."""
+    out = []
+    for c in res["cases"]:
+        n, name, tag = c["numpy"], c["case"]["name"], f"{c['label']}, {c['threads']} thr"
+        if "error" in n or c["case"]["overrides"]:
+            continue
+        if "time_ratio" in c and name in ("cct_2_3x2_32", "cct_7_3x1_32"):
+            out.append((f"{tag}: step time <= 1.5x PyTorch", f"{c['time_ratio']:.2f}x", c["time_ratio"] <= 1.5))
+        if name == "cct_7_3x1_32":
+            out.append((f"{tag}: >= 50% of the matmul rate", f"{100 * n['matmul_fraction']:.0f}%",
+                        n["matmul_fraction"] >= 0.5))
+        if "mem_ratio" in c:
+            out.append((f"{tag}: step memory <= PyTorch's", f"{c['mem_ratio']:.2f}x", c["mem_ratio"] <= 1.0))
+    for snp in res.get("snp", []):
+        if "error" not in snp:
+            out.append((f"SNP analysis of the classroom checkpoint < 60 s, {snp['threads']} thr",
+                        f"{snp['seconds']['total']:.1f} s", snp["seconds"]["total"] < 60))
+    return out
+
+
+def format_report(res) -> str:
+    """The human-readable report of `run`'s result."""
+    m = res["machine"]
+    lines = [f"minicct.bench: {m['cpu']} ({m['cpus']} CPUs), Python {m['python']}, NumPy {m['numpy']} "
+             f"({m['blas']}); load average {m['load_start']:.1f} at start, {m['load_end']:.1f} at end",
+             f"float32 training step = model.forward + cross-entropy + model.backward + AdamW.step; "
+             f"median of {res['steps']} steps after {res['warmup']} warm-up steps", ""]
+    head = (f"{'configuration':<24} {'thr':>3} {'step s':>7} {'img/s':>6} {'GFLOP':>6} {'GFLOP/s':>7} "
+            f"{'matmul':>6} {'%mm':>4} {'mem MB':>6}")
+    if res["torch_python"]:
+        head += f" | {'torch s':>7} {'mem MB':>6} {'time x':>6} {'mem x':>5} {'logit diff':>10}"
+    if res.get("baseline"):
+        head += f" | {'before s':>8} {'mem MB':>6} {'speedup':>7}"
+    lines += [head, "-" * len(head)]
+    for c in res["cases"]:
+        n = c["numpy"]
+        if "error" in n:
+            lines.append(f"{c['label']:<24} {c['threads']:3d} {n['error']}")
+            continue
+        row = (f"{c['label']:<24} {c['threads']:3d} {n['step_s']:7.3f} {n['images_per_s']:6.0f} "
+               f"{n['flops']['step'] / 1e9:6.1f} {n['gflops']:7.1f} {n['matmul_gflops']:6.1f} "
+               f"{100 * n['matmul_fraction']:3.0f}% {n['step_mem_mb']:6.0f}")
+        t = c.get("torch")
+        if t and "error" not in t:
+            row += (f" | {t['step_s']:7.3f} {t['step_mem_mb']:6.0f} {c['time_ratio']:6.2f} {c['mem_ratio']:5.2f} "
+                    f"{t['max_abs_logit_diff']:10.1e}")
+        elif t:
+            row += " | " + t["error"].splitlines()[0]
+        b = c.get("baseline")
+        if b and "error" not in b:
+            row += f" | {b['step_s']:8.3f} {b['step_mem_mb']:6.0f} {c['speedup']:7.2f}"
+        elif b:
+            row += " | before: " + b["error"].splitlines()[0]
+        lines.append(row)
+    lines += ["", f"GFLOP: convolution and matmul FLOPs of one step (minicct.bench.step_flops). matmul: GFLOP/s of a "
+              f"float32 [{res['matmul_n']}]^2 product in NumPy, same process; %mm = GFLOP/s / matmul.",
+              "mem: peak RSS of all steps minus RSS before the first step (VmHWM - VmRSS, same process). "
+              "time x, mem x: NumPy / PyTorch. logit diff: max |difference| of the two models' logits."
+              + (f" before: the minicct of {res['baseline']}; speedup = before / now." if res.get("baseline") else ""),
+              "",
+              f"where the time goes: seconds per step (mean of {res['breakdown_steps']} steps with timers) "
+              "and % of that step"]
+    head = f"{'configuration':<24} {'thr':>3} " + " ".join(f"{p:>13}" for p in PARTS)
+    lines += [head, "-" * len(head)]
+    for c in res["cases"]:
+        n = c["numpy"]
+        if "error" in n:
+            continue
+        tot = n["breakdown_step_s"]
+        lines.append(f"{c['label']:<24} {c['threads']:3d} " + " ".join(
+            f"{n['parts_s'][p]:7.3f} {100 * n['parts_s'][p] / tot:4.0f}%" for p in PARTS))
+        missing = [p for p, k in n["part_calls"].items() if k == 0]
+        if missing:
+            lines.append(f"{'':<28} parts never called (the timer hooks missed them): {missing}")
+        if n["non_float32"]:
+            lines.append(f"{'':<28} arrays in the step that are not float32: {n['non_float32'][:5]}")
+    for snp in res.get("snp", []):
+        lines.append("")
+        if "error" in snp:
+            lines.append(f"SNP analysis ({snp['threads']} thread(s)): {snp['error']}")
+            continue
+        s = snp["seconds"]
+        lines.append(f"SNP analysis of {snp['checkpoint']}, {snp['threads']} thread(s): {s['total']:.1f} s for "
+                     f"{snp['n_sites']} sites ({snp['n_train']} training / {snp['n_test']} test images, "
+                     f"{snp['epochs']} flat read-out epochs): load {s['load']:.1f} s, capturing activations "
+                     f"{s['capture']:.1f} s, read-outs + fields + clusters + single-node predictions "
+                     f"{s['analysis']:.1f} s")
+        b = snp.get("baseline")
+        if b:
+            lines.append(f"  before ({res['baseline']}): " + (b["error"].splitlines()[0] if "error" in b else
+                         f"{b['seconds']['total']:.1f} s (capturing {b['seconds']['capture']:.1f} s, analysis "
+                         f"{b['seconds']['analysis']:.1f} s); speedup {b['seconds']['total'] / s['total']:.2f}"))
+    tg = targets(res)
+    if tg:
+        lines += ["", "targets:"]
+        lines += [f"  [{'met' if ok else 'MISSED'}] {name}: {value}" for name, value, ok in tg]
+    return "\n".join(lines)
+
+
+def _thread_list(text):
+    try:
+        out = [int(t) for t in text.split(",")]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"--threads expects positive integers separated by commas, got {text!r}")
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m minicct.bench", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", action="append", metavar="NAME@BATCH[:CLASSES]",
+                    help=f"configuration to time (repeatable); default: {' '.join(DEFAULT_CASES)}")
+    ap.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a CCTConfig field for all "
+                    "configurations (repeatable), e.g. --set embedding_dim=16")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per configuration (default 10)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")
+    ap.add_argument("--breakdown-steps", type=int, default=3, help="steps timed part by part (default 3)")
+    ap.add_argument("--threads", type=_thread_list, default=None, metavar="N[,N...]",
+                    help="BLAS / torch thread counts, each measured in turn, e.g. 1,2 (default: all usable CPUs)")
+    ap.add_argument("--matmul-size", type=int, default=2048, help="side of the reference float32 matmul")
+    ap.add_argument("--torch-python", default=None, metavar="PYTHON",
+                    help="interpreter with torch for the PyTorch side (default: this one, if torch imports)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--snp-checkpoint", default=str(CLASSROOM_CHECKPOINT), help="checkpoint for the SNP timing")
+    ap.add_argument("--snp-epochs", type=int, default=3, help="read-out epochs in the SNP timing (default 3)")
+    ap.add_argument("--snp-capture-bytes", type=float, default=None,
+                    help="max_capture_bytes passed to analysis.report.run_snp (default: run_snp's own)")
+    ap.add_argument("--no-snp", action="store_true", help="skip the SNP analysis timing")
+    ap.add_argument("--baseline", metavar="DIR", default=None,
+                    help="also time the NumPy step and SNP analysis with the minicct package of source tree DIR "
+                         "(e.g. an older checkout with a compatible minicct/bench.py): before/after in one run")
+    ap.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH ('-': JSON on stdout "
+                    "instead of the table)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--payload", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(_worker(args.worker, json.loads(args.payload))))
+        return 0
+    if args.steps < 1 or args.warmup < 0 or args.breakdown_steps < 1 or args.matmul_size < 0:
+        ap.error("--steps and --breakdown-steps must be >= 1, --warmup and --matmul-size >= 0")
+    try:
+        overrides = parse_overrides(args.set)
+        cases = [Case.parse(s, overrides) for s in (args.config or DEFAULT_CASES)]
+    except ValueError as e:
+        ap.error(str(e))
+    torch_python = None
+    if not args.no_torch:
+        if args.torch_python:
+            torch_python = args.torch_python
+        elif torch_available():
+            torch_python = sys.executable
+    quiet = args.json == "-"
+    res = run(cases, args.steps, args.warmup, args.breakdown_steps, args.threads, torch_python,
+              None if args.no_snp else args.snp_checkpoint, args.snp_epochs, args.matmul_size,
+              args.snp_capture_bytes, args.baseline,
+              progress=None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    if quiet:
+        print(json.dumps(res, indent=1))
+        return 0
+    print(format_report(res))
+    if not torch_python and not args.no_torch:
+        print("\n(PyTorch is not importable here: --torch-python PATH compares with an interpreter that has it)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

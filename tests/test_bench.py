@@ -1,0 +1,125 @@
+"""minicct.bench: the FLOP count against a hand count, the real step and its breakdown, the PyTorch twin, and the
+SNP timing pipeline. No test looks at wall time (the machine is shared): only at what was computed."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minicct import bench
+from minicct import model as M
+from minicct.datasets import Dataset
+from minicct.train.checkpoint import save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_SET = ["img_size=8", "in_planes=4", "embedding_dim=8", "num_heads=2", "mlp_ratio=1.0"]
+
+
+def _tiny_cfg():
+    return M.get_config("cct_2_3x2_32", num_classes=3, img_size=8, in_planes=4, embedding_dim=8, num_heads=2,
+                        mlp_ratio=1.0)
+
+
+def test_step_flops_equal_a_hand_count():
+    # cct_2_3x2_32 shrunk: 8x8 images, convs 3 -> 4 -> 8 channels (3x3, stride 1, pad 1), each followed by a
+    # 3/2/1 max-pool: 8x8 -> 4x4 -> 2x2, so T = 4 tokens, D = 8, F = 8, 2 heads, 2 blocks, K = 3, batch N = 2.
+    N, T, D, F, K = 2, 4, 8, 8, 3
+    conv1 = 2 * N * (8 * 8) * 4 * (3 * 3 * 3)          # 27648: 64 positions, 4 filters of 27 weights
+    conv2 = 2 * N * (4 * 4) * 8 * (4 * 3 * 3)          # 18432: 16 positions, 8 filters of 36 weights
+    block = (2 * N * T * D * 3 * D                     # 3072 qkv
+             + 2 * N * T * T * D * 2                   # 1024 q k^T and P v (all heads together)
+             + 2 * N * T * D * D                       # 1024 proj
+             + 2 * N * T * D * F * 2)                  # 2048 linear1, linear2
+    head = 2 * N * T * D * 2 + 2 * N * D * K           # 256 + 96: pool scores, pooled vector, fc
+    forward = conv1 + conv2 + 2 * block + head
+    assert forward == 60768
+    step = forward + 2 * forward - conv1               # backward 2x, the first conv without an input gradient
+    assert step == 154656
+    f = bench.step_flops(_tiny_cfg(), N)
+    assert (f["forward"], f["backward"], f["step"]) == (forward, 2 * forward - conv1, step)
+    assert f["tokenizer"] == conv1 + conv2 and f["head"] == head
+
+
+def test_benchmark_command_runs_one_real_step_of_a_tiny_model():
+    cmd = [sys.executable, "-m", "minicct.bench", "--config", "cct_2_3x2_32@2:3", "--steps", "1", "--warmup", "0",
+           "--breakdown-steps", "1", "--matmul-size", "64", "--threads", "1", "--no-torch", "--no-snp", "--json", "-"]
+    for s in TINY_SET:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    (entry,) = res["cases"]
+    r = entry["numpy"]
+    assert "error" not in r, r.get("error")
+    assert r["flops"]["step"] == 154656                                 # the hand count above
+    assert len(r["step_times_s"]) == 1 and r["step_s"] > 0 and r["images_per_s"] > 0
+    assert np.isfinite(r["first_loss"]) and abs(r["first_loss"] - np.log(3)) < 0.5   # near log K at init
+    assert r["non_float32"] == []                                       # float32 everywhere in the step
+    assert all(n > 0 for n in r["part_calls"].values()), r["part_calls"]   # every part was timed
+    assert set(r["parts_s"]) == set(bench.PARTS)
+    assert r["peak_rss_mb"] > 0 and r["step_mem_mb"] >= 0
+    assert r["matmul_gflops"] > 0 and r["gflops"] == pytest.approx(154656 / r["step_s"] / 1e9)
+    assert entry["threads"] == 1 and "torch" not in entry
+    text = bench.format_report(res)                                     # the table renders from the JSON
+    assert "cct_2_3x2_32 @2 K=3" in text and "where the time goes" in text
+    assert "targets:" not in text                                       # targets only for named configs
+
+
+def test_breakdown_uses_the_real_layers_and_restores_them():
+    import minicct.layers.encoder as E
+    cfg = _tiny_cfg()
+    before = {m: {n: getattr(sys.modules[m], n) for n in names} for m, names in bench.PartTimer.WRAP.items()}
+    params = M.init_params(cfg, 0)
+    x, y = bench.make_batch(cfg, 2)
+    from minicct.train.optim import AdamW
+    opt = AdamW(1e-3)
+    timer = bench.PartTimer()
+    with timer.active():
+        assert E.attention_forward is not before["minicct.layers.encoder"]["attention_forward"]
+        loss = bench.train_step(params, x, y, cfg, opt, np.random.default_rng(0), timer)
+    after = {m: {n: getattr(sys.modules[m], n) for n in names} for m, names in bench.PartTimer.WRAP.items()}
+    assert after == before
+    assert np.isfinite(loss)
+    # one step: 2 blocks x (attention forward + backward), 2 convs x (conv, pool, relu) x (forward + backward)
+    assert timer.calls["attention"] == 4 and timer.calls["tokenizer"] == 12
+    assert timer.calls["loss"] == 1 and timer.calls["optimizer"] == 1 and opt.t == 1
+
+
+def test_case_and_override_parsing():
+    c = bench.Case.parse("cct_7_3x1_32@32:100")
+    assert (c.name, c.batch, c.config().num_classes, c.config().seq_len) == ("cct_7_3x1_32", 32, 100, 256)
+    assert bench.Case.parse("classroom@16").config().num_classes == 20
+    for bad in ("cct_7_3x1_32", "cct_7_3x1_32@x", "nonsense@4", "classroom@0"):
+        with pytest.raises(ValueError):
+            bench.Case.parse(bad)
+    assert bench.parse_overrides(["embedding_dim=16", "mlp_ratio=1.5", "positional_embedding=sine",
+                                  "stride=None"]) == {"embedding_dim": 16, "mlp_ratio": 1.5,
+                                                      "positional_embedding": "sine", "stride": None}
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        bench.parse_overrides(["depth=3"])
+
+
+def test_torch_twin_matches_the_numpy_model():
+    pytest.importorskip("torch")
+    r = bench.bench_torch(bench.Case("cct_2_3x2_32", 2, 3, {k: v for k, v in
+                                                           bench.parse_overrides(TINY_SET).items()}),
+                          steps=1, warmup=0, threads=1)
+    assert r["max_abs_logit_diff"] < 1e-4 and r["step_s"] > 0
+
+
+def test_snp_timing_pipeline_on_a_tiny_checkpoint(tmp_path):
+    cfg = M.CCTConfig(img_size=16, n_conv_layers=1, in_planes=4, embedding_dim=8, num_layers=2, num_heads=2,
+                      num_classes=3, attention_dropout=0.0, stochastic_depth=0.0)
+    ckpt = save_checkpoint(tmp_path / "tiny.npz", M.init_params(cfg, 0), cfg, {"dataset": "fake"})
+    rng = np.random.default_rng(0)
+    data = Dataset("fake", rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8), np.arange(60) % 3,
+                   rng.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8), np.arange(30) % 3,
+                   ["a", "b", "c"], np.full(3, 0.5), np.full(3, 0.25))
+    r = bench.snp_analysis(ckpt, epochs=1, data=data)
+    sites = ["tokens"] + [f"enc{e}.{s}" for e in range(2) for s in ("mha_heads", "mha_out", "ff_hidden", "out")]
+    assert sorted(r["sites"]) == sorted(sites) and r["n_sites"] == 9
+    assert all(0.0 <= v["readout_test_acc"] <= 1.0 for v in r["sites"].values())
+    s = r["seconds"]
+    assert s["total"] >= s["capture"] + s["analysis"] and s["analysis"] > 0
