@@ -118,7 +118,8 @@ def cmd_snp(args):
     data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
     sites = ("mha_heads", "mha_out", "ff_hidden", "out") if args.site == "all" else (args.site,)
     rep = run_snp(params, cfg, data, sites=sites, modes=tuple(args.modes.split(",")), epochs=args.epochs,
-                  threshold=args.threshold, n_train=args.n_train, seed=args.seed, out_dir=args.out)
+                  threshold=args.threshold, n_train=args.n_train, seed=args.seed, out_dir=args.out,
+                  max_capture_bytes=args.memory_gb * 1e9)
     print()
     print(rep.format_table())
     if data.groups:
@@ -193,6 +194,8 @@ def main(argv=None):
     p.add_argument("--n-train", type=int, default=None, help="training images for the read-outs (default all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/snp", help="folder for the figures")
+    p.add_argument("--memory-gb", type=float, default=5.0,
+                   help="memory for captured activations; less means more forward passes (default 5)")
     p.set_defaults(func=cmd_snp)
 
     p = sub.add_parser("info", help="list the model variants and their parameter counts")
