@@ -2,7 +2,7 @@
 
     qkv = x Wqkv^T                       no bias; rows [0:D) are q, [D:2D) k, [2D:3D) v
     q, k, v: head j uses the contiguous slice [j*d, (j+1)*d) of each
-    S = q k^T * d^-0.5                   [N, h, T, T]
+    S = (q d^-0.5) k^T                   [N, h, T, T]   (scaling q: T/d times fewer elements than S)
     P = softmax(S) over keys, then attention dropout
     O = P v                              [N, h, T, d]
     heads = concat_j O_j                 [N, T, D]   (node n belongs to head n // d)
@@ -45,8 +45,8 @@ def attention_forward(x, params, num_heads, attn_drop=0.0, train=False, rng=None
     qkv, qkv_cache = linear_forward(x, params["qkv.weight"])        # [N, T, D] -> [N, T, 3D]
     qkv = qkv.reshape(N, T, 3, h, d).transpose(2, 0, 3, 1, 4)       # -> [3, N, h, T, d]
     q, k, v = qkv[0], qkv[1], qkv[2]                                # each [N, h, T, d]
+    q *= scale                                                      # in place: cache["q"] is q * d^-0.5
     S = q @ k.transpose(0, 1, 3, 2)                                 # [N, h, T, d] @ [N, h, d, T] -> [N, h, T, T]
-    S *= scale
     P = softmax(S, axis=-1, out=S)                                  # over keys; in place, S is not kept
     Pd, drop_cache = dropout_forward(P, attn_drop, rng, train)      # attention dropout
     O = Pd @ v                                                      # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
@@ -83,9 +83,9 @@ def attention_backward(dy, cache):
     dP = dropout_backward(dPd, cache["drop"])
     # forward: P = softmax(S)
     dS = softmax_backward(P, dP, axis=-1)
-    dS *= scale
-    # forward: S = q k^T * scale
+    # forward: S = qs k^T with qs = q * scale (the cached q)
     np.matmul(dS, k, out=dq)                                        # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
+    dq *= scale                                                     # dqs -> dq
     np.matmul(dS.transpose(0, 1, 3, 2), q, out=dk)                  # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
     # forward: qkv = x Wqkv^T
     dx, dWqkv, _ = linear_backward(dqkv.reshape(N, T, 3 * D), cache["qkv"])
