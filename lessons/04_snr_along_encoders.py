@@ -62,12 +62,12 @@ def main(argv=None):
     verdicts = []
     for site in sites:
         for mode in modes:
-            rs = sorted([r for r in rep.results if r.mode == mode and r.site in (site, "tokens")],
-                        key=lambda r: r.encoder)
+            rs = sorted([r for r in rep.results if r.mode == mode and r.part in (site, "tokens")],
+                        key=lambda r: r.depth)
             acc = [100 * r.accuracy for r in rs]
             noise = [r.summary["mean_noise"] for r in rs]
             snr = [r.summary["snr"] for r in rs]
-            print(f"site {site}, {mode} read-out      " + "".join(f"{'tok' if r.encoder == 0 else 'enc ' + str(r.encoder):>8}"
+            print(f"site {site}, {mode} read-out      " + "".join(f"{'tok' if r.depth == 0 else 'enc ' + str(r.depth):>8}"
                                                             for r in rs))
             for name, vals, fmt in (("read-out accuracy %", acc, "8.1f"), ("noise per node", noise, "8.2f"),
                                     ("SNR", snr, "8.2f")):
