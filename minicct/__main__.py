@@ -63,7 +63,11 @@ def _add_checkpoint_args(p, default=None, what="--checkpoint"):
 def _load_any(path, args, model=None):
     """load_any_checkpoint with the CLI options; prints the one-line report. Returns (params, cfg, meta)."""
     from .io.checkpoints import load_any_checkpoint
-    params, cfg, meta = load_any_checkpoint(path, heads=args.heads, model=model, ema=args.ema)
+    from .torch_io import UnsafeCheckpointError
+    try:
+        params, cfg, meta = load_any_checkpoint(path, heads=args.heads, model=model, ema=args.ema)
+    except UnsafeCheckpointError as e:      # a pickle.UnpicklingError: reported like every other bad input
+        raise ValueError(f"{path}: {e}") from e
     print(meta["report"], flush=True)
     return params, cfg, meta
 
@@ -206,6 +210,73 @@ def cmd_snp(args):
     return 0
 
 
+def cmd_snp_arrays(args):
+    from .io.features import analyse_features, head_analysis, read_features
+
+    fs = read_features(args.features)
+    print(f"{args.features}: {len(fs.sites)} sites, {len(fs.y_train)} train / {len(fs.y_test)} test rows, "
+          f"{fs.num_classes} classes; " + ", ".join(f"{s} [T={t}, D={d}]" for s, (t, d) in fs.shapes.items()),
+          flush=True)
+    t0 = time.time()
+    rep = analyse_features(fs, modes=tuple(args.modes.split(",")), epochs=args.epochs, threshold=args.threshold,
+                           seed=args.seed, n_train=args.n_train)
+    print()
+    print(rep.format_table())
+    if args.head_dim:
+        rows = head_analysis(rep, args.head_dim, seed=args.seed)
+        if not rows:
+            print(f"head analysis: no site has a node count divisible by --head-dim {args.head_dim}")
+        for r in rows:
+            m, sd = r["control"]
+            print(f"heads {r['name']:<16} {r['mode']:>7}: {r['heads']} heads of {args.head_dim}, specialisation "
+                  f"index {r['si']:.3f} (shuffled nodes {m:.3f} +- {sd:.3f}), labels per head "
+                  f"{r['labels_per_head'].tolist()}, mean Jaccard {r['mean_jaccard']:.2f}")
+    print(f"({time.time() - t0:.1f} s)")
+    return 0
+
+
+_TORCH_SNIPPET = """\
+import torch
+from src.cct import CCT                  # SHI-Labs/Compact-Transformers
+model = CCT({kwargs})
+{tokenizer}model.load_state_dict(torch.load("{out}", weights_only=True)); model.eval()"""
+
+
+def torch_snippet(cfg, out) -> str:
+    """The PyTorch lines that build the official CCT class for `cfg` and load the exported state_dict."""
+    kw = dict(img_size=cfg.img_size, embedding_dim=cfg.embedding_dim, n_input_channels=cfg.n_input_channels,
+              n_conv_layers=cfg.n_conv_layers, kernel_size=cfg.kernel_size, stride=cfg.conv_stride,
+              padding=cfg.conv_padding, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+              mlp_ratio=cfg.mlp_ratio, num_classes=cfg.num_classes, positional_embedding=cfg.positional_embedding)
+    tok = ""
+    if cfg.n_conv_layers > 1 and cfg.in_planes != 64:   # the CCT class leaves the Tokenizer's in_planes at 64
+        tok = (f"from src.utils.tokenizer import Tokenizer   # in_planes={cfg.in_planes} is not a CCT argument\n"
+               f"model.tokenizer = Tokenizer(kernel_size={cfg.kernel_size}, stride={cfg.conv_stride}, "
+               f"padding={cfg.conv_padding}, n_conv_layers={cfg.n_conv_layers}, "
+               f"n_input_channels={cfg.n_input_channels}, n_output_channels={cfg.embedding_dim}, "
+               f"in_planes={cfg.in_planes}, max_pool=True, activation=torch.nn.ReLU, conv_bias=False)\n")
+    return _TORCH_SNIPPET.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kw.items()), tokenizer=tok, out=out)
+
+
+def cmd_export(args):
+    from .torch_io import from_params, save_state_dict
+    from .train.checkpoint import save_checkpoint
+
+    params, cfg, meta = _load_any(args.checkpoint, args, model=args.model)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        keep = {k: meta[k] for k in ("arch", "epoch", "metric", "test_acc", "dataset") if k in meta}
+        save_checkpoint(out, params, cfg, dict(keep, exported_from=str(args.checkpoint)))
+        print(f"wrote {out}: minicct checkpoint ({len(params)} tensors)")
+        return 0
+    save_state_dict(from_params(params), out)
+    print(f"wrote {out}: PyTorch state_dict, {len(params)} float32 tensors under the official CCT names")
+    print("load it in PyTorch (torch.load(..., weights_only=True) needs no other code):")
+    print(torch_snippet(cfg, out))
+    return 0
+
+
 def cmd_info(args):
     from . import __version__
     from . import model as M
@@ -276,6 +347,28 @@ def main(argv=None):
     p.add_argument("--memory-gb", type=float, default=5.0,
                    help="memory for captured activations; less means more forward passes (default 5)")
     p.set_defaults(func=cmd_snp)
+
+    from .io.features import FORMAT_HELP
+    p = sub.add_parser("snp-arrays", help="the SNP analysis of activations saved by any framework",
+                       description="Read-outs, node fields, clusters, noise, SNR (and with --head-dim the head "
+                       "analysis) of every site in a features file. " + FORMAT_HELP)
+    p.add_argument("features", help="FEATURES.npz (layout above)")
+    p.add_argument("--modes", default="flat,mean,seqpool", help="read-out modes, comma separated: flat,mean,seqpool")
+    p.add_argument("--epochs", type=int, default=10, help="read-out training epochs (default 10)")
+    p.add_argument("--threshold", type=float, default=0.3, help="threshold on V/max (default 0.3, authors')")
+    p.add_argument("--n-train", type=int, default=None, help="training rows for the read-outs (default all)")
+    p.add_argument("--head-dim", type=int, default=None,
+                   help="nodes per attention head: also report head specialisation for sites with D = h x head_dim")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_snp_arrays)
+
+    p = sub.add_parser("export", help="write a checkpoint as a PyTorch state_dict (or as a minicct .npz)",
+                       description="Convert any checkpoint minicct reads (.npz, .pth, training checkpoint) to a "
+                       ".pth that torch.load(weights_only=True) and the official CCT class load (--out X.pth), "
+                       "or to a minicct .npz (--out X.npz). Prints the PyTorch lines that load it.")
+    _add_checkpoint_args(p)
+    p.add_argument("--out", required=True, help="destination: .pth (PyTorch) or .npz (minicct)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="list the model variants and their parameter counts")
     p.set_defaults(func=cmd_info)
