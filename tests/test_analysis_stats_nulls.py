@@ -131,3 +131,33 @@ def test_magnitude_and_random_masks_have_the_andc_degrees():
     np.testing.assert_array_equal(r.sum(axis=1), Mff.sum(axis=1))
     np.testing.assert_array_equal(m.sum(axis=1), Mff.sum(axis=1))
     np.testing.assert_array_equal(ff_baseline_masks(Mff, W2, seed=0)[0], r)     # deterministic
+
+
+def test_planted_node_matrices_heads_and_groups():
+    from minicct.analysis.clusters import node_stats
+    from minicct.analysis.heads import heads_per_label, shp_label_sets
+    rng = np.random.default_rng(0)
+    K, groups = 12, np.repeat(np.arange(3), 4)               # 3 ground-truth groups of 4 labels
+    # node matrices whose clusters are pairs of labels of one group
+    B = np.zeros((30, K, K), dtype=bool)
+    for n in range(30):
+        c = rng.choice(np.flatnonzero(groups == rng.integers(3)), 2, replace=False)
+        B[n][np.ix_(c, c)] = True
+    clusters = [c for node in node_stats(B).clusters for c in node]
+    assert group_permutation_test(clusters, groups, n_draws=2000, seed=0)["p_value"] < 0.01
+    perm = rng.permutation(K)                                # labels shuffled: the structure is gone
+    Bs = B[:, perm][:, :, perm]
+    shuffled = [c for node in node_stats(Bs).clusters for c in node]
+    assert group_permutation_test(shuffled, groups, n_draws=2000, seed=0)["p_value"] > 0.05
+    # heads whose nodes prefer disjoint label halves: SHP diagonal sets of the real heads are disjoint
+    D, d, K = 16, 8, 10
+    V = rng.random((D, K, K)) * 0.1
+    for n in range(D):
+        j = rng.integers(0, 5) + (5 if n >= d else 0)
+        V[n, j, j] += 1.0
+    stat = lambda g: heads_per_label(shp_label_sets(V, g))
+    r = partition_null(stat, D, d, n_draws=200, seed=0, alternative="less")
+    assert r["observed"] == 1.0 and r["p_value"] < 0.05
+    Vs = V[rng.permutation(D)]
+    stat_s = lambda g: heads_per_label(shp_label_sets(Vs, g))
+    assert partition_null(stat_s, D, d, n_draws=200, seed=0, alternative="less")["p_value"] > 0.05

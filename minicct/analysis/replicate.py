@@ -1,0 +1,403 @@
+"""The replication report: each claim of the paper, measured over read-out seeds, against its null or baseline.
+
+    replicate(params, cfg, data, seeds=(0, 1, 2))  ->  dict (claims table rows + per-position summaries)
+
+One capture pass of the frozen model (tokenizer output and, per encoder, out / mha_heads / ff_hidden), then
+for every read-out seed s:
+    per position (tokenizer, encoder 1..L) and read-out mode: report.analyse_site -> accuracy, clusters per
+        node, cluster size, labels in clusters, noise, SNR and variants, single-node accuracy / top fraction;
+    heads: flat read-out of every encoder's mha_heads -> node label sets L [D, K] and fields V [D, K, K];
+    ANDC on the last encoder's flat read-out against random / magnitude same-degree masks and the unpruned
+        read-out, all retrained identically (baselines.readout_baselines);
+    ANDC on FF linear2 of every encoder at once against random / magnitude masks of the same per-node degree
+        (whole-model accuracy, no retraining).
+Then every claim gets its verdict by a stated rule (stats: paired differences over seeds; nulls: label
+permutation, random node partitions with the statistic averaged over seeds, Holm over tests). Each row holds
+the paper's claim in its own words, the measured quantity with its 95 % interval, the null or baseline, the
+verdict and the rule. `write_outputs` writes claims.json (first), claims.md and one PNG figure.
+Shape legend: N images, T tokens, D nodes, F FF hidden width, h heads, d head dim, K classes, S seeds.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import interventions as I
+from .andc import andc_mask, ff_mask
+from .baselines import ff_baseline_masks, readout_baselines
+from .clusters import node_labels
+from .heads import designated_labels, heads_per_label, partition_counts, partition_si, shp_label_sets
+from .nulls import group_permutation_test, holm, min_detectable_effect, partition_null
+from .report import analyse_site, capture
+from .stats import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, compare_verdict, no_loss_verdict, summarise,
+                    summarise_columns, trend_verdict)
+
+QUANTITIES = ("accuracy", "clusters_per_node", "cluster_size", "labels_in_clusters", "noise", "snr", "snr_a",
+              "snr_b", "snr_c", "snr_d", "single_node_accuracy", "single_node_top_fraction")
+
+# the paper's claims in their own words (abstracts; paper_method sections 1.1, 4, 6)
+CLAIMS = {
+    "small_clusters": ("P-T", "Each node identifies small clusters of possible output labels, with additional "
+                              "noise represented as labels outside these clusters."),
+    "single_label": ("P-M", "Each filter essentially selects a single output label independent of the input "
+                            "label"),
+    "accuracy_rises": ("P-M", "resulting in SRs that progress with the layers"),
+    "sharpened": ("P-T", "These features are progressively sharpened along the transformer encoders, enhancing "
+                         "the signal-to-noise ratio."),
+    "andc": ("P-T", "enables an efficient applied nodal diagonal connection (ANDC) pruning technique without "
+                    "affecting the accuracy"),
+    "heads_break_symmetry": ("P-T", "spontaneous symmetry breaking occurs among the MHA heads, such that each "
+                                    "head focuses its attention on a subset of labels"),
+    "heads_expert": ("P-T", "each head becomes an expert in recognizing its designated labels"),
+    "few_heads": ("P-L", "each label being explicitly recognized by a few heads"),
+    "groups": ("minicct", "(lesson 03) clusters follow the dataset's ground-truth label groups more often than "
+                          "chance"),
+}
+
+
+def _site_values(r):
+    s, single = r.summary, r.single
+    return {"accuracy": r.accuracy, "clusters_per_node": s["mean_clusters_per_node"],
+            "cluster_size": s["mean_cluster_size"], "labels_in_clusters": s["mean_labels_in_clusters"],
+            "noise": s["mean_noise"], "snr": s["snr"], "snr_a": s["snr_a"], "snr_b": s["snr_b"],
+            "snr_c": s.get("snr_c", float("nan")), "snr_d": s["snr_d"],
+            "single_node_accuracy": single["mean_accuracy"], "single_node_top_fraction": single["mean_top_fraction"]}
+
+
+def _row(key, quantity, measured, null, verdict, rule, **details):
+    source, claim = CLAIMS[key]
+    return {"id": key, "source": source, "claim": claim, "quantity": quantity, "measured": measured,
+            "null_or_baseline": null, "verdict": verdict, "rule": rule, "details": details}
+
+
+def _pct(s):
+    return s.fmt(100, 1)
+
+
+def _null_verdict(p_adj, observed, null_median, alpha=0.05):
+    """Verdict over several null tests (encoders): supported if a majority reject after Holm; contradicted
+    if in a majority the real statistic is not beyond the null median; inconclusive otherwise."""
+    m = len(p_adj)
+    if sum(p <= alpha for p in p_adj) > m / 2:
+        return SUPPORTED
+    if sum(not b for b in (o > n for o, n in zip(observed, null_median))) > m / 2:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpool"), epochs=10, retrain_epochs=1,
+              threshold=0.3, n_train=None, tolerance=0.01, n_draws=200, n_perm=2000, group_draws=10000,
+              batch_size=250, progress=print) -> dict:
+    """The replication report of a trained CCT on a dataset (module docstring). Returns a dict:
+
+    rows (claims table rows), positions (per mode: per quantity a list of Summaries as dicts, tokenizer first),
+    config (seeds, epochs, ...), model_accuracy, seconds.
+    seeds: read-out seeds (>= 2 for any verdict); epochs: read-out epochs; retrain_epochs: masked retraining
+    of the ANDC read-out and its baselines; tolerance: accuracy loss counted as 'without affecting' (0.01 =
+    1 point); n_draws: random node partitions; n_perm: random label sets per head ablation.
+    """
+    t0 = time.time()
+    say = progress or (lambda *a, **k: None)
+    seeds = [int(s) for s in seeds]
+    if len(seeds) < 1 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers, got {seeds}")
+    if data.num_classes != cfg.num_classes:
+        raise ValueError(f"dataset {data.name} has {data.num_classes} classes, the model {cfg.num_classes}")
+    if "flat" not in modes:
+        raise ValueError(f"modes must include 'flat' (the authors' read-out), got {modes}")
+    K, L, h, d = cfg.num_classes, cfg.num_layers, cfg.num_heads, cfg.head_dim
+    D = cfg.embedding_dim
+    x_tr, y_tr, y_te = data.x_train[:n_train], data.y_train[:n_train], data.y_test
+    pos = ["tokens"] + [f"enc{e}.out" for e in range(L)]
+    heads_sites = [f"enc{e}.mha_heads" for e in range(L)]
+    ff_sites = [f"enc{e}.ff_hidden" for e in range(L)]
+    say(f"capturing {len(pos) + 2 * L} sites for {len(y_tr)} training and {len(y_te)} test images ...", flush=True)
+    A_tr = capture(params, cfg, x_tr, data.mean, data.std, pos + heads_sites + ff_sites, batch_size)
+    A_te = capture(params, cfg, data.x_test, data.mean, data.std, pos + heads_sites + ff_sites, batch_size)
+    z0 = I.encoder_input(params, cfg, A_te, 0)
+    full_logits = I.logits_from(params, cfg, z0, 0)
+    acc_model = float((full_logits.argmax(1) == y_te).mean())
+    say(f"model test accuracy {100 * acc_model:.2f}%  [{time.time() - t0:.0f} s]", flush=True)
+
+    vals = {m: {q: np.full((len(seeds), len(pos)), np.nan) for q in QUANTITIES} for m in modes}
+    last_clusters, heads_L, heads_V = [], [[] for _ in range(L)], [[] for _ in range(L)]
+    ro = {k: [] for k in ("andc", "random", "magnitude", "unpruned")}
+    ro_before = {k: [] for k in ro}
+    ro_frac, ff_acc, ff_frac = [], {k: [] for k in ("andc", "random", "magnitude")}, []
+    for si, seed in enumerate(seeds):
+        B_out, W_last, res_last = {}, None, None
+        for p, name in enumerate(pos):
+            for mode in modes:
+                r = analyse_site(A_tr[name], y_tr, A_te[name], y_te, K, mode, epochs, threshold, seed, name,
+                                 p, "tokens" if p == 0 else "out")
+                for q, v in _site_values(r).items():
+                    vals[mode][q][si, p] = v
+                if mode == "flat" and p > 0:
+                    B_out[p - 1] = r.B
+                    res_last = r
+        last_clusters += [c for node in res_last.stats.clusters for c in node]
+        for e in range(L):
+            r = analyse_site(A_tr[heads_sites[e]], y_tr, A_te[heads_sites[e]], y_te, K, "flat", epochs, threshold,
+                             seed, heads_sites[e], e + 1, "mha_heads")
+            heads_L[e].append(node_labels(r.B))                 # [D, K]
+            heads_V[e].append(r.V)                              # [D, K, K]
+        # ANDC on the last encoder's read-out against same-degree baselines, all retrained identically
+        M = andc_mask(res_last.B)                               # [K, D]
+        ro_frac.append(1 - M.mean())
+        base = readout_baselines(A_tr[pos[-1]], y_tr, A_te[pos[-1]], y_te, K, res_last.readout.W, M,
+                                 epochs=retrain_epochs, seed=seed)
+        for k in ro:
+            ro[k].append(base[k]["acc"])
+            ro_before[k].append(base[k]["acc_before"])
+        # ANDC on FF linear2 of every encoder at once, against random / magnitude masks of the same degree
+        pruned = {k: params for k in ff_acc}
+        kept = total = 0
+        for e in range(L):
+            rh = analyse_site(A_tr[ff_sites[e]], y_tr, A_te[ff_sites[e]], y_te, K, "flat", epochs, threshold, seed,
+                              ff_sites[e], e + 1, "ff_hidden")
+            Mff = ff_mask(node_labels(rh.B), node_labels(B_out[e]))          # [D, F]
+            W2 = params[f"classifier.blocks.{e}.linear2.weight"]
+            rand, mag = ff_baseline_masks(Mff, W2, seed=seed)
+            for k, mk in (("andc", Mff), ("random", rand), ("magnitude", mag)):
+                pruned[k] = I.prune_linear2(pruned[k], e, mk)
+            kept, total = kept + int(Mff.sum()), total + Mff.size
+        ff_frac.append(1 - kept / total)
+        for k in ff_acc:
+            ff_acc[k].append(float((I.logits_from(pruned[k], cfg, z0, 0).argmax(1) == y_te).mean()))
+        say(f"seed {seed}: last-encoder flat read-out {100 * vals['flat']['accuracy'][si, -1]:.1f}%, ANDC "
+            f"{100 * ro['andc'][-1]:.1f}% (random {100 * ro['random'][-1]:.1f}%, magnitude "
+            f"{100 * ro['magnitude'][-1]:.1f}%, unpruned {100 * ro['unpruned'][-1]:.1f}%); FF ANDC "
+            f"{100 * ff_acc['andc'][-1]:.1f}%  [{time.time() - t0:.0f} s]", flush=True)
+
+    rows = []
+    S = len(seeds)
+    last = L                                                    # index of the last encoder among the positions
+    fl = vals["flat"]
+    # 1. small clusters
+    lab = summarise(fl["labels_in_clusters"][:, last])
+    size = summarise(fl["cluster_size"][:, last])
+    noise = summarise(fl["noise"][:, last])
+    v = SUPPORTED if lab.hi < K / 4 else CONTRADICTED if lab.lo > K / 2 else INCONCLUSIVE
+    rows.append(_row("small_clusters", f"labels in clusters per node, encoder {L} (flat read-out)",
+                     f"{lab.fmt()} of K={K} labels; cluster size {size.fmt()}; noise {noise.fmt()} per node",
+                     f"K/4 = {K / 4:g} labels (few) / K/2 (many)", v,
+                     "supported if the interval is below K/4; contradicted if above K/2"))
+    # 2. one label per node
+    top = summarise(fl["single_node_top_fraction"][:, last])
+    sacc = summarise(fl["single_node_accuracy"][:, last])
+    v = SUPPORTED if top.lo > 0.5 else CONTRADICTED if top.hi < 0.5 else INCONCLUSIVE
+    rows.append(_row("single_label", f"fraction of test images on a node's most frequent label, encoder {L} (flat)",
+                     f"{_pct(top)} %; single-node accuracy {_pct(sacc)} %", f"chance accuracy {100 / K:.1f} %; "
+                     f"1/K = {100 / K:.1f} % if predictions were spread", v,
+                     "supported if the interval of the top fraction is above 50 %; contradicted if below"))
+    # 3. accuracy and SNR along the encoders, every read-out
+    trends = {}
+    for mode in modes:
+        for q, want in (("accuracy", "rise"), ("noise", "fall"), ("snr", "rise")):
+            trends[(mode, q)] = trend_verdict(vals[mode][q], want)
+    for mode in modes:
+        t = trends[(mode, "accuracy")]
+        a = t["per_position"]
+        rows.append(_row("accuracy_rises", f"read-out accuracy, tokenizer -> encoder {L} ({mode} read-out)",
+                         f"{_pct(a[0])} -> {_pct(a[-1])} %; last-first {_pct(t['total'])} points; steps up "
+                         f"{t['steps_with']}/{L}, down {t['steps_against']}/{L}", "paired differences over seeds",
+                         t["verdict"], t["rule"]))
+    for mode in modes:
+        for q in ("snr", "noise"):
+            t = trends[(mode, q)]
+            a = t["per_position"]
+            rows.append(_row("sharpened", f"{'SNR' if q == 'snr' else 'noise per node'}, tokenizer -> encoder {L} "
+                             f"({mode} read-out)",
+                             f"{a[0].fmt()} -> {a[-1].fmt()}; last-first {t['total'].fmt()}; steps "
+                             f"{'up' if q == 'snr' else 'down'} {t['steps_with']}/{L}, against "
+                             f"{t['steps_against']}/{L}", "paired differences over seeds", t["verdict"], t["rule"]))
+    # 4. ANDC
+    acc = {k: np.array(v) for k, v in ro.items()}
+    v_loss, s_loss = no_loss_verdict(acc["andc"] - acc["unpruned"], tolerance)
+    v_rand, s_rand = compare_verdict(acc["andc"] - acc["random"], "greater")
+    v_mag, s_mag = compare_verdict(acc["andc"] - acc["magnitude"], "greater")
+    frac = summarise(ro_frac)
+    rows.append(_row("andc", f"encoder {L} read-out: ANDC minus unpruned accuracy, both +{retrain_epochs} epoch(s)",
+                     f"{_pct(s_loss)} points ({_pct(summarise(acc['andc']))} vs {_pct(summarise(acc['unpruned']))} "
+                     f"%; {_pct(frac)} % of weights pruned)", f"unpruned read-out; tolerance {100 * tolerance:g} "
+                     "point", v_loss, f"supported if the interval is above -{100 * tolerance:g} point; "
+                     f"contradicted if below"))
+    sel = (SUPPORTED if v_rand == SUPPORTED and v_mag == SUPPORTED else
+           CONTRADICTED if CONTRADICTED in (v_rand, v_mag) else INCONCLUSIVE)
+    rows.append(_row("andc", f"encoder {L} read-out: ANDC is selective (minus same-degree random / magnitude)",
+                     f"vs random {_pct(s_rand)}, vs magnitude {_pct(s_mag)} points",
+                     f"random {_pct(summarise(acc['random']))} %, magnitude {_pct(summarise(acc['magnitude']))} % "
+                     f"(same per-node degree, retrained identically)", sel,
+                     "supported if ANDC beats both beyond their intervals; contradicted if a baseline beats ANDC"))
+    ffa = {k: np.array(v) for k, v in ff_acc.items()}
+    v_r, s_r = compare_verdict(ffa["andc"] - ffa["random"], "greater")
+    v_m, s_m = compare_verdict(ffa["andc"] - ffa["magnitude"], "greater")
+    v_ffl, s_ffl = no_loss_verdict(ffa["andc"] - acc_model, tolerance)
+    sel = (SUPPORTED if v_r == SUPPORTED and v_m == SUPPORTED else
+           CONTRADICTED if CONTRADICTED in (v_r, v_m) else INCONCLUSIVE)
+    rows.append(_row("andc", "FF linear2 of all encoders at once (no retraining): ANDC minus unpruned; selective",
+                     f"{_pct(s_ffl)} points ({_pct(summarise(ffa['andc']))} vs {100 * acc_model:.1f} %; "
+                     f"{_pct(summarise(ff_frac))} % pruned); vs random {_pct(s_r)}, vs magnitude {_pct(s_m)}",
+                     f"random {_pct(summarise(ffa['random']))} %, magnitude {_pct(summarise(ffa['magnitude']))} % "
+                     f"(same per-node degree)", f"no loss: {v_ffl}; selective: {sel}",
+                     "no loss as above; selective if ANDC beats both baselines beyond their intervals"))
+    # 5. heads: specialisation index and SHP against random partitions (statistic averaged over seeds)
+    head_rows = {}
+    if h >= 2:
+        si_res, hp_res = [], []
+        for e in range(L):
+            Ls, Vs = heads_L[e], heads_V[e]
+            si_res.append(partition_null(lambda g: np.mean([partition_si(Lx, g) for Lx in Ls]), D, d, n_draws,
+                                         seed=seeds[0]))
+            hp_res.append(partition_null(lambda g: np.mean([heads_per_label(shp_label_sets(Vx, g, threshold))
+                                                            for Vx in Vs]), D, d, n_draws, seed=seeds[0],
+                                         alternative="less"))
+        for key, res, word, alt in (("heads_break_symmetry", si_res, "specialisation index", 1),
+                                    ("few_heads", hp_res, "heads per recognised label (SHP diagonal)", -1)):
+            p_adj, _ = holm([r["p_value"] for r in res])
+            med = [float(np.median(r["null"])) for r in res]
+            v = _null_verdict(p_adj, [alt * r["observed"] for r in res], [alt * m for m in med])
+            meas = "; ".join(f"enc {e + 1}: {r['observed']:.3f} vs {r['null_mean']:.3f} +- {r['null_sd']:.3f} "
+                             f"(p_Holm {p:.2g})" for e, (r, p) in enumerate(zip(res, p_adj)))
+            rows.append(_row(key, f"{word} of the real heads, per encoder (flat read-out of mha_heads, averaged "
+                             f"over {S} seeds)", meas, f"{n_draws} random partitions of the {D} nodes into "
+                             f"groups of {d} (shuffled-node control)", v,
+                             "supported if a majority of encoders differ from the null (Holm p <= 0.05, one-sided); "
+                             "contradicted if in a majority the real heads are not beyond the null median"))
+            head_rows[key] = [{"observed": r["observed"], "null_mean": r["null_mean"], "null_sd": r["null_sd"],
+                               "p_value": r["p_value"], "p_holm": float(p)} for r, p in zip(res, p_adj)]
+        # 6. head ablation: designated labels from the seed-summed counts, Holm over all heads, MDE
+        ps, gaps, sds, n_pos = [], [], [], 0
+        for e in range(L):
+            c = sum(partition_counts(Lx, np.arange(D).reshape(h, d)) for Lx in heads_L[e])   # [h, K]
+            Ld = designated_labels(c, rule="max")
+            zt = I.encoder_input(params, cfg, A_te, e) if e else z0
+            for g in range(h):
+                ab = I.head_ablation(params, cfg, data, e, g, Ld[g], full_logits=full_logits, z_test=zt)
+                _, _, gap, p, null = I.designated_drop(ab.drop, Ld[g], n_perm, seed=seeds[0] + 1000 * e + g,
+                                                       return_null=True)
+                ps.append(p if np.isfinite(p) else 1.0)
+                gaps.append(gap)
+                sds.append(float(null.std(ddof=1)) if null.size > 1 else float("nan"))
+                n_pos += bool(gap > 0)
+        m = len(ps)
+        p_adj, rej = holm(ps)
+        mde = min_detectable_effect(float(np.nanmedian(sds)), 0.05 / m)
+        v = (SUPPORTED if rej.sum() > m / 2 else CONTRADICTED if n_pos <= m / 2 and not rej.any() else INCONCLUSIVE)
+        rows.append(_row("heads_expert", "zeroing a head: mean per-label accuracy drop on its designated labels "
+                         "minus on the others",
+                         f"gap > 0 in {n_pos}/{m} heads; significant after Holm in {int(rej.sum())}/{m}; "
+                         f"median gap {100 * float(np.nanmedian(gaps)):.1f} points; minimum detectable gap "
+                         f"{100 * mde:.1f} points (80 % power at alpha 0.05/{m})",
+                         f"{n_perm} random label sets of the same size per head", v,
+                         "supported if a majority of heads are significant after Holm; contradicted if at most half "
+                         "have a positive gap and none is significant"))
+        head_rows["ablation"] = {"p": ps, "p_holm": p_adj.tolist(), "gap": gaps, "mde": mde}
+    # 7. clusters vs ground-truth groups (clusters of the last encoder, all seeds pooled)
+    if data.groups:
+        tests = {g: group_permutation_test(last_clusters, np.asarray(gv), n_draws=group_draws, seed=seeds[0])
+                 for g, gv in data.groups.items()}
+        p_adj, rej = holm([t["p_value"] for t in tests.values()])
+        v = SUPPORTED if rej.any() else INCONCLUSIVE
+        meas = "; ".join(f"{g}: {100 * t['fraction']:.1f} % inside vs {100 * t['null_mean']:.1f} % (p_Holm "
+                         f"{p:.2g}, {t['method']})" for (g, t), p in zip(tests.items(), p_adj))
+        rows.append(_row("groups", f"multi-label clusters of encoder {L} inside one group ({S} seeds pooled)", meas,
+                         "label-permutation null (group sizes kept)", v,
+                         "supported if any grouping is significant after Holm (p <= 0.05); inconclusive otherwise"))
+    positions = {mode: {q: [s.to_dict() for s in summarise_columns(vals[mode][q])] for q in QUANTITIES}
+                 for mode in modes}
+    return {"rows": rows, "positions": positions, "heads": head_rows,
+            "andc_readout": {k: v for k, v in ro.items()}, "andc_readout_before": ro_before,
+            "ff": {k: v for k, v in ff_acc.items()}, "model_accuracy": acc_model,
+            "config": {"seeds": seeds, "modes": list(modes), "epochs": epochs, "retrain_epochs": retrain_epochs,
+                       "threshold": threshold, "n_train": len(y_tr), "n_test": len(y_te), "tolerance": tolerance,
+                       "n_draws": n_draws, "n_perm": n_perm, "num_layers": L, "num_heads": h, "K": K},
+            "seconds": time.time() - t0}
+
+
+def format_claims_table(result, title=None) -> str:
+    """The claims table as Markdown: claim (source), measured (95 % interval over seeds), null / baseline,
+    verdict."""
+    lines = []
+    if title:
+        lines.append(f"**{title}**\n")
+    lines.append("| claim (source) | measured: quantity, mean [95 % interval] | null / baseline | verdict |")
+    lines.append("|---|---|---|---|")
+    for r in result["rows"]:
+        cell = lambda s: str(s).replace("|", "/")
+        lines.append(f"| \"{cell(r['claim'])}\" ({r['source']}) | {cell(r['quantity'])}: {cell(r['measured'])} | "
+                     f"{cell(r['null_or_baseline'])} | **{cell(r['verdict'])}** |")
+    return "\n".join(lines)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    return x
+
+
+def write_outputs(result, out_dir, title="") -> dict:
+    """Write claims.json (first, atomically), claims.md and claims.png into out_dir; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "claims.json"
+    tmp = js.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_jsonable(dict(result, title=title)), indent=1))
+    tmp.replace(js)
+    md = out / "claims.md"
+    md.write_text(format_claims_table(result, title) + "\n")
+    png = plot_claims_summary(result, out / "claims.png", title)
+    return {"json": str(js), "md": str(md), "png": str(png)}
+
+
+def plot_claims_summary(result, path, title=""):
+    """One PNG: read-out accuracy and SNR along the encoders (mean and 95 % interval over seeds, every read-out),
+    ANDC read-out against its baselines, and the heads' specialisation index against random partitions."""
+    from ..plots import _save, plt
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4))
+    cfg = result["config"]
+    x = np.arange(cfg["num_layers"] + 1)
+    ticks = ["tok"] + [f"enc {e + 1}" for e in range(cfg["num_layers"])]
+    for a, q, lab in ((ax[0], "accuracy", "read-out accuracy"), (ax[1], "snr", "SNR <S>/<N>")):
+        for mode, per in result["positions"].items():
+            m = np.array([s["mean"] for s in per[q]], dtype=float)
+            lo = np.array([s["lo"] for s in per[q]], dtype=float)
+            hi = np.array([s["hi"] for s in per[q]], dtype=float)
+            a.plot(x, m, marker="o", label=mode)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            a.fill_between(x[ok], lo[ok], hi[ok], alpha=0.2)
+        a.set_xticks(x, ticks)
+        a.set_title(f"{lab} (95 % interval, {len(cfg['seeds'])} seeds)")
+        a.legend(fontsize=8)
+    names = ["andc", "random", "magnitude", "unpruned"]
+    from .stats import summarise
+    ss = [summarise(result["andc_readout"][k]) for k in names]
+    means = [100 * s.mean for s in ss]
+    err = [[100 * (s.mean - s.lo) if np.isfinite(s.lo) else 0 for s in ss],
+           [100 * (s.hi - s.mean) if np.isfinite(s.hi) else 0 for s in ss]]
+    ax[2].bar(names, means, yerr=err, capsize=4, color=["C3", "C0", "C1", "C7"])
+    ax[2].set_ylim(max(0, min(means) - 10), min(100, max(means) + 5))
+    ax[2].set_title(f"last-encoder read-out, +{cfg['retrain_epochs']} ep retrained (%)")
+    si = result["heads"].get("heads_break_symmetry")
+    if si:
+        e = np.arange(1, len(si) + 1)
+        ax[3].errorbar(e, [r["null_mean"] for r in si], yerr=[2 * r["null_sd"] for r in si], fmt="s", color="C7",
+                       capsize=4, label="random partitions (mean +- 2 sd)")
+        ax[3].plot(e, [r["observed"] for r in si], "o", color="C3", label="real heads")
+        ax[3].set_xticks(e)
+        ax[3].set_xlabel("encoder")
+        ax[3].legend(fontsize=8)
+    ax[3].set_title("head specialisation index")
+    fig.suptitle(title)
+    return _save(fig, path)
