@@ -67,6 +67,31 @@ def _site_values(r):
             "single_node_accuracy": single["mean_accuracy"], "single_node_top_fraction": single["mean_top_fraction"]}
 
 
+def seed_sweep(A_train, y_train, A_test, y_test, num_classes, names, modes=("flat",), seeds=(0, 1, 2), epochs=10,
+               threshold=0.3, keep=(), progress=None):
+    """Every SNP quantity of every site in `names` (in order along the encoders) for every read-out seed and mode.
+
+    A_train / A_test: {name: activations [N, T, D]}; y_train [N], y_test [M]. For each seed and name and mode
+    a fresh read-out is trained with that seed (report.analyse_site). Returns (vals, kept):
+        vals[mode][quantity]  float [S, E]  (S seeds, E = len(names)); quantities QUANTITIES
+        kept[(seed, name, mode)]  the SiteAnalysis, for the (name, mode) pairs listed in keep.
+    """
+    vals = {m: {q: np.full((len(seeds), len(names)), np.nan) for q in QUANTITIES} for m in modes}
+    kept = {}
+    for si, seed in enumerate(seeds):
+        for p, name in enumerate(names):
+            for mode in modes:
+                r = analyse_site(A_train[name], y_train, A_test[name], y_test, num_classes, mode, epochs, threshold,
+                                 seed, name, p, "tokens" if name == "tokens" else name.split(".", 1)[-1])
+                for q, v in _site_values(r).items():
+                    vals[mode][q][si, p] = v
+                if (name, mode) in keep:
+                    kept[(seed, name, mode)] = r
+        if progress:
+            progress(f"  seed {seed}: {len(names)} sites x {len(modes)} read-outs done", flush=True)
+    return vals, kept
+
+
 def _row(key, quantity, measured, null, verdict, rule, **details):
     source, claim = CLAIMS[key]
     return {"id": key, "source": source, "claim": claim, "quantity": quantity, "measured": measured,
@@ -122,22 +147,15 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
     acc_model = float((full_logits.argmax(1) == y_te).mean())
     say(f"model test accuracy {100 * acc_model:.2f}%  [{time.time() - t0:.0f} s]", flush=True)
 
-    vals = {m: {q: np.full((len(seeds), len(pos)), np.nan) for q in QUANTITIES} for m in modes}
+    vals, kept = seed_sweep(A_tr, y_tr, A_te, y_te, K, pos, modes, seeds, epochs, threshold,
+                            keep=[(name, "flat") for name in pos[1:]], progress=say)
     last_clusters, heads_L, heads_V = [], [[] for _ in range(L)], [[] for _ in range(L)]
     ro = {k: [] for k in ("andc", "random", "magnitude", "unpruned")}
     ro_before = {k: [] for k in ro}
     ro_frac, ff_acc, ff_frac = [], {k: [] for k in ("andc", "random", "magnitude")}, []
     for si, seed in enumerate(seeds):
-        B_out, W_last, res_last = {}, None, None
-        for p, name in enumerate(pos):
-            for mode in modes:
-                r = analyse_site(A_tr[name], y_tr, A_te[name], y_te, K, mode, epochs, threshold, seed, name,
-                                 p, "tokens" if p == 0 else "out")
-                for q, v in _site_values(r).items():
-                    vals[mode][q][si, p] = v
-                if mode == "flat" and p > 0:
-                    B_out[p - 1] = r.B
-                    res_last = r
+        B_out = {e: kept[(seed, pos[e + 1], "flat")].B for e in range(L)}
+        res_last = kept.pop((seed, pos[-1], "flat"))
         last_clusters += [c for node in res_last.stats.clusters for c in node]
         for e in range(L):
             r = analyse_site(A_tr[heads_sites[e]], y_tr, A_te[heads_sites[e]], y_te, K, "flat", epochs, threshold,
@@ -154,7 +172,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
             ro_before[k].append(base[k]["acc_before"])
         # ANDC on FF linear2 of every encoder at once, against random / magnitude masks of the same degree
         pruned = {k: params for k in ff_acc}
-        kept = total = 0
+        n_kept = n_total = 0
         for e in range(L):
             rh = analyse_site(A_tr[ff_sites[e]], y_tr, A_te[ff_sites[e]], y_te, K, "flat", epochs, threshold, seed,
                               ff_sites[e], e + 1, "ff_hidden")
@@ -163,8 +181,8 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
             rand, mag = ff_baseline_masks(Mff, W2, seed=seed)
             for k, mk in (("andc", Mff), ("random", rand), ("magnitude", mag)):
                 pruned[k] = I.prune_linear2(pruned[k], e, mk)
-            kept, total = kept + int(Mff.sum()), total + Mff.size
-        ff_frac.append(1 - kept / total)
+            n_kept, n_total = n_kept + int(Mff.sum()), n_total + Mff.size
+        ff_frac.append(1 - n_kept / n_total)
         for k in ff_acc:
             ff_acc[k].append(float((I.logits_from(pruned[k], cfg, z0, 0).argmax(1) == y_te).mean()))
         say(f"seed {seed}: last-encoder flat read-out {100 * vals['flat']['accuracy'][si, -1]:.1f}%, ANDC "
