@@ -155,7 +155,8 @@ def cmd_replicate(args):
         title = (f"{Path(name).name}: {cfg.num_layers} encoders x {cfg.num_heads} heads, {data.name}, "
                  f"read-out seeds {seeds[0]}..{seeds[-1]}")
         print(f"\n== {title}", flush=True)
-        res = replicate(params, cfg, data, seeds=seeds, epochs=args.epochs, retrain_epochs=args.retrain_epochs,
+        res = replicate(params, cfg, data, seeds=seeds, modes=tuple(args.modes.split(",")), epochs=args.epochs,
+                        retrain_epochs=args.retrain_epochs,
                         threshold=args.threshold, n_train=args.n_train, n_draws=args.draws, n_perm=args.n_perm)
         out = Path(args.out) / Path(name).stem if len(models) > 1 else Path(args.out)
         paths = write_outputs(res, out, title)
@@ -245,6 +246,7 @@ def main(argv=None):
     _add_data_args(p)
     p.add_argument("--seeds", type=int, default=3, help="number of read-out seeds (default 3; >= 2 for verdicts)")
     p.add_argument("--seed", type=int, default=0, help="first read-out seed (default 0)")
+    p.add_argument("--modes", default="flat,mean,seqpool", help="read-out modes, comma separated; flat is required")
     p.add_argument("--epochs", type=int, default=10, help="read-out training epochs (default 10)")
     p.add_argument("--retrain-epochs", type=int, default=1, help="masked retraining epochs for ANDC and baselines")
     p.add_argument("--threshold", type=float, default=0.3, help="threshold on V/max (default 0.3, authors')")
