@@ -92,6 +92,62 @@ def seed_sweep(A_train, y_train, A_test, y_test, num_classes, names, modes=("fla
     return vals, kept
 
 
+def head_null_tests(heads_L, heads_V, head_dim, threshold=0.3, n_draws=200, seed=0):
+    """Per encoder, the heads' specialisation index and SHP heads-per-label against random node partitions. [INF]
+
+    heads_L[e]: list over seeds of node label sets L [D, K] of encoder e's mha_heads site; heads_V[e]: list over
+    seeds of its node fields V [D, K, K]. Each statistic is averaged over the seeds, for the real heads and for
+    every random partition alike (nulls.partition_null). Returns (si_results, shp_results), one dict per encoder:
+        SI  = specialisation index of the partition (higher = more specialised; alternative 'greater')
+        SHP = mean number of groups whose single-head diagonal set holds a label (fewer = more specialised;
+              alternative 'less').
+    """
+    si_res, hp_res = [], []
+    for Ls, Vs in zip(heads_L, heads_V):
+        D = Ls[0].shape[0]
+        si_res.append(partition_null(lambda g: np.mean([partition_si(Lx, g) for Lx in Ls]), D, head_dim, n_draws,
+                                     seed=seed))
+        hp_res.append(partition_null(lambda g: np.mean([heads_per_label(shp_label_sets(Vx, g, threshold))
+                                                        for Vx in Vs]), D, head_dim, n_draws, seed=seed,
+                                     alternative="less"))
+    return si_res, hp_res
+
+
+def head_ablation_tests(params, cfg, data, heads_L, full_logits, A_test, n_perm=2000, seed=0, alpha=0.05):
+    """Zero every head in turn; is the accuracy drop larger on its designated labels? Holm over all heads. [INF]
+
+    Designated labels of head g in encoder e: the labels where g has the most nodes with the label on their
+    diagonal, counts summed over the seeds (heads.designated_labels, rule 'max'). For each head the gap =
+    mean drop on them - mean drop on the others, its one-sided permutation p over n_perm random label sets of
+    the same size (interventions.designated_drop), then Holm over the L x h heads, and the minimum detectable
+    gap (80 % power at the strictest Holm level alpha / m, from the median null spread).
+    A_test: captured test activations with "tokens" and enc{e}.out (for the residual stream entering e).
+    Returns a dict: encoder, head, designated [m, K], gap, p, p_holm, reject, n_positive, m, mde, acc_drop.
+    """
+    L, h = cfg.num_layers, cfg.num_heads
+    D, d = cfg.embedding_dim, cfg.head_dim
+    y = data.y_test
+    out = {k: [] for k in ("encoder", "head", "designated", "gap", "p", "null_sd", "acc_drop")}
+    for e in range(L):
+        c = sum(partition_counts(Lx, np.arange(D).reshape(h, d)) for Lx in heads_L[e])       # [h, K]
+        Ld = designated_labels(c, rule="max")
+        zt = I.encoder_input(params, cfg, A_test, e)
+        for g in range(h):
+            ab = I.head_ablation(params, cfg, data, e, g, Ld[g], full_logits=full_logits, z_test=zt)
+            _, _, gap, p, null = I.designated_drop(ab.drop, Ld[g], n_perm, seed=seed + 1000 * e + g,
+                                                   return_null=True)
+            for k, v in (("encoder", e), ("head", g), ("designated", Ld[g]), ("gap", gap),
+                         ("p", p if np.isfinite(p) else 1.0), ("acc_drop", ab.acc_full - ab.acc_ablated),
+                         ("null_sd", float(null.std(ddof=1)) if null.size > 1 else float("nan"))):
+                out[k].append(v)
+    m = len(out["p"])
+    p_adj, rej = holm(out["p"], alpha)
+    out.update(p_holm=[float(x) for x in p_adj], reject=[bool(x) for x in rej], m=m,
+               n_positive=int(sum(gp > 0 for gp in out["gap"])),
+               mde=min_detectable_effect(float(np.nanmedian(out["null_sd"])), alpha / m))
+    return out
+
+
 def _row(key, quantity, measured, null, verdict, rule, **details):
     source, claim = CLAIMS[key]
     return {"id": key, "source": source, "claim": claim, "quantity": quantity, "measured": measured,
@@ -265,14 +321,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
     # 5. heads: specialisation index and SHP against random partitions (statistic averaged over seeds)
     head_rows = {}
     if h >= 2:
-        si_res, hp_res = [], []
-        for e in range(L):
-            Ls, Vs = heads_L[e], heads_V[e]
-            si_res.append(partition_null(lambda g: np.mean([partition_si(Lx, g) for Lx in Ls]), D, d, n_draws,
-                                         seed=seeds[0]))
-            hp_res.append(partition_null(lambda g: np.mean([heads_per_label(shp_label_sets(Vx, g, threshold))
-                                                            for Vx in Vs]), D, d, n_draws, seed=seeds[0],
-                                         alternative="less"))
+        si_res, hp_res = head_null_tests(heads_L, heads_V, d, threshold, n_draws, seed=seeds[0])
         for key, res, word, alt in (("heads_break_symmetry", si_res, "specialisation index", 1),
                                     ("few_heads", hp_res, "heads per recognised label (SHP diagonal)", -1)):
             p_adj, _ = holm([r["p_value"] for r in res])
@@ -288,32 +337,19 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
             head_rows[key] = [{"observed": r["observed"], "null_mean": r["null_mean"], "null_sd": r["null_sd"],
                                "p_value": r["p_value"], "p_holm": float(p)} for r, p in zip(res, p_adj)]
         # 6. head ablation: designated labels from the seed-summed counts, Holm over all heads, MDE
-        ps, gaps, sds, n_pos = [], [], [], 0
-        for e in range(L):
-            c = sum(partition_counts(Lx, np.arange(D).reshape(h, d)) for Lx in heads_L[e])   # [h, K]
-            Ld = designated_labels(c, rule="max")
-            zt = I.encoder_input(params, cfg, A_te, e) if e else z0
-            for g in range(h):
-                ab = I.head_ablation(params, cfg, data, e, g, Ld[g], full_logits=full_logits, z_test=zt)
-                _, _, gap, p, null = I.designated_drop(ab.drop, Ld[g], n_perm, seed=seeds[0] + 1000 * e + g,
-                                                       return_null=True)
-                ps.append(p if np.isfinite(p) else 1.0)
-                gaps.append(gap)
-                sds.append(float(null.std(ddof=1)) if null.size > 1 else float("nan"))
-                n_pos += bool(gap > 0)
-        m = len(ps)
-        p_adj, rej = holm(ps)
-        mde = min_detectable_effect(float(np.nanmedian(sds)), 0.05 / m)
-        v = (SUPPORTED if rej.sum() > m / 2 else CONTRADICTED if n_pos <= m / 2 and not rej.any() else INCONCLUSIVE)
+        abl = head_ablation_tests(params, cfg, data, heads_L, full_logits, A_te, n_perm, seed=seeds[0])
+        ps, gaps, n_pos, m, p_adj, rej, mde = (abl[k] for k in ("p", "gap", "n_positive", "m", "p_holm", "reject",
+                                                                 "mde"))
+        v = (SUPPORTED if sum(rej) > m / 2 else CONTRADICTED if n_pos <= m / 2 and not any(rej) else INCONCLUSIVE)
         rows.append(_row("heads_expert", "zeroing a head: mean per-label accuracy drop on its designated labels "
                          "minus on the others",
-                         f"gap > 0 in {n_pos}/{m} heads; significant after Holm in {int(rej.sum())}/{m}; "
+                         f"gap > 0 in {n_pos}/{m} heads; significant after Holm in {sum(rej)}/{m}; "
                          f"median gap {100 * float(np.nanmedian(gaps)):.1f} points; minimum detectable gap "
                          f"{100 * mde:.1f} points (80 % power at alpha 0.05/{m})",
                          f"{n_perm} random label sets of the same size per head", v,
                          "supported if a majority of heads are significant after Holm; contradicted if at most half "
                          "have a positive gap and none is significant"))
-        head_rows["ablation"] = {"p": ps, "p_holm": p_adj.tolist(), "gap": gaps, "mde": mde}
+        head_rows["ablation"] = {"p": ps, "p_holm": list(p_adj), "gap": gaps, "mde": mde}
     # 7. clusters vs ground-truth groups (clusters of the last encoder, all seeds pooled)
     if data.groups:
         tests = {g: group_permutation_test(last_clusters, np.asarray(gv), n_draws=group_draws, seed=seeds[0])
