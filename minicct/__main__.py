@@ -134,7 +134,7 @@ def cmd_snp(args):
 
 
 def cmd_replicate(args):
-    from .analysis.replicate import format_claims_table, replicate, write_outputs
+    from .analysis.replicate import format_claims_table, format_positions_table, replicate, write_outputs
     from .datasets import load
     from .train.checkpoint import load_checkpoint
 
@@ -160,6 +160,9 @@ def cmd_replicate(args):
                         threshold=args.threshold, n_train=args.n_train, n_draws=args.draws, n_perm=args.n_perm)
         out = Path(args.out) / Path(name).stem if len(models) > 1 else Path(args.out)
         paths = write_outputs(res, out, title)
+        print(f"\nPer-encoder quantities, mean [95 % interval over {len(seeds)} read-out seeds]:")
+        for mode in res["positions"]:
+            print(format_positions_table(res["positions"], mode))
         print()
         print(format_claims_table(res, title))
         print(f"\n{len(res['rows'])} claims: " + ", ".join(

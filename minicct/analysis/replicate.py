@@ -288,6 +288,12 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
                              f"{a[0].fmt()} -> {a[-1].fmt()}; last-first {t['total'].fmt()}; steps "
                              f"{'up' if q == 'snr' else 'down'} {t['steps_with']}/{L}, against "
                              f"{t['steps_against']}/{L}", "paired differences over seeds", t["verdict"], t["rule"]))
+    variants = {q: trend_verdict(vals["flat"][q], "rise") for q in ("snr_a", "snr_b", "snr_c", "snr_d")}
+    rows.append(_row("sharpened", f"SNR variants (a) labels/noise, (b) median S/N, (c) field ratio, (d) S/column "
+                     f"noise, tokenizer -> encoder {L} (flat read-out)",
+                     "; ".join(f"{q[-1]}: {t['per_position'][0].fmt()} -> {t['per_position'][-1].fmt()}"
+                               for q, t in variants.items()), "paired differences over seeds",
+                     "; ".join(f"{q[-1]}: {t['verdict']}" for q, t in variants.items()), trends[("flat", "snr")]["rule"]))
     # 4. ANDC
     acc = {k: np.array(v) for k, v in ro.items()}
     v_loss, s_loss = no_loss_verdict(acc["andc"] - acc["unpruned"], tolerance)
@@ -384,6 +390,35 @@ def format_claims_table(result, title=None) -> str:
         cell = lambda s: str(s).replace("|", "/")
         lines.append(f"| \"{cell(r['claim'])}\" ({r['source']}) | {cell(r['quantity'])}: {cell(r['measured'])} | "
                      f"{cell(r['null_or_baseline'])} | **{cell(r['verdict'])}** |")
+    return "\n".join(lines)
+
+
+LABELS = {"accuracy": ("read-out accuracy %", 100, 1), "clusters_per_node": ("clusters per node", 1, 2),
+          "cluster_size": ("cluster size", 1, 2), "labels_in_clusters": ("labels in clusters", 1, 2),
+          "noise": ("noise per node", 1, 2), "snr": ("SNR <S>/<N>", 1, 2), "snr_a": ("SNR (a) labels/noise", 1, 2),
+          "snr_b": ("SNR (b) median S/N", 1, 2), "snr_c": ("SNR (c) field ratio", 1, 2),
+          "snr_d": ("SNR (d) S/column noise", 1, 2), "single_node_accuracy": ("single-node accuracy %", 100, 1),
+          "single_node_top_fraction": ("top-label fraction %", 100, 1)}
+
+
+def format_positions_table(positions, mode="flat", quantities=None) -> str:
+    """Per-encoder quantities of one read-out mode as text: mean [95 % interval over seeds], tokenizer first.
+
+    positions: result["positions"] of `replicate` (or {mode: {quantity: [Summary dicts]}})."""
+    per = positions[mode]
+    E = len(next(iter(per.values())))
+    width = 22
+    lines = [f"{mode + ' read-out':<26}" + "".join(f"{'tokenizer' if p == 0 else 'encoder ' + str(p):>{width}}"
+                                                     for p in range(E))]
+    for q in quantities or QUANTITIES:
+        label, scale, digits = LABELS[q]
+        cells = []
+        for sd in per[q]:
+            m, lo, hi = (sd[k] if sd[k] is not None else float("nan") for k in ("mean", "lo", "hi"))
+            f = f"{{:.{digits}f}}"
+            cells.append(f"{f.format(scale * m)} [{f.format(scale * lo)}, {f.format(scale * hi)}]"
+                         if np.isfinite(lo) else f.format(scale * m))
+        lines.append(f"  {label:<24}" + "".join(f"{c:>{width}}" for c in cells))
     return "\n".join(lines)
 
 
