@@ -101,8 +101,11 @@ def main(argv=None):
                 t = trend_verdict(vals[mode][q] * scale, want)
                 verdicts.append(t["verdict"])
                 print(f"  -> {q} {want}s along the encoders: {t['verdict'].upper()}  (last - first "
-                      f"{t['total'].fmt()}; steps {want}: {t['steps_with']} of {L}, significantly against: "
+                      f"{t['total'].fmt()}; steps significantly {want}: {t['steps_with']} of {L}, against: "
                       f"{t['steps_against']})")
+                if L > 1:                                      # the tokenizer is not an encoder: also from encoder 1
+                    te = trend_verdict(vals[mode][q][:, 1:] * scale, want)
+                    print(f"     from encoder 1 to {L}: {te['verdict'].upper()}  (last - first {te['total'].fmt()})")
             print()
         fig = plot(vals, modes, site, L, Path(args.out) / f"along_encoders_{site}.png")
         print(f"plot: {fig}")

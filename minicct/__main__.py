@@ -165,9 +165,10 @@ def cmd_replicate(args):
             print(format_positions_table(res["positions"], mode))
         print()
         print(format_claims_table(res, title))
-        print(f"\n{len(res['rows'])} claims: " + ", ".join(
-            f"{sum(r['verdict'].startswith(v) for r in res['rows'])} {v}"
-            for v in ("supported", "contradicted", "inconclusive")) + f"  ({time.time() - t0:.0f} s)")
+        verdicts = " ".join(r["verdict"] for r in res["rows"])
+        print(f"\n{len(res['rows'])} rows; verdicts: " + ", ".join(
+            f"{verdicts.count(v)} {v}" for v in ("supported", "contradicted", "inconclusive"))
+            + f"  ({time.time() - t0:.0f} s)")
         print(f"written: {paths['json']}, {paths['md']}, {paths['png']}")
     print(f"replicate done in {time.time() - t_all:.0f} s")
     return 0

@@ -52,5 +52,5 @@ def test_lesson_08_runs_the_replicate_command(tiny, tmp_path, monkeypatch, capsy
     assert mod.main(["--checkpoint", str(ckpt), "--seeds", "2", "--epochs", "1", "--modes", "flat", "--draws", "20",
                      "--n-perm", "50", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| claim (source) |" in out and "claims: " in out
+    assert "| claim (source) |" in out and "rows; verdicts: " in out and "Per-encoder quantities" in out
     assert (tmp_path / "claims.json").exists() and (tmp_path / "claims.png").exists()

@@ -1,5 +1,6 @@
 """The replication report end to end on a tiny checkpoint trained here: rows, verdicts, outputs, determinism, CLI."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ def test_replicate_rows_outputs_and_determinism(tiny, tmp_path):
     assert ids == set(CLAIMS)                                 # every claim gets a row
     for r in res["rows"]:
         assert r["claim"] == CLAIMS[r["id"]][1] and r["measured"] and r["null_or_baseline"]
-        assert all(part.split(": ")[-1] in VERDICTS for part in r["verdict"].split("; "))
+        words = re.findall(r"[a-z]+(?=\)|;|$)", r["verdict"])        # the word ending each verdict part
+        assert words and all(w in VERDICTS for w in words), r["verdict"]
     acc = res["positions"]["flat"]["accuracy"]
     assert len(acc) == TINY.num_layers + 1 and all(len(s["values"]) == 2 for s in acc)
     paths = write_outputs(res, tmp_path, "tiny")

@@ -267,33 +267,36 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
                      f"{_pct(top)} %; single-node accuracy {_pct(sacc)} %", f"chance accuracy {100 / K:.1f} %; "
                      f"1/K = {100 / K:.1f} % if predictions were spread", v,
                      "supported if the interval of the top fraction is above 50 %; contradicted if below"))
-    # 3. accuracy and SNR along the encoders, every read-out
+    # 3. accuracy, noise and SNR along the encoders, every read-out; from the tokenizer and from encoder 1
+    #    (the tokenizer is not an encoder: "along the transformer encoders" is read both ways)
+    def trend_row(key, mode, q, want, name, scale, unit):
+        t, te = trend_verdict(vals[mode][q] * scale, want), trend_verdict(vals[mode][q][:, 1:] * scale, want)
+        a, digits = t["per_position"], 1 if scale > 1 else 2
+        up = "up" if want == "rise" else "down"
+        meas = (f"{a[0].fmt(1, digits)} -> {a[1].fmt(1, digits)} -> {a[-1].fmt(1, digits)}{unit} (tokenizer, "
+                f"encoder 1, encoder {L}); last-first {t['total'].fmt(1, digits)}, from encoder 1 "
+                f"{te['total'].fmt(1, digits)}; steps significantly {up} {t['steps_with']}/{L}, against "
+                f"{t['steps_against']}/{L}")
+        verdict = (f"tokenizer -> enc {L}: {t['verdict']}; enc 1 -> enc {L}: {te['verdict']}" if L > 1
+                   else t["verdict"])
+        rows.append(_row(key, f"{name} ({mode} read-out)", meas, "paired differences over seeds", verdict, t["rule"]))
+        return t, te
+
     trends = {}
     for mode in modes:
-        for q, want in (("accuracy", "rise"), ("noise", "fall"), ("snr", "rise")):
-            trends[(mode, q)] = trend_verdict(vals[mode][q], want)
+        trends[(mode, "accuracy")] = trend_row("accuracy_rises", mode, "accuracy", "rise", "read-out accuracy", 100,
+                                               " %")
     for mode in modes:
-        t = trends[(mode, "accuracy")]
-        a = t["per_position"]
-        rows.append(_row("accuracy_rises", f"read-out accuracy, tokenizer -> encoder {L} ({mode} read-out)",
-                         f"{_pct(a[0])} -> {_pct(a[-1])} %; last-first {_pct(t['total'])} points; steps up "
-                         f"{t['steps_with']}/{L}, down {t['steps_against']}/{L}", "paired differences over seeds",
-                         t["verdict"], t["rule"]))
-    for mode in modes:
-        for q in ("snr", "noise"):
-            t = trends[(mode, q)]
-            a = t["per_position"]
-            rows.append(_row("sharpened", f"{'SNR' if q == 'snr' else 'noise per node'}, tokenizer -> encoder {L} "
-                             f"({mode} read-out)",
-                             f"{a[0].fmt()} -> {a[-1].fmt()}; last-first {t['total'].fmt()}; steps "
-                             f"{'up' if q == 'snr' else 'down'} {t['steps_with']}/{L}, against "
-                             f"{t['steps_against']}/{L}", "paired differences over seeds", t["verdict"], t["rule"]))
-    variants = {q: trend_verdict(vals["flat"][q], "rise") for q in ("snr_a", "snr_b", "snr_c", "snr_d")}
+        for q, want, name in (("snr", "rise", "SNR <S>/<N>"), ("noise", "fall", "noise per node")):
+            trends[(mode, q)] = trend_row("sharpened", mode, q, want, name, 1, "")
+    variants = {q: (trend_verdict(vals["flat"][q], "rise"), trend_verdict(vals["flat"][q][:, 1:], "rise"))
+                for q in ("snr_a", "snr_b", "snr_c", "snr_d")}
     rows.append(_row("sharpened", f"SNR variants (a) labels/noise, (b) median S/N, (c) field ratio, (d) S/column "
                      f"noise, tokenizer -> encoder {L} (flat read-out)",
                      "; ".join(f"{q[-1]}: {t['per_position'][0].fmt()} -> {t['per_position'][-1].fmt()}"
-                               for q, t in variants.items()), "paired differences over seeds",
-                     "; ".join(f"{q[-1]}: {t['verdict']}" for q, t in variants.items()), trends[("flat", "snr")]["rule"]))
+                               for q, (t, _) in variants.items()), "paired differences over seeds",
+                     "; ".join(f"{q[-1]}: {t['verdict']} (from enc 1: {te['verdict']})"
+                               for q, (t, te) in variants.items()), trends[("flat", "snr")][0]["rule"]))
     # 4. ANDC
     acc = {k: np.array(v) for k, v in ro.items()}
     v_loss, s_loss = no_loss_verdict(acc["andc"] - acc["unpruned"], tolerance)
