@@ -161,3 +161,19 @@ def test_planted_node_matrices_heads_and_groups():
     Vs = V[rng.permutation(D)]
     stat_s = lambda g: heads_per_label(shp_label_sets(Vs, g))
     assert partition_null(stat_s, D, d, n_draws=200, seed=0, alternative="less")["p_value"] > 0.05
+
+
+def test_two_stage_bootstrap_of_paired_accuracy():
+    from minicct.analysis.stats import bootstrap_summary, verdict_from
+    rng = np.random.default_rng(0)
+    truth = rng.random(1000) < 0.6                            # shared difficulty of the test images
+    a = np.stack([truth | (rng.random(1000) < 0.2) for _ in range(3)]).astype(float)   # better read-out [S, N]
+    b = np.stack([truth & (rng.random(1000) < 0.95) for _ in range(3)]).astype(float)
+    s = bootstrap_summary(a - b, seed=0)
+    assert s.mean == pytest.approx((a - b).mean()) and s.lo < s.mean < s.hi
+    assert verdict_from(s) == SUPPORTED and verdict_from(bootstrap_summary(b - a, seed=0)) == CONTRADICTED
+    assert verdict_from(bootstrap_summary(a - a, seed=0), tolerance=0.01) == SUPPORTED
+    assert bootstrap_summary(a - b, seed=0) == bootstrap_summary(a - b, seed=0)     # deterministic
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 2, (3, 1000)) - rng.integers(0, 2, (3, 1000))
+    assert verdict_from(bootstrap_summary(noise.astype(float), seed=0)) == INCONCLUSIVE

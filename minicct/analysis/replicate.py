@@ -32,8 +32,8 @@ from .clusters import node_labels
 from .heads import designated_labels, heads_per_label, partition_counts, partition_si, shp_label_sets
 from .nulls import group_permutation_test, holm, min_detectable_effect, partition_null
 from .report import analyse_site, capture
-from .stats import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, compare_verdict, no_loss_verdict, summarise,
-                    summarise_columns, trend_verdict)
+from .stats import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, bootstrap_summary, summarise, summarise_columns,
+                    trend_verdict, verdict_from)
 
 QUANTITIES = ("accuracy", "clusters_per_node", "cluster_size", "labels_in_clusters", "noise", "snr", "snr_a",
               "snr_b", "snr_c", "snr_d", "single_node_accuracy", "single_node_top_fraction")
@@ -209,6 +209,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
     ro = {k: [] for k in ("andc", "random", "magnitude", "unpruned")}
     ro_before = {k: [] for k in ro}
     ro_frac, ff_acc, ff_frac = [], {k: [] for k in ("andc", "random", "magnitude")}, []
+    ro_correct, ff_correct = {k: [] for k in ro}, {k: [] for k in ff_acc}    # per seed: bool [N_test]
     for si, seed in enumerate(seeds):
         B_out = {e: kept[(seed, pos[e + 1], "flat")].B for e in range(L)}
         res_last = kept.pop((seed, pos[-1], "flat"))
@@ -225,6 +226,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
                                  epochs=retrain_epochs, seed=seed)
         for k in ro:
             ro[k].append(base[k]["acc"])
+            ro_correct[k].append(base[k]["correct"])
             ro_before[k].append(base[k]["acc_before"])
         # ANDC on FF linear2 of every encoder at once, against random / magnitude masks of the same degree
         pruned = {k: params for k in ff_acc}
@@ -240,7 +242,8 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
             n_kept, n_total = n_kept + int(Mff.sum()), n_total + Mff.size
         ff_frac.append(1 - n_kept / n_total)
         for k in ff_acc:
-            ff_acc[k].append(float((I.logits_from(pruned[k], cfg, z0, 0).argmax(1) == y_te).mean()))
+            ff_correct[k].append(I.logits_from(pruned[k], cfg, z0, 0).argmax(1) == y_te)
+            ff_acc[k].append(float(ff_correct[k][-1].mean()))
         say(f"seed {seed}: last-encoder flat read-out {100 * vals['flat']['accuracy'][si, -1]:.1f}%, ANDC "
             f"{100 * ro['andc'][-1]:.1f}% (random {100 * ro['random'][-1]:.1f}%, magnitude "
             f"{100 * ro['magnitude'][-1]:.1f}%, unpruned {100 * ro['unpruned'][-1]:.1f}%); FF ANDC "
@@ -297,36 +300,40 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
                                for q, (t, _) in variants.items()), "paired differences over seeds",
                      "; ".join(f"{q[-1]}: {t['verdict']} (from enc 1: {te['verdict']})"
                                for q, (t, te) in variants.items()), trends[("flat", "snr")][0]["rule"]))
-    # 4. ANDC
-    acc = {k: np.array(v) for k, v in ro.items()}
-    v_loss, s_loss = no_loss_verdict(acc["andc"] - acc["unpruned"], tolerance)
-    v_rand, s_rand = compare_verdict(acc["andc"] - acc["random"], "greater")
-    v_mag, s_mag = compare_verdict(acc["andc"] - acc["magnitude"], "greater")
+    # 4. ANDC: intervals of paired accuracy differences from a two-stage bootstrap over seeds and test images
+    #    (the same images for both read-outs; stats.bootstrap_summary), so the test set's size counts too
+    rc = {k: np.array(v, dtype=np.float64) for k, v in ro_correct.items()}                 # [S, N_test]
+    boot = lambda diff: bootstrap_summary(diff, seed=seeds[0])
+    s_loss, s_rand, s_mag = (boot(rc["andc"] - rc[k]) for k in ("unpruned", "random", "magnitude"))
+    v_loss, v_rand, v_mag = verdict_from(s_loss, tolerance=tolerance), verdict_from(s_rand), verdict_from(s_mag)
     frac = summarise(ro_frac)
+    interval_note = "intervals: bootstrap over seeds and test images"
     rows.append(_row("andc", f"encoder {L} read-out: ANDC minus unpruned accuracy, both +{retrain_epochs} epoch(s)",
-                     f"{_pct(s_loss)} points ({_pct(summarise(acc['andc']))} vs {_pct(summarise(acc['unpruned']))} "
-                     f"%; {_pct(frac)} % of weights pruned)", f"unpruned read-out; tolerance {100 * tolerance:g} "
-                     "point", v_loss, f"supported if the interval is above -{100 * tolerance:g} point; "
-                     f"contradicted if below"))
+                     f"{_pct(s_loss)} points ({_pct(boot(rc['andc']))} vs {_pct(boot(rc['unpruned']))} %; "
+                     f"{_pct(frac)} % of weights pruned)", f"unpruned read-out; tolerance {100 * tolerance:g} point",
+                     v_loss, f"supported if the interval is above -{100 * tolerance:g} point; contradicted if below; "
+                     + interval_note))
     sel = (SUPPORTED if v_rand == SUPPORTED and v_mag == SUPPORTED else
            CONTRADICTED if CONTRADICTED in (v_rand, v_mag) else INCONCLUSIVE)
     rows.append(_row("andc", f"encoder {L} read-out: ANDC is selective (minus same-degree random / magnitude)",
                      f"vs random {_pct(s_rand)}, vs magnitude {_pct(s_mag)} points",
-                     f"random {_pct(summarise(acc['random']))} %, magnitude {_pct(summarise(acc['magnitude']))} % "
-                     f"(same per-node degree, retrained identically)", sel,
-                     "supported if ANDC beats both beyond their intervals; contradicted if a baseline beats ANDC"))
-    ffa = {k: np.array(v) for k, v in ff_acc.items()}
-    v_r, s_r = compare_verdict(ffa["andc"] - ffa["random"], "greater")
-    v_m, s_m = compare_verdict(ffa["andc"] - ffa["magnitude"], "greater")
-    v_ffl, s_ffl = no_loss_verdict(ffa["andc"] - acc_model, tolerance)
+                     f"random {_pct(boot(rc['random']))} %, magnitude {_pct(boot(rc['magnitude']))} % (same per-node "
+                     f"degree, retrained identically)", sel,
+                     "supported if ANDC beats both beyond their intervals; contradicted if a baseline beats ANDC; "
+                     + interval_note))
+    fc = {k: np.array(v, dtype=np.float64) for k, v in ff_correct.items()}
+    dense = np.broadcast_to((full_logits.argmax(1) == y_te).astype(np.float64), fc["andc"].shape)
+    s_ffl, s_r, s_m = boot(fc["andc"] - dense), boot(fc["andc"] - fc["random"]), boot(fc["andc"] - fc["magnitude"])
+    v_ffl, v_r, v_m = verdict_from(s_ffl, tolerance=tolerance), verdict_from(s_r), verdict_from(s_m)
     sel = (SUPPORTED if v_r == SUPPORTED and v_m == SUPPORTED else
            CONTRADICTED if CONTRADICTED in (v_r, v_m) else INCONCLUSIVE)
     rows.append(_row("andc", "FF linear2 of all encoders at once (no retraining): ANDC minus unpruned; selective",
-                     f"{_pct(s_ffl)} points ({_pct(summarise(ffa['andc']))} vs {100 * acc_model:.1f} %; "
+                     f"{_pct(s_ffl)} points ({_pct(boot(fc['andc']))} vs {100 * acc_model:.1f} %; "
                      f"{_pct(summarise(ff_frac))} % pruned); vs random {_pct(s_r)}, vs magnitude {_pct(s_m)}",
-                     f"random {_pct(summarise(ffa['random']))} %, magnitude {_pct(summarise(ffa['magnitude']))} % "
+                     f"random {_pct(boot(fc['random']))} %, magnitude {_pct(boot(fc['magnitude']))} % "
                      f"(same per-node degree)", f"no loss: {v_ffl}; selective: {sel}",
-                     "no loss as above; selective if ANDC beats both baselines beyond their intervals"))
+                     "no loss as above; selective if ANDC beats both baselines beyond their intervals; "
+                     + interval_note))
     # 5. heads: specialisation index and SHP against random partitions (statistic averaged over seeds)
     head_rows = {}
     if h >= 2:

@@ -169,23 +169,49 @@ def no_loss_verdict(diff, tolerance, level=0.95):
 
 
 def bootstrap_mean_interval(correct, n_boot=1000, level=0.95, seed=0):
-    """Percentile interval of a mean accuracy over test images and replicates. [INF]
+    """Percentile interval of a mean accuracy over test images and replicates: (mean, lo, hi). [INF]
 
-    correct [S, N] bool/0-1 (replicate x test image). Each bootstrap draw resamples the N images (the same
-    images for every replicate) and the S replicates with replacement, and takes the grand mean.
-    Returns (mean, lo, hi). For paired comparisons pass the per-image difference of two 0/1 arrays.
+    correct [S, N] bool/0-1 (replicate x test image); see bootstrap_summary for the resampling.
     """
+    return _bootstrap(correct, n_boot, level, seed)[:3]
+
+
+def bootstrap_summary(per_image, n_boot=2000, level=0.95, seed=0):
+    """Summary of a mean over replicates and test images, with a two-stage bootstrap interval. [INF]
+
+    per_image [S, N]: a per-image quantity for each replicate (e.g. 0/1 correctness, or the paired difference
+    of two read-outs' correctness on the same images). Each draw resamples the N images (the same images for
+    every replicate, so paired differences stay paired) and the S replicates, and takes the grand mean;
+    the interval is the percentile interval, sd the bootstrap sd. Unlike `summarise` over seeds, it includes
+    the sampling of the test images. Use with compare_verdict_from / no_loss_verdict_from.
+    """
+    mean, lo, hi, sd = _bootstrap(per_image, n_boot, level, seed)
+    c = np.asarray(per_image, dtype=np.float64)
+    return Summary(mean, sd, lo, hi, int(c.shape[0] if c.ndim == 2 else 1),
+                   [float(v) for v in np.atleast_2d(c).mean(axis=1)])
+
+
+def _bootstrap(correct, n_boot, level, seed):
     c = np.asarray(correct, dtype=np.float64)
     if c.ndim == 1:
         c = c[None]
     if c.ndim != 2 or c.size == 0:
-        raise ValueError(f"correct must be [replicates, images], got shape {c.shape}")
+        raise ValueError(f"per-image values must be [replicates, images], got shape {c.shape}")
     S, N = c.shape
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
-    for b in range(n_boot):                                   # n_boot small vector ops, no per-image loop
-        img = rng.integers(0, N, N)
-        rep = rng.integers(0, S, S)
-        means[b] = c[np.ix_(rep, img)].mean()
+    for b in range(n_boot):                                   # n_boot vector operations, no per-image loop
+        means[b] = c[np.ix_(rng.integers(0, S, S), rng.integers(0, N, N))].mean()
     a = (1 - level) / 2
-    return float(c.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+    return float(c.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a)), float(means.std(ddof=1))
+
+
+def verdict_from(s, direction="greater", tolerance=None):
+    """Verdict from a ready Summary: compare (direction) when tolerance is None, else 'no loss beyond tolerance'
+    (the rules of compare_verdict and no_loss_verdict)."""
+    if not np.isfinite(s.lo):
+        return INCONCLUSIVE
+    if tolerance is not None:
+        return SUPPORTED if s.lo > -tolerance else CONTRADICTED if s.hi < -tolerance else INCONCLUSIVE
+    side = _side(s, _sign(direction))
+    return SUPPORTED if side > 0 else CONTRADICTED if side < 0 else INCONCLUSIVE
