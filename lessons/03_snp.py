@@ -83,8 +83,8 @@ def show_groups(results, groups):
         print(f"{r.depth:<10}" + "".join(f"{100 * a['inside']:7.1f}% vs {100 * a['chance']:5.1f}% (n={a['n']:4d})"
                                          for a in agree.values()))
     above = [g for g, a in agree.items() if a["n"] and a["inside"] > a["chance"] and a["p_value"] < 0.01]
-    print("last encoder, one-sided p-value of the count inside (clusters as independent draws): "
-          + ", ".join(f"{g} p = {a['p_value']:.2g}" for g, a in agree.items()))
+    print("last encoder, one-sided label-permutation p-value of the count inside: "
+          + ", ".join(f"{g} p = {a['p_value']:.2g} ({a['p_method']})" for g, a in agree.items()))
     print(f"last encoder: clusters follow {', '.join(above) or 'no group'} more often than chance (p < 0.01)")
     return above
 
