@@ -22,13 +22,22 @@ SITES = ("mha_heads", "mha_out", "ff_hidden", "out")
 
 @dataclass(frozen=True)
 class Site:
-    """encoder: index from 0 (None for the tokenizer); part: one of SITES, or "tokens" for the tokenizer."""
+    """encoder: index from 0 (None for the tokenizer); part: one of SITES, or "tokens" for the tokenizer.
+
+    foreign=True: a site of another network (a features file, `minicct snp-arrays`): part is its own name,
+    encoder its position in the file counted from 0; it is shown by its name.
+    """
 
     encoder: int | None
     part: str = "out"
+    foreign: bool = False
 
     def __post_init__(self):
-        if self.encoder is None:
+        if self.foreign:
+            if not self.part or "/" in self.part or not isinstance(self.encoder, int) or self.encoder < 0:
+                raise ValueError(f"a foreign site needs a name without '/' and a position >= 0, got "
+                                 f"{self.part!r} at {self.encoder!r}")
+        elif self.encoder is None:
             if self.part != "tokens":
                 raise ValueError(f"the tokenizer site has part 'tokens', got {self.part!r}")
         elif isinstance(self.encoder, bool) or not isinstance(self.encoder, int) or self.encoder < 0:
@@ -41,13 +50,17 @@ class Site:
         return cls(None, "tokens")
 
     @classmethod
-    def parse(cls, name) -> "Site":
-        """From a capture name: "tokens" or "enc{e}.{part}" (a Site passes through)."""
+    def parse(cls, name, position=None) -> "Site":
+        """From a capture name: "tokens" or "enc{e}.{part}" (a Site passes through). With `position` (from 0),
+        any other name is a foreign site at that position instead of an error."""
         if isinstance(name, Site):
             return name
         if name == "tokens":
             return cls.tokens()
         head, _, part = str(name).partition(".")
+        minicct_name = head.startswith("enc") and head[3:].isdigit() and part in SITES
+        if position is not None and not minicct_name:
+            return cls(int(position), str(name), foreign=True)
         if not (head.startswith("enc") and head[3:].isdigit() and part):
             raise ValueError(f"not a site name: {name!r}; expected 'tokens' or 'enc{{e}}.{{part}}' with part "
                              f"in {SITES}")
@@ -55,7 +68,9 @@ class Site:
 
     @property
     def name(self) -> str:
-        """The capture name (model.forward(capture=...)): "tokens" or "enc{e}.{part}"."""
+        """The capture name (model.forward(capture=...)): "tokens" or "enc{e}.{part}" (a foreign site: its name)."""
+        if self.foreign:
+            return self.part
         return "tokens" if self.encoder is None else f"enc{self.encoder}.{self.part}"
 
     @property
@@ -65,11 +80,13 @@ class Site:
 
     @property
     def is_tokens(self) -> bool:
-        return self.encoder is None
+        return self.encoder is None and not self.foreign
 
     def label(self, part=True, short=False) -> str:
         """The one label formatter: "tokenizer", or "encoder 2 out" (part=False: "encoder 2"; short=True:
         "enc 2 out"). Encoders are shown counted from 1."""
+        if self.foreign:
+            return self.part
         if self.encoder is None:
             return "tokenizer"
         return f"{'enc' if short else 'encoder'} {self.encoder + 1}" + (f" {self.part}" if part else "")
