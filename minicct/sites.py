@@ -26,9 +26,15 @@ class Site:
 
     encoder: int | None
     part: str = "out"
+    external: bool = False     # a site of another network (snp-arrays): part is its own name, encoder its position
 
     def __post_init__(self):
-        if self.encoder is None:
+        if self.external:
+            if not isinstance(self.part, str) or not self.part or "/" in self.part:
+                raise ValueError(f"an external site needs a non-empty name without '/', got {self.part!r}")
+            if isinstance(self.encoder, bool) or not isinstance(self.encoder, int) or self.encoder < 0:
+                raise ValueError(f"an external site needs its position >= 0, got {self.encoder!r}")
+        elif self.encoder is None:
             if self.part != "tokens":
                 raise ValueError(f"the tokenizer site has part 'tokens', got {self.part!r}")
         elif isinstance(self.encoder, bool) or not isinstance(self.encoder, int) or self.encoder < 0:
@@ -39,6 +45,15 @@ class Site:
     @classmethod
     def tokens(cls) -> "Site":
         return cls(None, "tokens")
+
+    @classmethod
+    def named(cls, name, index) -> "Site":
+        """A site of any network, by its own name: a minicct capture name parses as usual ("enc2.out"); any other
+        name ("block3", "fc1") becomes an external site at position `index` (counted from 0, file order)."""
+        try:
+            return cls.parse(name)
+        except ValueError:
+            return cls(int(index), str(name), external=True)
 
     @classmethod
     def parse(cls, name) -> "Site":
@@ -56,6 +71,8 @@ class Site:
     @property
     def name(self) -> str:
         """The capture name (model.forward(capture=...)): "tokens" or "enc{e}.{part}"."""
+        if self.external:
+            return self.part
         return "tokens" if self.encoder is None else f"enc{self.encoder}.{self.part}"
 
     @property
@@ -69,7 +86,9 @@ class Site:
 
     def label(self, part=True, short=False) -> str:
         """The one label formatter: "tokenizer", or "encoder 2 out" (part=False: "encoder 2"; short=True:
-        "enc 2 out"). Encoders are shown counted from 1."""
+        "enc 2 out"). Encoders are shown counted from 1; an external site shows its own name."""
+        if self.external:
+            return self.part
         if self.encoder is None:
             return "tokenizer"
         return f"{'enc' if short else 'encoder'} {self.encoder + 1}" + (f" {self.part}" if part else "")
