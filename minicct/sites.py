@@ -22,21 +22,18 @@ SITES = ("mha_heads", "mha_out", "ff_hidden", "out")
 
 @dataclass(frozen=True)
 class Site:
-    """encoder: index from 0 (None for the tokenizer); part: one of SITES, or "tokens" for the tokenizer.
-
-    foreign=True: a site of another network (a features file, `minicct snp-arrays`): part is its own name,
-    encoder its position in the file counted from 0; it is shown by its name.
-    """
+    """encoder: index from 0 (None for the tokenizer); part: one of SITES, or "tokens" for the tokenizer."""
 
     encoder: int | None
     part: str = "out"
-    foreign: bool = False
+    external: bool = False     # a site of another network (snp-arrays): part is its own name, encoder its position
 
     def __post_init__(self):
-        if self.foreign:
-            if not self.part or "/" in self.part or not isinstance(self.encoder, int) or self.encoder < 0:
-                raise ValueError(f"a foreign site needs a name without '/' and a position >= 0, got "
-                                 f"{self.part!r} at {self.encoder!r}")
+        if self.external:
+            if not isinstance(self.part, str) or not self.part or "/" in self.part:
+                raise ValueError(f"an external site needs a non-empty name without '/', got {self.part!r}")
+            if isinstance(self.encoder, bool) or not isinstance(self.encoder, int) or self.encoder < 0:
+                raise ValueError(f"an external site needs its position >= 0, got {self.encoder!r}")
         elif self.encoder is None:
             if self.part != "tokens":
                 raise ValueError(f"the tokenizer site has part 'tokens', got {self.part!r}")
@@ -50,17 +47,22 @@ class Site:
         return cls(None, "tokens")
 
     @classmethod
-    def parse(cls, name, position=None) -> "Site":
-        """From a capture name: "tokens" or "enc{e}.{part}" (a Site passes through). With `position` (from 0),
-        any other name is a foreign site at that position instead of an error."""
+    def named(cls, name, index) -> "Site":
+        """A site of any network, by its own name: a minicct capture name parses as usual ("enc2.out"); any other
+        name ("block3", "fc1") becomes an external site at position `index` (counted from 0, file order)."""
+        try:
+            return cls.parse(name)
+        except ValueError:
+            return cls(int(index), str(name), external=True)
+
+    @classmethod
+    def parse(cls, name) -> "Site":
+        """From a capture name: "tokens" or "enc{e}.{part}" (a Site passes through)."""
         if isinstance(name, Site):
             return name
         if name == "tokens":
             return cls.tokens()
         head, _, part = str(name).partition(".")
-        minicct_name = head.startswith("enc") and head[3:].isdigit() and part in SITES
-        if position is not None and not minicct_name:
-            return cls(int(position), str(name), foreign=True)
         if not (head.startswith("enc") and head[3:].isdigit() and part):
             raise ValueError(f"not a site name: {name!r}; expected 'tokens' or 'enc{{e}}.{{part}}' with part "
                              f"in {SITES}")
@@ -68,8 +70,8 @@ class Site:
 
     @property
     def name(self) -> str:
-        """The capture name (model.forward(capture=...)): "tokens" or "enc{e}.{part}" (a foreign site: its name)."""
-        if self.foreign:
+        """The capture name (model.forward(capture=...)): "tokens" or "enc{e}.{part}"."""
+        if self.external:
             return self.part
         return "tokens" if self.encoder is None else f"enc{self.encoder}.{self.part}"
 
@@ -80,12 +82,12 @@ class Site:
 
     @property
     def is_tokens(self) -> bool:
-        return self.encoder is None and not self.foreign
+        return self.encoder is None
 
     def label(self, part=True, short=False) -> str:
         """The one label formatter: "tokenizer", or "encoder 2 out" (part=False: "encoder 2"; short=True:
-        "enc 2 out"). Encoders are shown counted from 1."""
-        if self.foreign:
+        "enc 2 out"). Encoders are shown counted from 1; an external site shows its own name."""
+        if self.external:
             return self.part
         if self.encoder is None:
             return "tokenizer"

@@ -150,6 +150,8 @@ def write_features(path, sites: dict, y_train, y_test, class_names=None) -> Path
     return atomic_savez(path, **arrays)
 
 
+
+
 def analyse_features(fs: FeatureSet, modes=("flat", "mean", "seqpool"), epochs=10, threshold=0.3, seed=0,
                      n_train=None, progress=print):
     """The SNP analysis (analysis.report.analyse_site: read-out, fields, clusters, noise, SNR, single-node
@@ -164,7 +166,7 @@ def analyse_features(fs: FeatureSet, modes=("flat", "mean", "seqpool"), epochs=1
     for i, name in enumerate(fs.sites):
         A_tr, A_te = fs.arrays(name)
         A_tr = A_tr[:n_train]
-        site = Site.parse(name, position=i)          # minicct capture names as `snp` shows them, others by name
+        site = Site.named(name, i)       # minicct capture names as `snp` shows them, others by file position
         for mode in modes:
             r = analyse_site(A_tr, y_tr, A_te, y_te, fs.num_classes, mode, epochs, threshold, seed, site)
             say(f"  {name:<16} {mode:>7} read-out: test acc {100 * r.accuracy:5.1f}%  "
