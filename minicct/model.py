@@ -3,7 +3,7 @@
 
     x [N, 3, S, S]
     tokenizer: n_conv_layers x (conv k x k, stride s, pad p, no bias -> ReLU -> max-pool 3/2/1)
-               (computed as conv -> max-pool -> ReLU, which is the same function with the same gradient)
+               (tokenizer_stage_forward; computed as conv -> max-pool -> ReLU, the same function and gradient)
     tokens = flatten(2, 3).transpose: [N, D, H', W'] -> [N, T, D], token index t = y * W' + x
     + positional embedding (learnable (1, T, D), sine, or none) -> dropout (p = dropout, 0 in CCT)
     L encoder blocks (layers/encoder.py; drop-path rates linspace(0, stochastic_depth, L))
@@ -398,8 +398,9 @@ def backward(dlogits, cache) -> dict:
 def tokenizer_stage_forward(x, w, cfg: CCTConfig):
     """One tokenizer stage as the reference: conv (no bias) -> ReLU -> max-pool. x [N, C, H, W] -> [N, C', H', W'].
 
-    Computed as conv -> max-pool -> ReLU (`relu_maxpool_commute`): ReLU is monotone, so max(relu) = relu(max)
-    and the gradient reaches the same input; after the pool ReLU touches 4x fewer elements.
+    Computed in the commuting order conv -> max-pool -> ReLU: ReLU is monotone, so max(relu) = relu(max) and the
+    gradient reaches the same input; after the pool ReLU touches 4x fewer elements. Tested against the
+    reference order (tests/test_layers_kernels.py).
     """
     h, c_conv = conv2d_forward(x, w, None, cfg.conv_stride, cfg.conv_padding)
     h, c_pool = maxpool2d_forward(h, cfg.pooling_kernel_size, cfg.pooling_stride, cfg.pooling_padding)

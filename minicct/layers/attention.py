@@ -15,6 +15,7 @@ Shape legend: N batch, T tokens, D embedding, h heads, d = D / h head dim.
 import numpy as np
 
 from .activations import softmax, softmax_backward
+from .kernels import qkv_grad_views
 from .linear import linear_backward, linear_forward
 from .regularization import dropout_backward, dropout_forward
 
@@ -61,10 +62,8 @@ def attention_backward(dy, cache):
     dheads, dWproj, dbproj = linear_backward(dy, cache["proj"])
     # forward: heads = O.transpose(0, 2, 1, 3).reshape(N, T, D)
     dO = dheads.reshape(N, T, h, d).transpose(0, 2, 1, 3)          # [N, T, D] -> [N, h, T, d]
-    # gradients of q, k, v are written straight into the layout of the forward's qkv (N, T, 3, h, d):
-    # dq, dk, dv below are [N, h, T, d] views of dqkv, so no transposed copies are needed
-    dqkv = np.empty((N, T, 3, h, d), dtype=dO.dtype)
-    dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)                      # each [N, h, T, d]
+    # dq, dk, dv [N, h, T, d] are views of dqkv [N, T, 3, h, d], the layout of the forward's qkv (kernel)
+    dqkv, dq, dk, dv = qkv_grad_views(N, T, h, d, dO.dtype)
     # forward: O = Pd v
     dPd = dO @ v.transpose(0, 1, 3, 2)                              # [N, h, T, d] @ [N, h, d, T] -> [N, h, T, T]
     np.matmul(Pd.transpose(0, 1, 3, 2), dO, out=dv)                 # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]

@@ -6,8 +6,8 @@ conv2d is a cross-correlation with weights (C_out, C_in, k, k), stride s, zero p
 max-pool takes the max over each k x k window with implicit -inf padding (PyTorch semantics; ties go to
 the first window element in row-major order, as PyTorch).
 
-Fast versions build im2col with a loop over the k*k kernel offsets (each offset one strided copy of a block
-of images) and let one matrix multiply per block do the work; col2im is the same loop with +=. Internally they work
+Fast versions build the columns with the kernel im2col (layers/kernels.py: one strided copy per kernel offset,
+a block of images at a time) and let one matrix multiply per block do the work; col2im is its adjoint. They work
 channels-last ([N, H, W, C]): that is the token layout the CCT needs after flattening, so the returned
 NCHW arrays are views of channels-last memory and the tokenizer never copies to transpose.
 The naive twins loop over every output element; they exist for tests and for reading.
@@ -15,6 +15,8 @@ The naive twins loop over every output element; they exist for tests and for rea
 Shape legend: N batch, C channels, H, W height/width, k kernel, s stride, p padding.
 """
 import numpy as np
+
+from .kernels import _BLOCK_BYTES, _GEMM_BLOCK_BYTES, col2im, im2col, image_blocks, window_max_argmax
 
 
 def _out_size(size, k, s, p, what):
@@ -43,48 +45,6 @@ def _check_conv(x, w, b, stride, pad):
         raise ValueError(f"conv2d: stride must be >= 1 and padding >= 0, got stride={stride}, padding={pad}")
 
 
-# Work on blocks of images where a whole-batch temporary would be large. Max-pool: blocks that fit in a core's
-# L2 cache (about 1 MB), so its k*k passes run in cache instead of streaming the batch through memory k*k
-# times (~1.5-2x faster). Convolution: blocks of about 8 MB of columns (few, large matrix products).
-_BLOCK_BYTES = 1 << 20
-_GEMM_BLOCK_BYTES = 8 << 20
-
-
-def _image_blocks(N, bytes_per_image, budget=_BLOCK_BYTES):
-    """Slices of the batch axis, each a few images holding about `budget` bytes."""
-    nb = max(1, budget // max(1, bytes_per_image))
-    return [slice(s, s + nb) for s in range(0, max(N, 1), nb)]           # one empty block when N = 0
-
-
-# ----------------------------------------------------------------------------------------------- conv2d
-
-def im2col(x_nhwc, k, stride, pad):
-    """[N, H, W, C] -> cols [N, H', W', k, k, C], one strided copy per kernel offset (i, j)."""
-    N, H, W, C = x_nhwc.shape
-    Ho, Wo = _out_size(H, k, stride, pad, "conv2d"), _out_size(W, k, stride, pad, "conv2d")
-    if pad:
-        xp = np.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=x_nhwc.dtype)
-        xp[:, pad:pad + H, pad:pad + W] = x_nhwc
-    else:
-        xp = x_nhwc
-    cols = np.empty((N, Ho, Wo, k, k, C), dtype=x_nhwc.dtype)
-    for i in range(k):
-        for j in range(k):
-            cols[:, :, :, i, j] = xp[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride]
-    return cols
-
-
-def col2im(dcols, x_shape_nhwc, stride, pad):
-    """Adjoint of im2col: dcols [N, H', W', k, k, C] -> dx [N, H, W, C], summing overlapping windows."""
-    N, H, W, C = x_shape_nhwc
-    _, Ho, Wo, k, _, _ = dcols.shape
-    dxp = np.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=dcols.dtype)
-    for i in range(k):
-        for j in range(k):
-            dxp[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += dcols[:, :, :, i, j]
-    return dxp[:, pad:pad + H, pad:pad + W]
-
-
 def conv2d_forward(x, w, b=None, stride=1, pad=0):
     """Inputs: x [N, C_in, H, W], w [C_out, C_in, k, k], b [C_out] or None.
 
@@ -99,7 +59,7 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0):
     xn = x.transpose(0, 2, 3, 1)                                     # [N, H, W, C_in] view
     w_mat = w.transpose(0, 2, 3, 1).reshape(C_out, k * k * C_in)     # [C_out, k*k*C_in], same (i, j, c) order
     out = np.empty((N, Ho, Wo, C_out), dtype=np.result_type(x, w))
-    for blk in _image_blocks(N, Ho * Wo * k * k * C_in * x.itemsize, _GEMM_BLOCK_BYTES):
+    for blk in image_blocks(N, Ho * Wo * k * k * C_in * x.itemsize, _GEMM_BLOCK_BYTES):
         cols = im2col(xn[blk], k, stride, pad)                       # [n, H', W', k, k, C_in]
         # [m, k*k*C_in] @ [k*k*C_in, C_out] -> [m, C_out], written into the block's rows of out
         np.matmul(cols.reshape(-1, k * k * C_in), w_mat.T, out=out[blk].reshape(-1, C_out))
@@ -124,7 +84,7 @@ def conv2d_backward(dout, cache, need_dx=True):
     dout_mat = dout.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, C_out)  # [N, C_out, H', W'] -> [M, C_out]
     dw = np.zeros((C_out, k * k * C_in), dtype=np.result_type(dout, xn))
     dx = np.empty((N, H, W, C_in), dtype=dout.dtype) if need_dx else None
-    for blk in _image_blocks(N, Ho * Wo * k * k * C_in * xn.itemsize, _GEMM_BLOCK_BYTES):
+    for blk in image_blocks(N, Ho * Wo * k * k * C_in * xn.itemsize, _GEMM_BLOCK_BYTES):
         rows = dout_mat[blk.start * Ho * Wo:blk.stop * Ho * Wo]          # the block's rows of [M, C_out]
         cols = im2col(xn[blk], k, stride, pad)                          # [n, H', W', k, k, C_in]
         dw += rows.T @ cols.reshape(len(rows), -1)                       # [C_out, m] @ [m, k*k*C_in]
@@ -191,8 +151,8 @@ def _check_pool(x, k, stride, pad):
 def maxpool2d_forward(x, k=3, stride=2, pad=1):
     """Inputs: x [N, C, H, W]. Returns out [N, C, H', W'] (view of channels-last memory), cache.
 
-    One pass per kernel offset keeps the running max and the offset index of the winner (strict '>' keeps
-    the first maximum, as PyTorch). The cache is that uint8 index map, not the input.
+    Per block of images (cache-sized): pad with -inf, then the kernel window_max_argmax (the max and the offset
+    of the first maximum, as PyTorch). The cache is that uint8 offset map, not the input.
     """
     _check_pool(x, k, stride, pad)
     N, C, H, W = x.shape
@@ -200,22 +160,13 @@ def maxpool2d_forward(x, k=3, stride=2, pad=1):
     xn = x.transpose(0, 2, 3, 1)                                      # [N, H, W, C] view
     out = np.empty((N, Ho, Wo, C), dtype=x.dtype)
     arg = np.empty((N, Ho, Wo, C), dtype=np.uint8)
-    blocks = _image_blocks(N, ((H + 2 * pad) * (W + 2 * pad) + 2 * Ho * Wo) * C * x.itemsize)
+    blocks = image_blocks(N, ((H + 2 * pad) * (W + 2 * pad) + 2 * Ho * Wo) * C * x.itemsize)
     xp = np.full((blocks[0].stop - blocks[0].start, H + 2 * pad, W + 2 * pad, C), -np.inf, dtype=x.dtype)
     for b in blocks:
         xb, ob, ab = xn[b], out[b], arg[b]
         xpb = xp[:len(xb)]
         xpb[:, pad:pad + H, pad:pad + W] = xb                         # -inf border stays from np.full
-        ob[...] = xpb[:, 0:stride * Ho:stride, 0:stride * Wo:stride]  # offset (0, 0)
-        ab.fill(0)
-        for o in range(1, k * k):
-            i, j = divmod(o, k)
-            window = xpb[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride]
-            better = np.greater(window, ob)
-            np.maximum(ob, window, out=ob)
-            # arg = where(better, o, arg): every earlier winner has an offset < o, so this is a max
-            # (masked copies are ~10x slower in NumPy)
-            np.maximum(ab, better.view(np.uint8) * np.uint8(o), out=ab)
+        window_max_argmax(xpb, k, stride, ob, ab)                      # out = max over the window, arg = winner
     return out.transpose(0, 3, 1, 2), (arg, x.shape, k, stride, pad)
 
 
@@ -227,7 +178,7 @@ def maxpool2d_backward(dout, cache):
     _, Ho, Wo, _ = arg.shape
     dn = dout.transpose(0, 2, 3, 1)                                   # [N, H', W', C]
     dx = np.empty((N, H, W, C), dtype=dout.dtype)
-    blocks = _image_blocks(N, ((H + 2 * pad) * (W + 2 * pad) + 2 * Ho * Wo) * C * dout.itemsize)
+    blocks = image_blocks(N, ((H + 2 * pad) * (W + 2 * pad) + 2 * Ho * Wo) * C * dout.itemsize)
     dxp = np.empty((blocks[0].stop - blocks[0].start, H + 2 * pad, W + 2 * pad, C), dtype=dout.dtype)
     for b in blocks:
         db, ab = dn[b], arg[b]
