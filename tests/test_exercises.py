@@ -41,14 +41,7 @@ DELEGATE = {
             return dx, grads["qkv.weight"]
         """,
     "04": "from minicct.layers.conv import conv2d_backward, conv2d_forward\n",
-    "05": """
-        import numpy as np
-        from minicct.analysis.readout import readout_logits as _logits
-        from minicct.analysis.snp import node_fields
-
-        def readout_logits(A, W):
-            return _logits(A, W).astype(np.float64)
-        """,
+    "05": "from minicct.analysis.readout import readout_logits\nfrom minicct.analysis.snp import node_fields\n",
     "06": "from minicct.analysis.clusters import greedy_clusters, node_noise\n",
     "07": "from minicct.analysis.andc import andc_mask, prune_readout\n",
 }

@@ -22,7 +22,8 @@ possible block, and you must reproduce the greedy result exactly.
 The noise of the node (AFCC `noise_filter`): the ones of B outside the cluster blocks,
 
     noise = (number of ones in B) - sum over clusters c of |c|^2,     and noise = -1 when B has no cluster
-    (no diagonal one at all), as the authors' code does.
+    (no diagonal one at all), as the authors' code does (minicct/analysis/clusters.py::node_noise; the
+    library's node_noise also takes a whole layer [D, K, K]).
 
 What to write
     greedy_clusters(B) -> list of clusters, each a list of int labels in ascending order, the clusters in

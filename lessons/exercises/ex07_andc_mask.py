@@ -1,6 +1,6 @@
 """Exercise 07 - the ANDC pruning mask of a read-out.                         (about 20 minutes)
 
-ANDC ("applied nodal diagonal connection", Koresh et al., arXiv 2501.12900; minicct/analysis/andc.py):
+ANDC ("applied nodal diagonal connection", Koresh et al., arXiv 2501.12900; minicct/analysis/andc.py::andc_mask, prune_readout):
 after exercises 05 and 06, every node n of a layer has a 0/1 matrix B[n] [K, K] (rows = true label,
 columns = output). Node n keeps its read-out weights to label j, at every token, only if B[n, j, j] = 1,
 the diagonal of ITS OWN matrix; all its other read-out weights are set to 0:

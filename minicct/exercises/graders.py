@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from ..analysis.andc import andc_mask as ref_andc_mask
-from ..analysis.andc import prune_readout as ref_apply_mask
+from ..analysis.andc import prune_readout as ref_prune_readout
 from ..analysis.clusters import greedy_clusters as ref_greedy_clusters
 from ..analysis.clusters import node_stats as ref_node_stats
 from ..analysis.readout import readout_logits as ref_readout_logits
@@ -792,7 +792,7 @@ def grade_andc(s):
             rng = s.rng(7, 100 + key)
             M = rng.random((K, D)) < 0.5
             W = rng.standard_normal((K, T, D))
-            Wp_e = ref_apply_mask(W, M)
+            Wp_e = ref_prune_readout(W, M)
             Wp = s.call("prune_readout", W, M,
                         error_hint="M [K, D] needs a token axis to multiply W [K, T, D]: M[:, None, :]")
             hints = [
