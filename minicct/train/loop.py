@@ -163,22 +163,9 @@ def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Pa
         opt = AdamW(tc.lr, weight_decay=tc.weight_decay, frozen=frozen)
     else:
         opt = SGD(tc.lr, momentum=tc.momentum, nesterov=tc.nesterov, weight_decay=tc.weight_decay, frozen=frozen)
-    history = History()
-    start_epoch, start_step, perm = 0, 0, None
+    history, start_epoch, start_step, perm, running = History(), 0, 0, None, None
     if resume is not None:
-        params, rcfg, meta, opt_state = load_checkpoint(resume, expect_config=cfg)
-        state = meta.get("train_state")
-        if state is None:
-            raise ValueError(f"{resume} holds no training state (it was not written by minicct.train.loop)")
-        if state["train_config"] != asdict(tc):
-            raise ValueError(f"{resume} was trained with other settings: {state['train_config']}; "
-                             f"resume with the same TrainConfig")
-        opt.load_state_dict(opt_state)
-        for name, st in state["rng"].items():
-            rngs[name].bit_generator.state = st
-        history = History(**state["history"])
-        start_epoch, start_step = state["epoch"], state["step"]
-        perm = np.array(state["perm"], dtype=np.int64) if state.get("perm") is not None else None
+        params, history, start_epoch, start_step, perm, running = _restore(resume, cfg, tc, opt, rngs)
         prog.line(f"resumed from {resume} at epoch {start_epoch + 1}, step {start_step}")
     elif params is None:
         params = M.init_params(cfg, rngs["init"])
@@ -186,7 +173,6 @@ def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Pa
         M.check_params(params, cfg)
 
     meta = {"dataset": data.name, "epochs": tc.epochs, "seed": tc.seed}
-    running = state.get("running") if resume is not None else None   # the interrupted epoch's sums
     running = dict(running) if running else {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
 
     def save(epoch, step, perm_now, running_now):
@@ -248,6 +234,23 @@ def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Pa
     meta.update(test_acc=history.test_acc[-1] if history.test_acc else None, epochs_done=tc.epochs,
                 history=asdict(history), train_config=asdict(tc))
     return params, history, meta
+
+
+def _restore(resume, cfg, tc, opt, rngs):
+    """State of an interrupted run from its checkpoint: parameters, optimizer state and generator states
+    (restored in place), history, epoch, step, data order and the running sums of the interrupted epoch."""
+    params, _, meta, opt_state = load_checkpoint(resume, expect_config=cfg)
+    state = meta.get("train_state")
+    if state is None:
+        raise ValueError(f"{resume} holds no training state (it was not written by minicct.train.loop)")
+    if state["train_config"] != asdict(tc):
+        raise ValueError(f"{resume} was trained with other settings: {state['train_config']}; "
+                         f"resume with the same TrainConfig")
+    opt.load_state_dict(opt_state)
+    for name, st in state["rng"].items():
+        rngs[name].bit_generator.state = st
+    perm = np.array(state["perm"], dtype=np.int64) if state.get("perm") is not None else None
+    return params, History(**state["history"]), state["epoch"], state["step"], perm, state.get("running")
 
 
 def _batch(x_train, y_train, idx, data, cfg, tc, rng):
