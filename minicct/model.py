@@ -13,7 +13,12 @@ Parameters live in one dict whose keys are the official state_dict keys (`tokeni
 `classifier.blocks.3.self_attn.qkv.weight`, ...), in the official order, with the official shapes, so
 official checkpoints map one to one (minicct/torch_io.py). Gradients come back in a dict with the same keys.
 
-Captured activations (the contract with minicct.analysis), with e counting encoders from 0:
+One path per job: `forward` (a batch, with the cache for `backward`), `forward_from` (the tail from a stored
+residual stream: encoders e..L-1 and the head; forward runs its own tail through it), `predict` (the one batched
+evaluation loop, used by training evaluation, activation capture and the interventions).
+
+Captured activations (the contract with minicct.analysis; minicct/sites.py names them), e counting encoders
+from 0:
     tokens             [N, T, D]  tokenizer output (before the positional embedding)
     enc{e}.mha_heads   [N, T, D]  concatenated per-head P v, before the output projection;
                                   node n belongs to head n // head_dim

@@ -11,6 +11,8 @@ Shape legend: N batch, C channels, H, W height/width, T tokens, D embedding, h h
 (D = h*d), F feed-forward hidden width, K classes.
 
 Map (one family per file):
+    kernels.py        the speed tricks, each a named kernel beside its naive twin (normal cdf, im2col,
+                      window max + arg-max, the qkv gradient layout)
     activations.py    relu, gelu (exact erf), softmax and the one softmax_backward
     linear.py         y = x W^T + b over any leading dims
     norm.py           LayerNorm
