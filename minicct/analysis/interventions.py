@@ -31,6 +31,7 @@ import numpy as np
 from .. import model as M
 from ..datasets.base import to_model_input
 from ..sites import Site
+from ._validate import check_finite, check_labels
 from .andc import andc_mask, ff_mask, masked_retrain, pruned_fraction, random_mask_like
 from .clusters import node_labels
 from .readout import READOUT_EPOCHS, readout_accuracy
@@ -45,15 +46,10 @@ def per_label_accuracy(logits, y, num_classes):
     Ties in argmax go to the smallest label (np.argmax).
     """
     logits = np.asarray(logits)
-    y = np.asarray(y)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if logits.ndim != 2 or logits.shape[1] != num_classes:
+    if logits.ndim != 2 or isinstance(num_classes, (int, np.integer)) and logits.shape[1] != num_classes:
         raise ValueError(f"logits must be [N, K] with K = {num_classes}, got shape {logits.shape}")
-    if y.ndim != 1 or y.shape[0] != logits.shape[0] or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y must be integer labels of shape [{logits.shape[0]}], got {y.shape} {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"y must be in 0..{num_classes - 1}, got {y.min()}..{y.max()}")
+    y = check_labels(y, logits.shape[0], num_classes)
+    check_finite(logits, "logits")
     correct = (logits.argmax(axis=1) == y).astype(np.float64)                 # [N]
     n = np.bincount(y, minlength=num_classes)                                  # images per label
     hits = np.bincount(y, weights=correct, minlength=num_classes)              # correct per label
