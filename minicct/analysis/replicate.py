@@ -148,6 +148,33 @@ def head_ablation_tests(params, cfg, data, heads_L, full_logits, A_test, n_perm=
     return out
 
 
+def positions_summary(vals):
+    """{mode: {quantity: [Summary dict per position]}} from seed_sweep's vals (for format_positions_table)."""
+    return {mode: {q: [s.to_dict() for s in summarise_columns(X)] for q, X in per.items()} for mode, per in vals.items()}
+
+
+def seeded_snp(params, cfg, data, site="out", modes=("flat", "mean", "seqpool"), seeds=(0, 1, 2), epochs=10,
+               threshold=0.3, n_train=None, out_dir=None, batch_size=250):
+    """The SNP analysis of lesson 03 over several read-out seeds: tokenizer + every encoder's `site`.
+
+    Returns (vals, report, kept): vals[mode][quantity] [S, E] (seed_sweep); report = an SNPReport of the first
+    seed's SiteAnalyses (figures written to out_dir when given); kept[(seed, name, mode)] every SiteAnalysis.
+    """
+    from .report import SNPReport
+    names = ["tokens"] + [f"enc{e}.{site}" for e in range(cfg.num_layers)]
+    x_tr, y_tr = data.x_train[:n_train], data.y_train[:n_train]
+    A_tr = capture(params, cfg, x_tr, data.mean, data.std, names, batch_size)
+    A_te = capture(params, cfg, data.x_test, data.mean, data.std, names, batch_size)
+    vals, kept = seed_sweep(A_tr, y_tr, A_te, data.y_test, cfg.num_classes, names, modes, seeds, epochs, threshold,
+                            keep=[(n, m) for n in names for m in modes])
+    report = SNPReport([kept[(seeds[0], n, m)] for n in names for m in modes], list(data.class_names),
+                       dict(data.groups), dict(data.group_names))
+    if out_dir is not None:
+        from .. import plots
+        report.figures = plots.snp_figures(report, out_dir)
+    return vals, report, kept
+
+
 def _row(key, quantity, measured, null, verdict, rule, **details):
     source, claim = CLAIMS[key]
     return {"id": key, "source": source, "claim": claim, "quantity": quantity, "measured": measured,
@@ -486,6 +513,7 @@ def plot_claims_summary(result, path, title=""):
     err = [[100 * (s.mean - s.lo) if np.isfinite(s.lo) else 0 for s in ss],
            [100 * (s.hi - s.mean) if np.isfinite(s.hi) else 0 for s in ss]]
     ax[2].bar(names, means, yerr=err, capsize=4, color=["C3", "C0", "C1", "C7"])
+    ax[2].tick_params(axis="x", labelsize=8)
     ax[2].set_ylim(max(0, min(means) - 10), min(100, max(means) + 5))
     ax[2].set_title(f"last-encoder read-out, +{cfg['retrain_epochs']} ep retrained (%)")
     si = result["heads"].get("heads_break_symmetry")
@@ -498,5 +526,5 @@ def plot_claims_summary(result, path, title=""):
         ax[3].set_xlabel("encoder")
         ax[3].legend(fontsize=8)
     ax[3].set_title("head specialisation index")
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)
     return _save(fig, path)
