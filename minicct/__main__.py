@@ -280,22 +280,19 @@ def cmd_export(args):
 def cmd_replicate(args):
     from .analysis.replicate import format_claims_table, format_positions_table, replicate, write_outputs
     from .datasets import load
-    from .train.checkpoint import load_checkpoint
 
-    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
     seeds = list(range(args.seed, args.seed + args.seeds))
     models = []
     if args.pretrained:
-        from .pretrained import load_pretrained
-        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download)
-        models.append((args.pretrained, params, cfg))
+        models.append((args.pretrained, *_load_model(args)[:2]))
     else:
         for path in args.checkpoint:
-            params, cfg, _, _ = load_checkpoint(path)
-            models.append((path, params, cfg))
+            models.append((path, *_load_any(path, args, model=args.model)[:2]))
     t_all = time.time()
     for name, params, cfg in models:
         t0 = time.time()
+        data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
+        _check_data_fits(data, cfg, name)
         title = (f"{Path(name).name}: {cfg.num_layers} encoders x {cfg.num_heads} heads, {data.name}, "
                  f"read-out seeds {seeds[0]}..{seeds[-1]}")
         print(f"\n== {title}", flush=True)
@@ -417,8 +414,11 @@ def main(argv=None):
                        "contradicted / inconclusive). Writes claims.json, claims.md and claims.png.")
     p.add_argument("--checkpoint", nargs="+", default=[c for c in ("data/checkpoints/classroom.npz",
                    "data/checkpoints/classroom_4heads.npz") if Path(c).exists()] or ["data/checkpoints/classroom.npz"],
-                   help="one or more minicct checkpoints (default: the committed classroom checkpoints)")
+                   help="one or more checkpoints, each read as by snp (default: the committed classroom checkpoints)")
+    p.add_argument("--model", default=None, help="variant name to build for a .pth (as snp)")
+    _add_checkpoint_args(p, what="--heads/--ema")
     p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
+    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
     _add_data_args(p)
     p.add_argument("--seeds", type=int, default=3, help="number of read-out seeds (default 3; >= 2 for verdicts)")
     p.add_argument("--seed", type=int, default=0, help="first read-out seed (default 0)")
