@@ -86,20 +86,21 @@ def main(argv=None):
     A_te = capture(params, cfg, data.x_test, data.mean, data.std, names)
     print(f"checkpoint {args.checkpoint}: {L} encoders x {cfg.num_heads} heads; read-outs of {args.epochs} epochs on "
           f"{len(y_tr)} images, seeds {seeds}; mean [95 % interval over seeds]\n")
-    verdicts = []
+    verdicts, rule = [], ""
     for site in sites:
         order = ["tokens"] + [f"enc{e}.{site}" for e in range(L)]
         vals, _ = seed_sweep(A_tr, y_tr, A_te, data.y_test, cfg.num_classes, order, modes, seeds, args.epochs,
                              args.threshold)
         for mode in modes:
-            print(f"site {site}, {mode} read-out" + "".join(f"{'tok' if p == 0 else 'enc ' + str(p):>20}"
+            print(f"site {site}, {mode} read-out" + "".join(f"{'tok' if p == 0 else 'enc ' + str(p):>22}"
                                                          for p in range(L + 1)))
             for q, label, scale, want in TRENDS:
                 t = trend_verdict(vals[mode][q] * scale, want)
-                print(f"  {label:<22}" + "".join(f"{s.fmt(1, 1 if scale > 1 else 2):>20}" for s in t["per_position"]))
+                print(f"  {label:<22}" + "".join(f"{s.fmt(1, 1 if scale > 1 else 2):>22}" for s in t["per_position"]))
             for q, label, scale, want in TRENDS:
                 t = trend_verdict(vals[mode][q] * scale, want)
                 verdicts.append(t["verdict"])
+                rule = t["rule"]
                 print(f"  -> {q} {want}s along the encoders: {t['verdict'].upper()}  (last - first "
                       f"{t['total'].fmt()}; steps significantly {want}: {t['steps_with']} of {L}, against: "
                       f"{t['steps_against']})")
@@ -109,7 +110,7 @@ def main(argv=None):
             print()
         fig = plot(vals, modes, site, L, Path(args.out) / f"along_encoders_{site}.png")
         print(f"plot: {fig}")
-    print(f"\nrule: {trend_verdict(np.zeros((2, 2)))['rule']}")
+    print(f"\nrule (for 'falls' read 'below 0'): {rule}")
     print(f"verdicts: {verdicts.count('supported')} supported, {verdicts.count('contradicted')} contradicted, "
           f"{verdicts.count('inconclusive')} inconclusive of {len(verdicts)} trends ({time.time() - t0:.0f} s)")
     return 0
