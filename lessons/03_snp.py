@@ -86,7 +86,7 @@ def main(argv=None):
     last = [r for r in rep.results if r.mode == modes[0]][-1]
     n = pick_node(last)
     names = data.class_names
-    where = "tokenizer" if last.site == "tokens" else f"encoder {last.encoder} ({last.site})"
+    where = last.site.label()
     print(f"\nNode {n} of {where}, {last.mode} read-out: {len(last.stats.clusters[n])} clusters, "
           f"noise {last.stats.noise[n]}, picks label '{names[last.single['top_label'][n]]}' for "
           f"{100 * last.single['top_fraction'][n]:.0f}% of the test images")
@@ -99,11 +99,11 @@ def main(argv=None):
         print(f"\nMulti-label clusters whose labels all share one ground-truth group ({modes[0]} read-out, first "
               f"seed), against chance\n(chance = same-size random label sets, exact):")
         print(f"{'encoder':<10}" + "".join(f"{g:>26}" for g in data.groups))
-        for r in [r for r in rep.results if r.mode == modes[0]]:
+        for p, r in enumerate([r for r in rep.results if r.mode == modes[0]]):
             agree = group_agreement([c for node in r.stats.clusters for c in node], data.groups)
             cells = "".join(f"{100 * a['inside']:7.1f}% vs {100 * a['chance']:5.1f}% (n={a['n']:4d})"
                             for a in agree.values())
-            print(f"{r.encoder:<10}{cells}")
+            print(f"{p:<10}{cells}")
         pooled = [c for seed in seeds for node in kept[(seed, last.name, last.mode)].stats.clusters for c in node]
         tests = {g: group_permutation_test(pooled, np.asarray(gv), seed=args.seed) for g, gv in data.groups.items()}
         p_holm, reject = holm([t["p_value"] for t in tests.values()])

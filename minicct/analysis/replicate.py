@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model import predict
 from . import interventions as I
 from .andc import andc_mask, ff_mask
 from .baselines import ff_baseline_masks, readout_baselines
@@ -82,7 +83,7 @@ def seed_sweep(A_train, y_train, A_test, y_test, num_classes, names, modes=("fla
         for p, name in enumerate(names):
             for mode in modes:
                 r = analyse_site(A_train[name], y_train, A_test[name], y_test, num_classes, mode, epochs, threshold,
-                                 seed, name, p, "tokens" if name == "tokens" else name.split(".", 1)[-1])
+                                 seed, name)
                 for q, v in _site_values(r).items():
                     vals[mode][q][si, p] = v
                 if (name, mode) in keep:
@@ -194,7 +195,7 @@ def andc_experiment(params, cfg, A_train, y_train, A_test, y_test, seed, epochs=
     outs = [f"enc{e}.out" for e in range(L)]
     if last is None:
         last = analyse_site(A_train[outs[-1]], y_train, A_test[outs[-1]], y_test, K, "flat", epochs, threshold, seed,
-                            outs[-1], L, "out")
+                            outs[-1])
     M = andc_mask(last.B)                                                    # [K, D]
     base = readout_baselines(A_train[outs[-1]], y_train, A_test[outs[-1]], y_test, K, last.readout.W, M,
                              epochs=retrain_epochs, seed=seed)
@@ -205,10 +206,9 @@ def andc_experiment(params, cfg, A_train, y_train, A_test, y_test, seed, epochs=
     for e in range(L):
         if e not in out_B:
             out_B[e] = analyse_site(A_train[outs[e]], y_train, A_test[outs[e]], y_test, K, "flat", epochs, threshold,
-                                    seed, outs[e], e + 1, "out").B
+                                    seed, outs[e]).B
         name = f"enc{e}.ff_hidden"
-        rh = analyse_site(A_train[name], y_train, A_test[name], y_test, K, "flat", epochs, threshold, seed, name,
-                          e + 1, "ff_hidden")
+        rh = analyse_site(A_train[name], y_train, A_test[name], y_test, K, "flat", epochs, threshold, seed, name)
         Mff = ff_mask(node_labels(rh.B), node_labels(out_B[e]))              # [D, F]
         rand, mag = ff_baseline_masks(Mff, params[f"classifier.blocks.{e}.linear2.weight"], seed=seed)
         for k, mk in (("andc", Mff), ("random", rand), ("magnitude", mag)):
@@ -216,7 +216,7 @@ def andc_experiment(params, cfg, A_train, y_train, A_test, y_test, seed, epochs=
         n_kept, n_total = n_kept + int(Mff.sum()), n_total + Mff.size
     if z0 is None:
         z0 = I.encoder_input(params, cfg, A_test, 0)
-    ff = {k: I.logits_from(p, cfg, z0, 0).argmax(1) == y_test for k, p in pruned.items()}
+    ff = {k: predict(p, z0, cfg, 500, start_encoder=0).argmax(1) == y_test for k, p in pruned.items()}
     return {"readout": {k: v["correct"] for k, v in base.items()},
             "readout_before": {k: v["acc_before"] for k, v in base.items()},
             "readout_pruned": 1 - float(M.mean()), "ff": ff, "ff_pruned": 1 - n_kept / n_total}
@@ -312,7 +312,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
     A_tr = capture(params, cfg, x_tr, data.mean, data.std, pos + heads_sites + ff_sites, batch_size)
     A_te = capture(params, cfg, data.x_test, data.mean, data.std, pos + heads_sites + ff_sites, batch_size)
     z0 = I.encoder_input(params, cfg, A_te, 0)
-    full_logits = I.logits_from(params, cfg, z0, 0)
+    full_logits = predict(params, z0, cfg, 500, start_encoder=0)
     acc_model = float((full_logits.argmax(1) == y_te).mean())
     say(f"model test accuracy {100 * acc_model:.2f}%  [{time.time() - t0:.0f} s]", flush=True)
 
@@ -326,7 +326,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
         last_clusters += [c for node in res_last.stats.clusters for c in node]
         for e in range(L):
             r = analyse_site(A_tr[heads_sites[e]], y_tr, A_te[heads_sites[e]], y_te, K, "flat", epochs, threshold,
-                             seed, heads_sites[e], e + 1, "mha_heads")
+                             seed, heads_sites[e])
             heads_L[e].append(node_labels(r.B))                 # [D, K]
             heads_V[e].append(r.V)                              # [D, K, K]
         ex = andc_experiment(params, cfg, A_tr, y_tr, A_te, y_te, seed, epochs, retrain_epochs, threshold, z0,
