@@ -1,14 +1,17 @@
 """Lesson 03: single-nodal performance (SNP) of a trained CCT, the main analysis of Koresh et al. (2025).
 
-For the tokenizer and every encoder of the committed classroom checkpoint (offline, on the embedded dataset):
-  1. freeze the model, capture the activations A [N, T, D] at one site (default: the encoder output),
-  2. train a new bias-free linear read-out on them (the authors' recipe, SGD Nesterov 0.975) -> the
-     per-encoder accuracy; on the flattened tokens ("flat", the authors' read-out), on the token average
-     ("mean") and through a fresh sequence pooling ("seqpool", the CCT's own head) [the last two: INF],
-  3. silence every read-out weight except those leaving node n: the mean field V[n, i, j] that node n sends
-     to output j over the test images of true label i,
-  4. divide each node's matrix by its maximum, threshold at 0.3 -> 0/1 matrix B_n,
-  5. greedy clusters of labels (all-ones diagonal blocks of B_n), noise (ones outside the blocks), SNR.
+On the committed classroom checkpoint (offline, on the embedded dataset), first for ONE site, step by step:
+  1. capture     freeze the model, record the activations A [N, T, D] at the site       (report.capture)
+  2. read-out    train a new bias-free linear read-out W on them, the authors' recipe     (train_readout)
+                 (SGD Nesterov 0.975) -> the site's accuracy
+  3. fields      silence every read-out weight except those leaving node n: the mean     (node_fields)
+                 field V[n, i, j] node n sends to output j over the test images of label i
+  4. threshold   divide each node's matrix by its maximum, keep > 0.3 -> 0/1 matrix B_n   (normalise_threshold)
+  5. clusters    greedy label clusters: all-ones diagonal blocks of B_n                  (greedy_clusters)
+  6. noise       ones outside the blocks; signal = ones inside; SNR = <signal> / <noise>  (node_noise, node_signal, snr)
+then the same for the tokenizer and every encoder in one call (run_snp), with the authors' read-out on the
+flattened tokens ("flat"), on the token average ("mean") and through a fresh sequence pooling ("seqpool", the
+CCT's own head) [the last two: INF].
 Then: one node's clusters with label names, and whether the clusters follow the dataset's ground-truth groups
 (shape, colour family, layout) more often than chance (label-permutation p-value, Holm over the groupings).
 Every read-out is trained afresh for each of --seeds seeds; the table shows mean [95 % interval over seeds] and
@@ -31,15 +34,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 
 import numpy as np  # noqa: E402
 
+from minicct.analysis.clusters import greedy_clusters, node_noise, node_signal, snr  # noqa: E402
 from minicct.analysis.nulls import group_permutation_test, holm  # noqa: E402
 from minicct.analysis.replicate import format_positions_table, positions_summary, seeded_snp  # noqa: E402
-from minicct.analysis.report import group_agreement  # noqa: E402
+from minicct.analysis.readout import train_readout  # noqa: E402
+from minicct.analysis.report import capture, group_agreement  # noqa: E402
+from minicct.analysis.snp import node_fields, normalise_threshold  # noqa: E402
 from minicct.analysis.stats import summarise  # noqa: E402
 from minicct.datasets import load  # noqa: E402
 from minicct.plots import pick_node  # noqa: E402
+from minicct.sites import Site, site_names  # noqa: E402
 from minicct.train.checkpoint import load_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_site_step_by_step(A_tr, y_tr, A_te, y_te, K, site, args):
+    """Steps 2-6 of the docstring for one site, each a named call, printing what it produced."""
+    print(f"Step by step, {site.label()} (capture name {site.name!r}), flat read-out:")
+    print(f"  1. capture               A_train {A_tr.shape}, A_test {A_te.shape}   [N, T, D]")
+    ro = train_readout(A_tr, y_tr, K, epochs=args.epochs, seed=args.seed, A_test=A_te, y_test=y_te)
+    print(f"  2. train_readout         W {ro.W.shape} [K, T, D]; test accuracy {100 * ro.final_test_acc:.1f}% "
+          f"after {args.epochs} epochs")
+    V = node_fields(A_te, y_te, ro.W, K)                                   # [D, K, K]
+    print(f"  3. node_fields           V {V.shape} [D, K, K]; node 0 sends {V[0].max():.3f} at most")
+    B = normalise_threshold(V, args.threshold)                             # [D, K, K] bool
+    print(f"  4. normalise_threshold   B {B.shape}, {B.sum(axis=(1, 2)).mean():.1f} ones per node "
+          f"(V / max V > {args.threshold})")
+    clusters = [greedy_clusters(B[n]) for n in range(B.shape[0])]          # per node: lists of labels
+    print(f"  5. greedy_clusters       {sum(map(len, clusters)) / len(clusters):.2f} clusters per node; node 0: "
+          f"{clusters[0]}")
+    noise, signal = node_noise(B, clusters), node_signal(B, clusters)      # [D] each (-1: no cluster)
+    print(f"  6. node_noise, node_signal  mean noise {noise[noise >= 0].mean():.2f}, mean signal "
+          f"{signal[noise >= 0].mean():.2f} (nodes with a cluster)")
+    print(f"     snr                   SNR = <signal> / <noise> = {snr(signal, noise):.2f}\n")
 
 
 def main(argv=None):
@@ -67,10 +95,20 @@ def main(argv=None):
 
     modes = tuple(args.modes.split(","))
     seeds = list(range(args.seed, args.seed + args.seeds))
-    vals, rep, kept = seeded_snp(params, cfg, data, site=args.site, modes=modes, seeds=seeds, epochs=args.epochs,
-                                 threshold=args.threshold, n_train=args.n_train, out_dir=args.out)
-
     K = data.num_classes
+    x_tr, y_tr, x_te, y_te = data.x_train[:args.n_train], data.y_train[:args.n_train], data.x_test, data.y_test
+    names = site_names(cfg.num_layers, (args.site,))                       # ["tokens", "enc0.out", ...]
+    A_tr = capture(params, cfg, x_tr, data.mean, data.std, names)          # {name: [N, T, D]}, one forward pass
+    A_te = capture(params, cfg, x_te, data.mean, data.std, names)
+    site = Site(cfg.num_layers - 1, args.site)                             # the last encoder
+    one_site_step_by_step(A_tr[site.name], y_tr, A_te[site.name], y_te, K, site, args)
+
+    print(f"The same for the tokenizer and every encoder, {len(modes)} read-outs, {len(seeds)} read-out seeds "
+          f"(replicate.seeded_snp):")
+    vals, rep, kept = seeded_snp(params, cfg, data, site=args.site, modes=modes, seeds=seeds, epochs=args.epochs,
+                                 threshold=args.threshold, n_train=args.n_train, out_dir=args.out,
+                                 acts=(A_tr, A_te))
+
     print(f"\nPer-encoder SNP at site '{args.site}' (threshold {args.threshold}; K = {K} labels; encoder 0 = "
           f"tokenizer output), mean [95 % interval over {len(seeds)} read-out seeds].\nread-out accuracy = test "
           f"accuracy of the read-out; clusters per node; cluster size = mean size; labels in clusters per node;\n"

@@ -155,8 +155,11 @@ def positions_summary(vals):
 
 
 def seeded_snp(params, cfg, data, site="out", modes=("flat", "mean", "seqpool"), seeds=(0, 1, 2), epochs=10,
-               threshold=0.3, n_train=None, out_dir=None, batch_size=250):
+               threshold=0.3, n_train=None, out_dir=None, batch_size=250, acts=None):
     """The SNP analysis of lesson 03 over several read-out seeds: tokenizer + every encoder's `site`.
+
+    acts: (A_train, A_test), dicts {name: [N, T, D]} already captured for data.x_train[:n_train] and
+    data.x_test at "tokens" and every "enc{e}.{site}"; then no forward pass is run.
 
     Returns (vals, report, kept): vals[mode][quantity] [S, E] (seed_sweep); report = an SNPReport of the first
     seed's SiteAnalyses (figures written to out_dir when given); kept[(seed, name, mode)] every SiteAnalysis.
@@ -164,8 +167,14 @@ def seeded_snp(params, cfg, data, site="out", modes=("flat", "mean", "seqpool"),
     from .report import SNPReport
     names = ["tokens"] + [f"enc{e}.{site}" for e in range(cfg.num_layers)]
     x_tr, y_tr = data.x_train[:n_train], data.y_train[:n_train]
-    A_tr = capture(params, cfg, x_tr, data.mean, data.std, names, batch_size)
-    A_te = capture(params, cfg, data.x_test, data.mean, data.std, names, batch_size)
+    if acts is None:
+        A_tr = capture(params, cfg, x_tr, data.mean, data.std, names, batch_size)
+        A_te = capture(params, cfg, data.x_test, data.mean, data.std, names, batch_size)
+    else:
+        A_tr, A_te = acts
+        missing = [n for n in names if n not in A_tr or n not in A_te]
+        if missing:
+            raise ValueError(f"acts lacks the activations of {missing}; capture them or pass acts=None")
     vals, kept = seed_sweep(A_tr, y_tr, A_te, data.y_test, cfg.num_classes, names, modes, seeds, epochs, threshold,
                             keep=[(n, m) for n in names for m in modes])
     report = SNPReport([kept[(seeds[0], n, m)] for n in names for m in modes], list(data.class_names),
