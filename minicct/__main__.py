@@ -1,4 +1,4 @@
-"""Command line: python -m minicct {train, evaluate, snp, snp-arrays, export, info} ... (each with --help)."""
+"""Command line: python -m minicct {train, evaluate, snp, snp-arrays, replicate, export, info} ... (each with --help)."""
 from __future__ import annotations
 
 import argparse
@@ -277,6 +277,47 @@ def cmd_export(args):
     return 0
 
 
+def cmd_replicate(args):
+    from .analysis.replicate import format_claims_table, format_positions_table, replicate, write_outputs
+    from .datasets import load
+    from .train.checkpoint import load_checkpoint
+
+    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    models = []
+    if args.pretrained:
+        from .pretrained import load_pretrained
+        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download)
+        models.append((args.pretrained, params, cfg))
+    else:
+        for path in args.checkpoint:
+            params, cfg, _, _ = load_checkpoint(path)
+            models.append((path, params, cfg))
+    t_all = time.time()
+    for name, params, cfg in models:
+        t0 = time.time()
+        title = (f"{Path(name).name}: {cfg.num_layers} encoders x {cfg.num_heads} heads, {data.name}, "
+                 f"read-out seeds {seeds[0]}..{seeds[-1]}")
+        print(f"\n== {title}", flush=True)
+        res = replicate(params, cfg, data, seeds=seeds, modes=tuple(args.modes.split(",")), epochs=args.epochs,
+                        retrain_epochs=args.retrain_epochs,
+                        threshold=args.threshold, n_train=args.n_train, n_draws=args.draws, n_perm=args.n_perm)
+        out = Path(args.out) / Path(name).stem if len(models) > 1 else Path(args.out)
+        paths = write_outputs(res, out, title)
+        print(f"\nPer-encoder quantities, mean [95 % interval over {len(seeds)} read-out seeds]:")
+        for mode in res["positions"]:
+            print(format_positions_table(res["positions"], mode))
+        print()
+        print(format_claims_table(res, title))
+        verdicts = " ".join(r["verdict"] for r in res["rows"])
+        print(f"\n{len(res['rows'])} rows; verdicts: " + ", ".join(
+            f"{verdicts.count(v)} {v}" for v in ("supported", "contradicted", "inconclusive"))
+            + f"  ({time.time() - t0:.0f} s)")
+        print(f"written: {paths['json']}, {paths['md']}, {paths['png']}")
+    print(f"replicate done in {time.time() - t_all:.0f} s")
+    return 0
+
+
 def cmd_info(args):
     from . import __version__
     from . import model as M
@@ -369,6 +410,27 @@ def main(argv=None):
     _add_checkpoint_args(p)
     p.add_argument("--out", required=True, help="destination: .pth (PyTorch) or .npz (minicct)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("replicate", help="the claims table: each claim of the paper, measured over read-out seeds",
+                       description="For each checkpoint: the paper's claims, each measured over --seeds read-out "
+                       "seeds with its 95 %% interval, against its null or baseline, with a verdict (supported / "
+                       "contradicted / inconclusive). Writes claims.json, claims.md and claims.png.")
+    p.add_argument("--checkpoint", nargs="+", default=[c for c in ("data/checkpoints/classroom.npz",
+                   "data/checkpoints/classroom_4heads.npz") if Path(c).exists()] or ["data/checkpoints/classroom.npz"],
+                   help="one or more minicct checkpoints (default: the committed classroom checkpoints)")
+    p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
+    _add_data_args(p)
+    p.add_argument("--seeds", type=int, default=3, help="number of read-out seeds (default 3; >= 2 for verdicts)")
+    p.add_argument("--seed", type=int, default=0, help="first read-out seed (default 0)")
+    p.add_argument("--modes", default="flat,mean,seqpool", help="read-out modes, comma separated; flat is required")
+    p.add_argument("--epochs", type=int, default=10, help="read-out training epochs (default 10)")
+    p.add_argument("--retrain-epochs", type=int, default=1, help="masked retraining epochs for ANDC and baselines")
+    p.add_argument("--threshold", type=float, default=0.3, help="threshold on V/max (default 0.3, authors')")
+    p.add_argument("--n-train", type=int, default=None, help="training images for the read-outs (default all)")
+    p.add_argument("--draws", type=int, default=200, help="random node partitions for the head nulls")
+    p.add_argument("--n-perm", type=int, default=2000, help="random label sets per head ablation")
+    p.add_argument("--out", default="runs/replicate", help="output folder (one subfolder per checkpoint)")
+    p.set_defaults(func=cmd_replicate)
 
     p = sub.add_parser("info", help="list the model variants and their parameter counts")
     p.set_defaults(func=cmd_info)
