@@ -44,7 +44,7 @@ from minicct.analysis.report import analyse_site, capture  # noqa: E402
 from minicct.analysis.snp import node_fields, normalise_threshold  # noqa: E402
 from minicct.datasets import load  # noqa: E402
 from minicct.plots import plot_accuracy_vs_pruned  # noqa: E402
-from minicct.train.checkpoint import load_checkpoint  # noqa: E402
+from minicct.io.checkpoints import load_any_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     t0 = time.time()
-    params, cfg, meta, _ = load_checkpoint(args.checkpoint)
+    params, cfg, meta = load_any_checkpoint(args.checkpoint)   # .npz, .pth or training checkpoint
     data = load(args.dataset)
     if data.num_classes != cfg.num_classes:
         raise SystemExit(f"dataset {data.name} has {data.num_classes} classes, the checkpoint {cfg.num_classes}")

@@ -280,19 +280,20 @@ def cmd_export(args):
 def cmd_replicate(args):
     from .analysis.replicate import format_claims_table, format_positions_table, replicate, write_outputs
     from .datasets import load
-    from .train.checkpoint import load_checkpoint
 
-    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
     seeds = list(range(args.seed, args.seed + args.seeds))
     models = []
     if args.pretrained:
         from .pretrained import load_pretrained
-        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download)
+        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download, allow_http=args.allow_http)
         models.append((args.pretrained, params, cfg))
     else:
-        for path in args.checkpoint:
-            params, cfg, _, _ = load_checkpoint(path)
+        for path in args.checkpoint:                   # .npz, .pth or training checkpoint alike
+            params, cfg, _ = _load_any(path, args, model=args.model)
             models.append((path, params, cfg))
+    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, models[0][2].img_size))
+    for name, _, cfg in models:
+        _check_data_fits(data, cfg, name)
     t_all = time.time()
     for name, params, cfg in models:
         t0 = time.time()
@@ -417,8 +418,12 @@ def main(argv=None):
                        "contradicted / inconclusive). Writes claims.json, claims.md and claims.png.")
     p.add_argument("--checkpoint", nargs="+", default=[c for c in ("data/checkpoints/classroom.npz",
                    "data/checkpoints/classroom_4heads.npz") if Path(c).exists()] or ["data/checkpoints/classroom.npz"],
-                   help="one or more minicct checkpoints (default: the committed classroom checkpoints)")
+                   help="one or more checkpoints: minicct .npz, PyTorch .pth state_dicts or timm/SHI-Labs training "
+                        "checkpoints (default: the committed classroom checkpoints)")
+    _add_checkpoint_args(p, what="--init")              # --heads, --ema (for .pth files)
+    p.add_argument("--model", default=None, help="variant name to build for a .pth (classes come from the file)")
     p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
+    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
     _add_data_args(p)
     p.add_argument("--seeds", type=int, default=3, help="number of read-out seeds (default 3; >= 2 for verdicts)")
     p.add_argument("--seed", type=int, default=0, help="first read-out seed (default 0)")
