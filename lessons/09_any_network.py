@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from minicct.datasets import load  # noqa: E402
-from minicct.io.features import analyse_features, head_analysis, read_features, write_features  # noqa: E402
+from minicct.io.features import (analyse_features, format_table, head_analysis, read_features,  # noqa: E402
+                                 write_features)
 
 HEAD_DIM = 32
 
@@ -113,7 +114,7 @@ def torch_features(data, n_train, n_test, epochs, seed, out):
     with torch.no_grad():
         for split, x, n in (("train", data.x_train, n_train), ("test", data.x_test, n_test)):
             store.clear()
-            logits = torch.cat([net(prep(x[s:s + 500])) for s in range(0, n, 500)])
+            logits = torch.cat([net(prep(x[s:min(s + 500, n)])) for s in range(0, n, 500)])
             for name in sites:
                 arrays.setdefault(name, {})[split] = np.concatenate(store[name])
             if split == "test":
@@ -182,7 +183,7 @@ def main(argv=None):
           f"--epochs {args.epochs} --head-dim {HEAD_DIM})", flush=True)
     rep = analyse_features(fs, modes=tuple(args.modes.split(",")), epochs=args.epochs, seed=args.seed)
     print()
-    print(rep.format_table())
+    print(format_table(rep))
     print(f"\n3. heads ({HEAD_DIM} nodes each) of the head sites, against the shuffled-node control:")
     for r in head_analysis(rep, HEAD_DIM, seed=args.seed):
         if "heads" not in r["name"]:

@@ -211,7 +211,7 @@ def cmd_snp(args):
 
 
 def cmd_snp_arrays(args):
-    from .io.features import analyse_features, head_analysis, read_features
+    from .io.features import analyse_features, format_table, head_analysis, read_features
 
     fs = read_features(args.features)
     print(f"{args.features}: {len(fs.sites)} sites, {len(fs.y_train)} train / {len(fs.y_test)} test rows, "
@@ -221,7 +221,7 @@ def cmd_snp_arrays(args):
     rep = analyse_features(fs, modes=tuple(args.modes.split(",")), epochs=args.epochs, threshold=args.threshold,
                            seed=args.seed, n_train=args.n_train)
     print()
-    print(rep.format_table())
+    print(format_table(rep))
     if args.head_dim:
         rows = head_analysis(rep, args.head_dim, seed=args.seed)
         if not rows:
