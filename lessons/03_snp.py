@@ -43,8 +43,8 @@ from minicct.analysis.snp import node_fields, normalise_threshold  # noqa: E402
 from minicct.analysis.stats import summarise  # noqa: E402
 from minicct.datasets import load  # noqa: E402
 from minicct.plots import pick_node  # noqa: E402
+from minicct.io.checkpoints import load_any_checkpoint  # noqa: E402
 from minicct.sites import Site, site_names  # noqa: E402
-from minicct.train.checkpoint import load_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     t0 = time.time()
-    params, cfg, meta, _ = load_checkpoint(args.checkpoint)
+    params, cfg, meta = load_any_checkpoint(args.checkpoint)   # .npz, .pth or training checkpoint
     data = load(args.dataset)
     print(f"checkpoint {args.checkpoint}: {cfg.num_layers} encoders x {cfg.num_heads} heads, D={cfg.embedding_dim}, "
           f"test accuracy {100 * meta.get('test_acc', float('nan')):.1f}% ({meta.get('dataset')}, "

@@ -36,7 +36,7 @@ from minicct.analysis.replicate import seed_sweep  # noqa: E402
 from minicct.analysis.report import capture  # noqa: E402
 from minicct.analysis.stats import trend_verdict  # noqa: E402
 from minicct.datasets import load  # noqa: E402
-from minicct.train.checkpoint import load_checkpoint  # noqa: E402
+from minicct.io.checkpoints import load_any_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRENDS = (("accuracy", "read-out accuracy %", 100, "rise"), ("noise", "noise per node", 1, "fall"),
@@ -76,7 +76,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     t0 = time.time()
-    params, cfg, meta, _ = load_checkpoint(args.checkpoint)
+    params, cfg, meta = load_any_checkpoint(args.checkpoint)   # .npz, .pth or training checkpoint
     data = load(args.dataset)
     sites, modes = tuple(args.sites.split(",")), tuple(args.modes.split(","))
     L, seeds = cfg.num_layers, list(range(args.seeds))

@@ -51,9 +51,9 @@ from minicct.analysis.snp import AFCC_THRESHOLD, node_fields, normalise_threshol
 from minicct.datasets import load  # noqa: E402
 from minicct.model import predict  # noqa: E402
 from minicct.plots import plot_accuracy_vs_pruned  # noqa: E402
+from minicct.io.checkpoints import load_any_checkpoint  # noqa: E402
 from minicct.sites import Site  # noqa: E402
 from minicct.tables import format_table  # noqa: E402
-from minicct.train.checkpoint import load_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,7 +182,7 @@ def print_verdicts(rows, sweep, acc_model, acc_all, frac_all, cfg, args, se):
 def main(argv=None):
     args = parse_args(argv)
     t0 = time.time()
-    params, cfg, meta, _ = load_checkpoint(args.checkpoint)
+    params, cfg, meta = load_any_checkpoint(args.checkpoint)   # .npz, .pth or training checkpoint
     data = load(args.dataset)
     if data.num_classes != cfg.num_classes:
         raise SystemExit(f"dataset {data.name} has {data.num_classes} classes, the checkpoint {cfg.num_classes}")

@@ -211,7 +211,7 @@ def cmd_snp(args):
 
 
 def cmd_snp_arrays(args):
-    from .io.features import analyse_features, head_analysis, read_features
+    from .io.features import analyse_features, format_table, head_analysis, read_features
 
     fs = read_features(args.features)
     print(f"{args.features}: {len(fs.sites)} sites, {len(fs.y_train)} train / {len(fs.y_test)} test rows, "
@@ -221,7 +221,7 @@ def cmd_snp_arrays(args):
     rep = analyse_features(fs, modes=tuple(args.modes.split(",")), epochs=args.epochs, threshold=args.threshold,
                            seed=args.seed, n_train=args.n_train)
     print()
-    print(rep.format_table())
+    print(format_table(rep))
     if args.head_dim:
         rows = head_analysis(rep, args.head_dim, seed=args.seed)
         if not rows:
@@ -284,10 +284,13 @@ def cmd_replicate(args):
     seeds = list(range(args.seed, args.seed + args.seeds))
     models = []
     if args.pretrained:
-        models.append((args.pretrained, *_load_model(args)[:2]))
+        from .pretrained import load_pretrained
+        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download, allow_http=args.allow_http)
+        models.append((args.pretrained, params, cfg))
     else:
-        for path in args.checkpoint:
-            models.append((path, *_load_any(path, args, model=args.model)[:2]))
+        for path in args.checkpoint:                   # .npz, .pth or training checkpoint alike
+            params, cfg, _ = _load_any(path, args, model=args.model)
+            models.append((path, params, cfg))
     t_all = time.time()
     for name, params, cfg in models:
         t0 = time.time()
@@ -414,9 +417,10 @@ def main(argv=None):
                        "contradicted / inconclusive). Writes claims.json, claims.md and claims.png.")
     p.add_argument("--checkpoint", nargs="+", default=[c for c in ("data/checkpoints/classroom.npz",
                    "data/checkpoints/classroom_4heads.npz") if Path(c).exists()] or ["data/checkpoints/classroom.npz"],
-                   help="one or more checkpoints, each read as by snp (default: the committed classroom checkpoints)")
-    p.add_argument("--model", default=None, help="variant name to build for a .pth (as snp)")
-    _add_checkpoint_args(p, what="--heads/--ema")
+                   help="one or more checkpoints: minicct .npz, PyTorch .pth state_dicts or timm/SHI-Labs training "
+                        "checkpoints (default: the committed classroom checkpoints)")
+    _add_checkpoint_args(p, what="--init")              # --heads, --ema (for .pth files)
+    p.add_argument("--model", default=None, help="variant name to build for a .pth (classes come from the file)")
     p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
     p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
     _add_data_args(p)
