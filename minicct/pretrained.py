@@ -36,7 +36,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,15 +193,8 @@ def _write_record(path: Path, digest: str, source: str) -> None:
     """`<file>.sha256.json`, atomically (temp file + os.replace)."""
     rec = {"sha256": digest, "size": path.stat().st_size, "file": path.name, "source": source,
            "recorded_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    target = _record_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(rec, indent=1) + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .io.atomic import atomic_write_text
+    atomic_write_text(_record_path(path), json.dumps(rec, indent=1) + "\n")
 
 
 def _check_identity(path: Path, digest: str, sha256: str | None, record: dict | None, fresh: bool) -> str:

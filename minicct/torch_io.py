@@ -36,7 +36,6 @@ import pickle
 import re
 import struct
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -583,9 +582,8 @@ def save_state_dict(state: dict, path) -> None:
     pw.out += pickle.STOP
 
     prefix = "archive"
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+    def write_archive(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
 
             def write(name: str, data: bytes, align: bool = False):
                 info = zipfile.ZipInfo(f"{prefix}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
@@ -599,11 +597,9 @@ def save_state_dict(state: dict, path) -> None:
             for i, (_, a, _) in enumerate(arrays):
                 write(f"data/{i}", a.tobytes(), align=True)
             write("version", b"3\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    from .io.atomic import atomic_write
+    atomic_write(path, write_archive)
 
 
 # --------------------------------------------------------------------------------------------------------------
