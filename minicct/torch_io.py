@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import io
 import math
-import os
 import pickle
 import re
 import struct
