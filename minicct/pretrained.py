@@ -224,7 +224,7 @@ def _check_identity(path: Path, digest: str, sha256: str | None, record: dict | 
 def _read_params(path: Path, cfg: M.CCTConfig, entry: PretrainedWeights, fresh: bool) -> dict:
     """Structural check: parse the state_dict and match every key and shape to the model (float32 out)."""
     try:
-        state = load_state_dict(path)
+        state = load_state_dict(path, expected_shapes=M.param_shapes(cfg))  # refuses other shapes first
         return to_params(state, M.param_shapes(cfg))
     except (CheckpointError, UnsafeCheckpointError, ValueError) as exc:
         if fresh:
