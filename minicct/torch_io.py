@@ -233,8 +233,6 @@ def _tensor_from_storage(storage, storage_offset, size, stride, code: str | None
     if len(size) != len(stride) or len(size) > 32 or any(n < 0 for n in size) or any(s < 0 for s in stride):
         raise CheckpointError(f"invalid tensor geometry: size {size}, stride {stride}")
     budget = storage.budget
-    if budget is not None:
-        budget.check_shape(size, storage.key)
     n_out = math.prod(size)
     if n_out > max(flat.size, _MAX_EXPANDED):
         raise CheckpointError(
@@ -254,7 +252,8 @@ def _tensor_from_storage(storage, storage_offset, size, stride, code: str | None
     if contiguous and native and code != "bf16":
         return flat[storage_offset:storage_offset + n_out].reshape(size)  # a view: no copy needed
     out_bytes = n_out * (4 if code == "bf16" else dt.itemsize)
-    if budget is not None:
+    if budget is not None:  # views cost nothing; a copy must have a shape of the model and fit the budget
+        budget.check_shape(size, storage.key)
         budget.take(out_bytes, f"tensor of size {size} from storage {storage.key!r} ({out_bytes} bytes)")
     view = np.lib.stride_tricks.as_strided(
         flat[storage_offset:], shape=size, strides=[s * dt.itemsize for s in stride], writeable=False
