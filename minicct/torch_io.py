@@ -404,7 +404,7 @@ def _find_prefix(zf: zipfile.ZipFile, path: Path) -> str:
 
 
 _MAX_PKL_BYTES = 64 << 20   # data.pkl of a state_dict is a few KB to a few MB (names and tensor records)
-_MAX_DEFLATE_RATIO = 1032   # the most DEFLATE can compress; a member claiming more is a forged size
+_MAX_DEFLATE_RATIO = 16     # torch.save never compresses; weights barely do (~1.1x): more is a zip bomb
 _COPY_SLACK = 1 << 20       # bytes of copies (transposed/broadcast/bf16 tensors) allowed beyond the storages
 
 
@@ -414,7 +414,8 @@ def _check_sizes(zf: zipfile.ZipFile, path: Path) -> int:
     for info in zf.infolist():
         if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_DEFLATE_RATIO * max(info.compress_size, 1):
             raise CheckpointError(f"{path}: member {info.filename!r} claims {info.file_size} bytes in "
-                                  f"{info.compress_size} compressed bytes, which no compression achieves; {_CORRUPT}")
+                                  f"{info.compress_size} compressed bytes (a zip bomb? torch.save does not "
+                                  f"compress); {_CORRUPT}")
         if "/data/" in info.filename:
             total += info.file_size
     return total

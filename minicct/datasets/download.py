@@ -183,7 +183,7 @@ def _looks_like_html(head: bytes) -> bool:
     return head.lstrip().lower().startswith((b"<!doctype", b"<html"))
 
 
-def _stream_once(url, part: Path, size, progress, timeout, name, max_bytes=MAX_UNKNOWN_BYTES):
+def _stream_once(url, part: Path, size, progress, timeout, name, max_bytes=None):
     """One GET into `part` (appending after a 206 answer to a Range request). Returns (final_url, md5, nbytes).
 
     Raises DownloadError for answers that will not get better by retrying (HTTP error, HTML, wrong size
@@ -217,7 +217,7 @@ def _stream_once(url, part: Path, size, progress, timeout, name, max_bytes=MAX_U
         if size is not None and total is not None and total != size:
             raise DownloadError(f"the server announces {total} bytes for {r.url}, expected {size}: "
                                 f"not the expected file.")
-        cap = size if size is not None else max_bytes
+        cap = size if size is not None else (MAX_UNKNOWN_BYTES if max_bytes is None else max_bytes)
         if total is not None and total > cap:
             raise DownloadError(f"the server announces {total} bytes for {r.url}, more than the {cap} accepted "
                                 f"for this file.")
@@ -255,7 +255,7 @@ def _stream_once(url, part: Path, size, progress, timeout, name, max_bytes=MAX_U
 
 
 def download(url: str, path, md5: str | None, size: int | None = None, progress: bool = True,
-             timeout=(10, 60), retries: int = 2, max_bytes: int = MAX_UNKNOWN_BYTES) -> Path:
+             timeout=(10, 60), retries: int = 2, max_bytes: int | None = None) -> Path:
     """Download `url` to `path` unless `path` already holds the file with this md5; return `path`.
 
     Streams with requests (redirects followed; the final URL is kept in the `.md5ok` stamp), hashes md5 on the
@@ -268,8 +268,8 @@ def download(url: str, path, md5: str | None, size: int | None = None, progress:
             when no checksum is known: then the file is always downloaded (an existing `path` is replaced
             only by a complete download) and the caller must check the content; the stamp records the md5
             that came. size: expected bytes, or None. progress: one updating line on stderr.
-            timeout: (connect, read) seconds. max_bytes: the most accepted when `size` is None (an endless
-            body is stopped there).
+            timeout: (connect, read) seconds. max_bytes: the most accepted when `size` is None (default
+            MAX_UNKNOWN_BYTES; an endless body is stopped there).
     Raises:
         DownloadError: network failure, HTTP error, HTML answer, truncated file, wrong md5, or MINICCT_OFFLINE
             set. The message names the URL, the expected md5 and the path where a file fetched by hand is
