@@ -1,6 +1,11 @@
 """Checkpoints as .npz: the parameters under their official names, the config and metadata as JSON, and
-optionally the optimizer state and the training position (for resuming). Written atomically: a temporary file
-in the same folder, then os.replace, so an interrupted write never leaves a broken checkpoint.
+optionally the optimizer state and the training position (for resuming). Written atomically
+(minicct.io.atomic: temporary file in the same folder, fsync, os.replace, fsync of the folder), so an
+interrupted write never leaves a broken checkpoint, and temporaries of killed writers are swept on the next save.
+
+Read defensively: only the entries the model needs are inflated, each after its declared size and .npy header
+(dtype, shape) were checked against the config, so a small file cannot make `load_checkpoint` allocate more
+than the model's size; every parameter must be finite (the error names the first bad one).
 
 Keys in the .npz:  param/<official name>, opt/<slot>/<name>, meta (a JSON string, no pickle).
 """
