@@ -170,3 +170,40 @@ def test_pth_views_share_storage_without_copies(tmp_path):
     assert np.array_equal(sd["t"], [[0, 2], [1, 3]]) and sd["t"].flags.c_contiguous
     assert sd["a"].base is not None and sd["b"].base is sd["a"].base  # views of the one storage array
     assert sd["a"].flags.writeable and sd["t"].base is None            # the transposed one is a copy
+
+
+def test_sigint_at_every_step_resumes_to_the_same_run(tmp_path, monkeypatch):
+    """A real SIGINT after every step of a 2-epoch x 3-step run (the last step of an epoch included): each
+    interrupted run resumes to exactly the uninterrupted parameters, step losses and recorded epoch losses."""
+    import signal
+
+    import minicct.train.loop as loop
+    from minicct import model as M
+    from minicct.datasets.base import Dataset, channel_stats
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    x = rng.integers(0, 255, (120, 16, 16, 3), dtype=np.uint8)
+    mean, std = channel_stats(x)
+    data = Dataset("toy", x, y, x[:30], y[:30], ["a", "b", "c"], mean, std)
+    cfg = fc.tiny_cfg()
+    tc = loop.TrainConfig(epochs=2, batch_size=40, lr=1e-2, warmup_epochs=0.5, seed=2)
+    full_params, full, _ = loop.train(cfg, data, tc, quiet=True)
+    orig = loop._Progress.update
+    for k in range(1, 7):
+        calls = {"n": 0}
+
+        def update(self, text, k=k):
+            orig(self, text)
+            calls["n"] += 1
+            if calls["n"] == k:
+                os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C: the handler sets the stop flag
+        monkeypatch.setattr(loop._Progress, "update", update)
+        ck = tmp_path / f"ck{k}.npz"
+        with pytest.raises(KeyboardInterrupt):
+            loop.train(cfg, data, tc, checkpoint=ck, quiet=True)
+        monkeypatch.setattr(loop._Progress, "update", orig)
+        params, hist, _ = loop.train(cfg, data, tc, checkpoint=ck, resume=ck, quiet=True)
+        assert hist.step_losses == full.step_losses, k
+        np.testing.assert_allclose(hist.train_loss, full.train_loss, rtol=1e-12, err_msg=f"k={k}")
+        for name in params:
+            np.testing.assert_array_equal(params[name], full_params[name], err_msg=f"k={k} {name}")
