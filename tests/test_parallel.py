@@ -1,0 +1,90 @@
+"""Batch-parallel workers (minicct.parallel): same results as one worker, BLAS thread control."""
+import numpy as np
+import pytest
+
+from minicct import model as M
+from minicct import parallel as P
+from minicct.train.optim import SGD, AdamW
+
+TINY = M.CCTConfig(img_size=12, n_conv_layers=1, kernel_size=3, embedding_dim=16, num_layers=2, num_heads=2,
+                   num_classes=5, positional_embedding="learnable", attention_dropout=0.0, stochastic_depth=0.0)
+CLASSROOM = M.get_config("classroom", num_classes=20)
+
+
+def _train(cfg, workers, steps=3, n=10, opt="adamw", seed=0):
+    params = M.init_params(cfg, seed)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 3, cfg.img_size, cfg.img_size)).astype(np.float32)
+    y = rng.integers(0, cfg.num_classes, n)
+    o = AdamW(1e-3, weight_decay=0.05, frozen=M.frozen_params(cfg)) if opt == "adamw" else \
+        SGD(0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, frozen=M.frozen_params(cfg))
+    drop_rng = np.random.default_rng(seed + 1)
+    losses = []
+    for _ in range(steps):
+        loss, logits, grads = P.step_grads(params, x, y, cfg, drop_rng, 0.1, workers)
+        o.step(params, grads)
+        losses.append(loss)
+    return params, losses, drop_rng.bit_generator.state
+
+
+@pytest.mark.parametrize("cfg,opt", [(TINY, "adamw"), (CLASSROOM, "sgd"),
+                                     (M.CCTConfig(**{**TINY.to_dict(), "attention_dropout": 0.2,
+                                                     "stochastic_depth": 0.3, "dropout": 0.1}), "adamw")],
+                         ids=["tiny", "classroom (lesson 02)", "tiny with dropout and drop-path"])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_parallel_step_equals_one_worker(cfg, opt, workers):
+    p1, l1, s1 = _train(cfg, 1, opt=opt)
+    pw, lw, sw = _train(cfg, workers, opt=opt)
+    assert s1 == sw                                        # the generator ends where one worker's does
+    np.testing.assert_allclose(lw, l1, rtol=1e-5)
+    for k in p1:
+        if k == "classifier.attention_pool.bias" and opt == "adamw":
+            # softmax over tokens ignores a shift: this gradient is 0 up to rounding, and AdamW turns rounding
+            # noise into steps of size lr; compared through the gradients below instead
+            continue
+        np.testing.assert_allclose(pw[k], p1[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_parallel_gradients_equal_one_worker(workers):
+    cfg = M.CCTConfig(**{**TINY.to_dict(), "attention_dropout": 0.2, "stochastic_depth": 0.3})
+    params = M.init_params(cfg, 0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 3, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 5, 9)
+    l1, z1, g1 = P.step_grads(params, x, y, cfg, np.random.default_rng(5), 0.1, 1)
+    lw, zw, gw = P.step_grads(params, x, y, cfg, np.random.default_rng(5), 0.1, workers)
+    np.testing.assert_array_equal(zw, z1) if workers == 1 else np.testing.assert_allclose(zw, z1, rtol=1e-5, atol=1e-6)
+    for k in g1:
+        scale = max(float(np.abs(g1[k]).max()), 1e-6)
+        assert float(np.abs(gw[k] - g1[k]).max()) <= 1e-5 * scale + 1e-8, k
+
+
+def test_shard_masks_equal_batch_masks():
+    from minicct.layers.regularization import keep_mask
+    shape, n = (7, 3, 5, 5), 7
+    for a, b in [(0, 3), (3, 7), (2, 5)]:
+        full = keep_mask(np.random.default_rng(4), shape, 0.3)
+        part = keep_mask(P.ShardStream(np.random.default_rng(4).bit_generator, a, b, n), (b - a,) + shape[1:], 0.3)
+        np.testing.assert_array_equal(part, full[a:b])
+
+
+def test_split_and_run():
+    assert P.split(10, 3) == [slice(0, 3), slice(3, 6), slice(6, 10)]
+    assert P.split(2, 4) == [slice(0, 1), slice(1, 2)]
+    assert P.run(lambda i: i * i, range(7), 2) == [i * i for i in range(7)]
+    with pytest.raises(ZeroDivisionError):
+        P.run(lambda i: 1 // (i - 3), range(6), 2)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        P.resolve_workers(0)
+
+
+def test_blas_threads_restored():
+    if not P.blas_controllable():
+        pytest.skip("NumPy's BLAS is not a controllable OpenBLAS here")
+    before = P.get_blas_threads()
+    with P.blas_threads(1):
+        assert P.get_blas_threads() == 1
+    assert P.get_blas_threads() == before
+    info = P.blas_info()
+    assert info["corename"] and info["threads"] == before
