@@ -10,8 +10,10 @@ What happens (minicct/train/loop.py):
     so Ctrl-C loses nothing (resume with --resume);
   * at the end: the loss/accuracy plot (PNG) and the checkpoint path.
 
-The committed checkpoint data/checkpoints/classroom.npz was made by exactly this script with its defaults
-(see data/checkpoints/README.md). Run:  python lessons/02_train_cct.py  [--epochs N] [--out PATH]
+The committed checkpoint data/checkpoints/classroom.npz was made by exactly this script with its defaults,
+and data/checkpoints/classroom_4heads.npz with --heads 4 (4 heads of 16 dims each, like CCT-7's 4 heads; same
+D = 64, so the same cost); see data/checkpoints/README.md.
+Run:  python lessons/02_train_cct.py  [--epochs N] [--heads 2|4] [--out PATH]
 """
 import argparse
 import os
@@ -44,18 +46,23 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     ap.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     ap.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    ap.add_argument("--heads", type=int, default=2,
+                    help="attention heads per encoder (default 2; 4 = the paper's CCT-7 head count); "
+                         "must divide D = 64")
     ap.add_argument("--out", default="runs/classroom.npz", help="checkpoint path (default runs/classroom.npz)")
     ap.add_argument("--resume", default=None, help="continue an interrupted run from its checkpoint")
     args = ap.parse_args(argv)
 
     data = load("embedded")
-    cfg = M.get_config("classroom", num_classes=data.num_classes)
+    if args.heads < 1 or 64 % args.heads:
+        ap.error(f"--heads must divide the embedding dimension 64, got {args.heads}")
+    cfg = M.get_config("classroom", num_classes=data.num_classes, num_heads=args.heads)
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                      weight_decay=DEFAULTS["weight_decay"], warmup_epochs=DEFAULTS["warmup"], seed=args.seed)
     print(f"embedded dataset: {len(data.y_train)} train / {len(data.y_test)} test images, {data.num_classes} "
           f"classes; groups {', '.join(data.groups)}")
     print(f"classroom CCT: {M.count_params(cfg):,} parameters, {cfg.seq_len} tokens, {cfg.num_layers} encoders x "
-          f"{cfg.num_heads} heads, D={cfg.embedding_dim}, F={cfg.ff_dim}")
+          f"{cfg.num_heads} heads (d={cfg.head_dim}), D={cfg.embedding_dim}, F={cfg.ff_dim}")
     print(f"training {tc.epochs} epochs, {tc.optimizer} lr {tc.lr:g}, batch {tc.batch_size}, seed {tc.seed}\n")
     print(HEADER)
     t0 = time.time()

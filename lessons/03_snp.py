@@ -92,8 +92,8 @@ def main(argv=None):
             print(f"{r.encoder:<10}{cells}")
         agree = group_agreement([c for node in last.stats.clusters for c in node], data.groups)
         above = [g for g, a in agree.items() if a["n"] and a["inside"] > a["chance"] and a["p_value"] < 0.01]
-        print("last encoder, one-sided p-value of the count inside (clusters as independent draws): "
-              + ", ".join(f"{g} p = {a['p_value']:.2g}" for g, a in agree.items()))
+        print("last encoder, one-sided label-permutation p-value of the count inside: "
+              + ", ".join(f"{g} p = {a['p_value']:.2g} ({a['p_method']})" for g, a in agree.items()))
         print(f"last encoder: clusters follow {', '.join(above) or 'no group'} more often than chance (p < 0.01)")
         ok_groups = bool(above)
 

@@ -108,7 +108,7 @@ def get_inputs(args, entry):
     params = cfg = data = None
     missing, broken = [], []
     try:
-        params, cfg, _ = P.load_pretrained(entry.name, download=not args.no_download)
+        params, cfg, _ = P.load_pretrained(entry.name, download=not args.no_download, allow_http=args.allow_http)
     except (DownloadError, FileNotFoundError) as exc:
         missing.append(f"the weights {entry.name}:\n{exc}")
     except ValueError as exc:                       # PretrainedError: hash mismatch or not this model
@@ -151,6 +151,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=50, help="images per forward batch (default 50)")
     ap.add_argument("--probe-seconds", type=float, default=1.0, help="time spent measuring the speed (default 1)")
     ap.add_argument("--no-download", action="store_true", help="never download; stop if files are missing")
+    ap.add_argument("--allow-http", action="store_true", help="also try the plain-HTTP mirror of the weights "
+                    "(unauthenticated; default: HTTPS only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/07_pretrained_snp", help="folder for the figures")
     args = ap.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Command line: python -m minicct {train, evaluate, snp, info} ... (each with --help)."""
+"""Command line: python -m minicct {train, evaluate, snp, snp-arrays, replicate, export, info} ... (each with --help)."""
 from __future__ import annotations
 
 import argparse
@@ -15,21 +15,98 @@ REFERENCE_RECIPE = dict(optimizer="adamw", lr=5.5e-4, weight_decay=0.06)
 CLASSROOM_RECIPE = dict(optimizer="sgd", lr=0.05, weight_decay=5e-4)
 
 
-def _dataset_kwargs(args):
+def _dataset_kwargs(args, model_img_size=None):
     kw = {}
     if args.dataset == "flowers102":
-        kw["img_size"] = args.img_size
+        kw["img_size"] = args.img_size or 64
+    if args.dataset.startswith("folder:"):
+        kw["img_size"] = args.img_size or model_img_size or 32
     if args.dataset == "embedded":
         kw["seed"] = args.data_seed
     return kw
 
 
+def _dataset_name(text):
+    """--dataset value: a named dataset, npz:PATH or folder:PATH."""
+    from .datasets import NAMES
+    if text in NAMES or (text.startswith(("npz:", "folder:")) and len(text.split(":", 1)[1]) > 0):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(NAMES)}, npz:PATH or folder:PATH")
+
+
 def _add_data_args(p):
-    p.add_argument("--dataset", default="embedded", choices=["embedded", "cifar10", "cifar100", "flowers102"],
-                   help="dataset (default: the embedded, offline one)")
+    p.add_argument("--dataset", default="embedded", type=_dataset_name, metavar="NAME",
+                   help="embedded (default, offline), cifar10, cifar100, flowers102, npz:PATH (your arrays: "
+                        "x_train, y_train, x_test, y_test [, class_names, mean, std]) or folder:PATH "
+                        "(PATH/{train,test}/<class>/*.png|jpg|jpeg, resized to the model's size)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the embedded dataset (default 0)")
-    p.add_argument("--img-size", type=int, default=64, help="Flowers-102 image size after resizing (default 64)")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="image size after resizing: Flowers-102 (default 64) and folder:PATH (default: the model's)")
     p.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
+
+
+def _add_checkpoint_args(p, default=None, what="--checkpoint"):
+    """--checkpoint (any kind) and the options that say how to read it: --heads, --model, --ema."""
+    if what == "--checkpoint":
+        p.add_argument("--checkpoint", default=default,
+                       help="a minicct .npz, a plain PyTorch .pth state_dict, or a timm/SHI-Labs training "
+                            "checkpoint (model_best.pth.tar, checkpoint-299.pth.tar)" +
+                            (f" (default {default})" if default else ""))
+    p.add_argument("--heads", type=int, default=None,
+                   help="attention heads of a .pth whose arch is unknown (heads cannot be read from tensor shapes)")
+    if what == "--checkpoint":
+        p.add_argument("--model", default=None,
+                       help="variant name to build for a .pth (e.g. cct_7_3x1_32; classes come from the file)")
+    p.add_argument("--ema", action="store_true", help="use a training checkpoint's state_dict_ema weights")
+
+
+def _load_any(path, args, model=None):
+    """load_any_checkpoint with the CLI options; prints the one-line report. Returns (params, cfg, meta)."""
+    from .io.checkpoints import load_any_checkpoint
+    from .torch_io import UnsafeCheckpointError
+    try:
+        params, cfg, meta = load_any_checkpoint(path, heads=args.heads, model=model, ema=args.ema)
+    except UnsafeCheckpointError as e:      # a pickle.UnpicklingError: reported like every other bad input
+        raise ValueError(f"{path}: {e}") from e
+    print(meta["report"], flush=True)
+    return params, cfg, meta
+
+
+def _load_model(args):
+    """The model of evaluate / snp: --pretrained NAME or --checkpoint FILE (any kind)."""
+    if getattr(args, "pretrained", None):
+        from .pretrained import load_pretrained
+        return load_pretrained(args.pretrained, download=not args.no_download,
+                               allow_http=getattr(args, "allow_http", False))
+    if not args.checkpoint:
+        raise ValueError("give --checkpoint PATH (.npz, .pth or a training checkpoint) or --pretrained NAME")
+    return _load_any(args.checkpoint, args, model=args.model)
+
+
+def _check_data_fits(data, cfg, source):
+    if data.num_classes != cfg.num_classes or data.img_size != cfg.img_size:
+        raise ValueError(f"the model ({source}) expects {cfg.num_classes} classes at {cfg.img_size}px, the dataset "
+                         f"{data.name} has {data.num_classes} classes at {data.img_size}px; use a dataset with "
+                         f"{cfg.num_classes} classes (its images are resized only for folder:PATH)")
+
+
+def _init_from(args, params, icfg, cfg, data):
+    """train --init FILE: parameters to start from. A different number of classes gets a fresh fc (as the
+    reference's fc_check); any other difference is an error listing every key and shape."""
+    from . import model as M
+    params = dict(params)
+    if icfg.img_size != cfg.img_size:
+        raise ValueError(f"{args.init} was trained at {icfg.img_size}px, the dataset {data.name} is "
+                         f"{cfg.img_size}px; fine-tune at the same size (resizing positional embeddings is not "
+                         f"supported)")
+    new = M.init_params(cfg, args.seed)
+    if icfg.num_classes != cfg.num_classes:
+        print(f"--init: {icfg.num_classes} classes in {args.init}, {cfg.num_classes} in {data.name}: "
+              f"classifier.fc starts afresh", flush=True)
+        for k in ("classifier.fc.weight", "classifier.fc.bias"):
+            params[k] = new[k]
+    M.check_params(params, cfg)
+    return {k: params[k] for k in new}
 
 
 def cmd_train(args):
@@ -39,9 +116,18 @@ def cmd_train(args):
     from .train.checkpoint import save_checkpoint
     from .train.loop import HEADER, TrainConfig, train
 
-    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
     overrides = json.loads(args.config_json) if args.config_json else {}
-    cfg = M.get_config(args.model, num_classes=data.num_classes, img_size=data.img_size, **overrides)
+    init = None
+    if args.init:
+        params0, icfg, _ = _load_any(args.init, args, model=args.model)
+        data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, icfg.img_size))
+        cfg = M.CCTConfig.from_dict(dict(icfg.to_dict(), num_classes=data.num_classes, **overrides))
+        init = _init_from(args, params0, icfg, cfg, data)
+        args.model = args.model or "init"
+    else:
+        args.model = args.model or "classroom"
+        data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
+        cfg = M.get_config(args.model, num_classes=data.num_classes, img_size=data.img_size, **overrides)
     recipe = CLASSROOM_RECIPE if args.model == "classroom" else REFERENCE_RECIPE
     optimizer = args.optimizer or recipe["optimizer"]
     lr = args.lr if args.lr is not None else recipe["lr"]
@@ -57,10 +143,13 @@ def cmd_train(args):
     print(HEADER)
     t0 = time.time()
     try:
-        params, hist, meta = train(cfg, data, tc, checkpoint=out, resume=args.resume)
+        params, hist, meta = train(cfg, data, tc, checkpoint=out, resume=args.resume,
+                                   params=None if args.resume else init)
     except KeyboardInterrupt:
         return 130
     meta.update(model=args.model, seconds=round(time.time() - t0, 1), command=" ".join(sys.argv))
+    if args.init:
+        meta["init"] = str(args.init)
     save_checkpoint(out, params, cfg, meta)
     print(f"test accuracy {100 * meta['test_acc']:.2f}% after {tc.epochs} epochs ({meta['seconds']:.0f} s)")
     print(f"checkpoint: {out}")
@@ -72,22 +161,11 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from . import model as M
     from .datasets import load
-    from .train.checkpoint import load_checkpoint
     from .train.loop import evaluate
 
-    if args.pretrained:
-        from .pretrained import load_pretrained
-        params, cfg, meta = load_pretrained(args.pretrained, download=not args.no_download)
-    elif args.checkpoint:
-        params, cfg, meta, _ = load_checkpoint(args.checkpoint)
-    else:
-        print("give --checkpoint PATH or --pretrained NAME", file=sys.stderr)
-        return 2
-    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
-    if data.num_classes != cfg.num_classes or data.img_size != cfg.img_size:
-        print(f"the model expects {cfg.num_classes} classes at {cfg.img_size}px, the dataset {data.name} has "
-              f"{data.num_classes} classes at {data.img_size}px", file=sys.stderr)
-        return 2
+    params, cfg, meta = _load_model(args)
+    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
+    _check_data_fits(data, cfg, args.pretrained or args.checkpoint)
     x, y = data.x_test, data.y_test
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
@@ -102,20 +180,19 @@ def cmd_evaluate(args):
         print(f"recorded in the checkpoint: {100 * meta['test_acc']:.2f}%")
     if meta.get("published_top1") is not None:
         print(f"published top-1 of these weights: {meta['published_top1']:.2f}%")
+    if meta.get("checkpoint_metric") is not None:
+        print(f"metric recorded in the training checkpoint (epoch {meta.get('epoch', '?')}): "
+              f"{meta['checkpoint_metric']:.4g}")
     return 0
 
 
 def cmd_snp(args):
     from .analysis.report import group_agreement, run_snp
     from .datasets import load
-    from .train.checkpoint import load_checkpoint
 
-    if args.pretrained:
-        from .pretrained import load_pretrained
-        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download)
-    else:
-        params, cfg, _, _ = load_checkpoint(args.checkpoint)
-    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
+    params, cfg, _ = _load_model(args)
+    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
+    _check_data_fits(data, cfg, args.pretrained or args.checkpoint)
     sites = ("mha_heads", "mha_out", "ff_hidden", "out") if args.site == "all" else (args.site,)
     rep = run_snp(params, cfg, data, sites=sites, modes=tuple(args.modes.split(",")), epochs=args.epochs,
                   threshold=args.threshold, n_train=args.n_train, seed=args.seed, out_dir=args.out,
@@ -130,6 +207,114 @@ def cmd_snp(args):
                   f"(chance {100 * a['chance']:.1f}%)")
     for f in rep.figures:
         print(f"figure: {f}")
+    return 0
+
+
+def cmd_snp_arrays(args):
+    from .io.features import analyse_features, head_analysis, read_features
+
+    fs = read_features(args.features)
+    print(f"{args.features}: {len(fs.sites)} sites, {len(fs.y_train)} train / {len(fs.y_test)} test rows, "
+          f"{fs.num_classes} classes; " + ", ".join(f"{s} [T={t}, D={d}]" for s, (t, d) in fs.shapes.items()),
+          flush=True)
+    t0 = time.time()
+    rep = analyse_features(fs, modes=tuple(args.modes.split(",")), epochs=args.epochs, threshold=args.threshold,
+                           seed=args.seed, n_train=args.n_train)
+    print()
+    print(rep.format_table())
+    if args.head_dim:
+        rows = head_analysis(rep, args.head_dim, seed=args.seed)
+        if not rows:
+            print(f"head analysis: no site has a node count divisible by --head-dim {args.head_dim}")
+        for r in rows:
+            m, sd = r["control"]
+            print(f"heads {r['name']:<16} {r['mode']:>7}: {r['heads']} heads of {args.head_dim}, specialisation "
+                  f"index {r['si']:.3f} (shuffled nodes {m:.3f} +- {sd:.3f}), labels per head "
+                  f"{r['labels_per_head'].tolist()}, mean Jaccard {r['mean_jaccard']:.2f}")
+    print(f"({time.time() - t0:.1f} s)")
+    return 0
+
+
+_TORCH_SNIPPET = """\
+import torch
+from src.cct import CCT                  # SHI-Labs/Compact-Transformers
+model = CCT({kwargs})
+{tokenizer}model.load_state_dict(torch.load("{out}", weights_only=True)); model.eval()"""
+
+
+def torch_snippet(cfg, out) -> str:
+    """The PyTorch lines that build the official CCT class for `cfg` and load the exported state_dict."""
+    kw = dict(img_size=cfg.img_size, embedding_dim=cfg.embedding_dim, n_input_channels=cfg.n_input_channels,
+              n_conv_layers=cfg.n_conv_layers, kernel_size=cfg.kernel_size, stride=cfg.conv_stride,
+              padding=cfg.conv_padding, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+              mlp_ratio=cfg.mlp_ratio, num_classes=cfg.num_classes, positional_embedding=cfg.positional_embedding)
+    tok = ""
+    if cfg.n_conv_layers > 1 and cfg.in_planes != 64:   # the CCT class leaves the Tokenizer's in_planes at 64
+        tok = (f"from src.utils.tokenizer import Tokenizer   # in_planes={cfg.in_planes} is not a CCT argument\n"
+               f"model.tokenizer = Tokenizer(kernel_size={cfg.kernel_size}, stride={cfg.conv_stride}, "
+               f"padding={cfg.conv_padding}, n_conv_layers={cfg.n_conv_layers}, "
+               f"n_input_channels={cfg.n_input_channels}, n_output_channels={cfg.embedding_dim}, "
+               f"in_planes={cfg.in_planes}, max_pool=True, activation=torch.nn.ReLU, conv_bias=False)\n")
+    return _TORCH_SNIPPET.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kw.items()), tokenizer=tok, out=out)
+
+
+def cmd_export(args):
+    from .torch_io import from_params, save_state_dict
+    from .train.checkpoint import save_checkpoint
+
+    params, cfg, meta = _load_any(args.checkpoint, args, model=args.model)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        keep = {k: meta[k] for k in ("arch", "epoch", "metric", "test_acc", "dataset") if k in meta}
+        save_checkpoint(out, params, cfg, dict(keep, exported_from=str(args.checkpoint)))
+        print(f"wrote {out}: minicct checkpoint ({len(params)} tensors)")
+        return 0
+    save_state_dict(from_params(params), out)
+    print(f"wrote {out}: PyTorch state_dict, {len(params)} float32 tensors under the official CCT names")
+    print("load it in PyTorch (torch.load(..., weights_only=True) needs no other code):")
+    print(torch_snippet(cfg, out))
+    return 0
+
+
+def cmd_replicate(args):
+    from .analysis.replicate import format_claims_table, format_positions_table, replicate, write_outputs
+    from .datasets import load
+    from .train.checkpoint import load_checkpoint
+
+    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    models = []
+    if args.pretrained:
+        from .pretrained import load_pretrained
+        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download)
+        models.append((args.pretrained, params, cfg))
+    else:
+        for path in args.checkpoint:
+            params, cfg, _, _ = load_checkpoint(path)
+            models.append((path, params, cfg))
+    t_all = time.time()
+    for name, params, cfg in models:
+        t0 = time.time()
+        title = (f"{Path(name).name}: {cfg.num_layers} encoders x {cfg.num_heads} heads, {data.name}, "
+                 f"read-out seeds {seeds[0]}..{seeds[-1]}")
+        print(f"\n== {title}", flush=True)
+        res = replicate(params, cfg, data, seeds=seeds, modes=tuple(args.modes.split(",")), epochs=args.epochs,
+                        retrain_epochs=args.retrain_epochs,
+                        threshold=args.threshold, n_train=args.n_train, n_draws=args.draws, n_perm=args.n_perm)
+        out = Path(args.out) / Path(name).stem if len(models) > 1 else Path(args.out)
+        paths = write_outputs(res, out, title)
+        print(f"\nPer-encoder quantities, mean [95 % interval over {len(seeds)} read-out seeds]:")
+        for mode in res["positions"]:
+            print(format_positions_table(res["positions"], mode))
+        print()
+        print(format_claims_table(res, title))
+        verdicts = " ".join(r["verdict"] for r in res["rows"])
+        print(f"\n{len(res['rows'])} rows; verdicts: " + ", ".join(
+            f"{verdicts.count(v)} {v}" for v in ("supported", "contradicted", "inconclusive"))
+            + f"  ({time.time() - t0:.0f} s)")
+        print(f"written: {paths['json']}, {paths['md']}, {paths['png']}")
+    print(f"replicate done in {time.time() - t_all:.0f} s")
     return 0
 
 
@@ -151,7 +336,7 @@ def main(argv=None):
 
     p = sub.add_parser("train", help="train a CCT", description="Train a CCT variant on a dataset; writes an "
                        ".npz checkpoint after every epoch (Ctrl-C saves and exits; --resume continues).")
-    p.add_argument("--model", default="classroom", help="variant: classroom, cct_2_3x2_32, cct_7_3x1_32, ... "
+    p.add_argument("--model", default=None, help="variant: classroom (default), cct_2_3x2_32, cct_7_3x1_32, ... "
                    "(python -m minicct info lists them)")
     p.add_argument("--config-json", default=None, help='JSON of CCTConfig overrides, e.g. \'{"num_layers": 2}\'')
     _add_data_args(p)
@@ -170,13 +355,18 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/model.npz", help="checkpoint path (default runs/model.npz)")
     p.add_argument("--resume", default=None, help="continue from this checkpoint")
+    p.add_argument("--init", default=None, help="fine-tune: start from this checkpoint's weights (.npz, .pth or a "
+                   "training checkpoint; its config is used; a different class count gets a fresh fc)")
+    _add_checkpoint_args(p, what="--init")
     p.add_argument("--plot", default=None, help="write the loss/accuracy plot (PNG) here")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy of a checkpoint or of official weights")
-    p.add_argument("--checkpoint", default=None, help="a minicct .npz checkpoint")
+    _add_checkpoint_args(p)
     p.add_argument("--pretrained", default=None, help="official CCT weights, e.g. cct_7_3x1_32_c100 "
-                   "(downloaded once and cached)")
+                   "(downloaded once over HTTPS and cached)")
+    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror "
+                   "(unauthenticated; the file is still checked by its tensors and sha256 record)")
     _add_data_args(p)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
@@ -184,8 +374,9 @@ def main(argv=None):
 
     p = sub.add_parser("snp", help="the single-nodal-performance analysis of a checkpoint",
                        description="Per-encoder read-outs, node field matrices, clusters, noise and SNR.")
-    p.add_argument("--checkpoint", default="data/checkpoints/classroom.npz")
+    _add_checkpoint_args(p, default="data/checkpoints/classroom.npz")
     p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
+    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
     _add_data_args(p)
     p.add_argument("--site", default="out", choices=["out", "mha_heads", "mha_out", "ff_hidden", "all"])
     p.add_argument("--modes", default="flat,mean,seqpool", help="read-out modes, comma separated: flat,mean,seqpool")
@@ -197,6 +388,49 @@ def main(argv=None):
     p.add_argument("--memory-gb", type=float, default=5.0,
                    help="memory for captured activations; less means more forward passes (default 5)")
     p.set_defaults(func=cmd_snp)
+
+    from .io.features import FORMAT_HELP
+    p = sub.add_parser("snp-arrays", help="the SNP analysis of activations saved by any framework",
+                       description="Read-outs, node fields, clusters, noise, SNR (and with --head-dim the head "
+                       "analysis) of every site in a features file. " + FORMAT_HELP)
+    p.add_argument("features", help="FEATURES.npz (layout above)")
+    p.add_argument("--modes", default="flat,mean,seqpool", help="read-out modes, comma separated: flat,mean,seqpool")
+    p.add_argument("--epochs", type=int, default=10, help="read-out training epochs (default 10)")
+    p.add_argument("--threshold", type=float, default=0.3, help="threshold on V/max (default 0.3, authors')")
+    p.add_argument("--n-train", type=int, default=None, help="training rows for the read-outs (default all)")
+    p.add_argument("--head-dim", type=int, default=None,
+                   help="nodes per attention head: also report head specialisation for sites with D = h x head_dim")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_snp_arrays)
+
+    p = sub.add_parser("export", help="write a checkpoint as a PyTorch state_dict (or as a minicct .npz)",
+                       description="Convert any checkpoint minicct reads (.npz, .pth, training checkpoint) to a "
+                       ".pth that torch.load(weights_only=True) and the official CCT class load (--out X.pth), "
+                       "or to a minicct .npz (--out X.npz). Prints the PyTorch lines that load it.")
+    _add_checkpoint_args(p)
+    p.add_argument("--out", required=True, help="destination: .pth (PyTorch) or .npz (minicct)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("replicate", help="the claims table: each claim of the paper, measured over read-out seeds",
+                       description="For each checkpoint: the paper's claims, each measured over --seeds read-out "
+                       "seeds with its 95 %% interval, against its null or baseline, with a verdict (supported / "
+                       "contradicted / inconclusive). Writes claims.json, claims.md and claims.png.")
+    p.add_argument("--checkpoint", nargs="+", default=[c for c in ("data/checkpoints/classroom.npz",
+                   "data/checkpoints/classroom_4heads.npz") if Path(c).exists()] or ["data/checkpoints/classroom.npz"],
+                   help="one or more minicct checkpoints (default: the committed classroom checkpoints)")
+    p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
+    _add_data_args(p)
+    p.add_argument("--seeds", type=int, default=3, help="number of read-out seeds (default 3; >= 2 for verdicts)")
+    p.add_argument("--seed", type=int, default=0, help="first read-out seed (default 0)")
+    p.add_argument("--modes", default="flat,mean,seqpool", help="read-out modes, comma separated; flat is required")
+    p.add_argument("--epochs", type=int, default=10, help="read-out training epochs (default 10)")
+    p.add_argument("--retrain-epochs", type=int, default=1, help="masked retraining epochs for ANDC and baselines")
+    p.add_argument("--threshold", type=float, default=0.3, help="threshold on V/max (default 0.3, authors')")
+    p.add_argument("--n-train", type=int, default=None, help="training images for the read-outs (default all)")
+    p.add_argument("--draws", type=int, default=200, help="random node partitions for the head nulls")
+    p.add_argument("--n-perm", type=int, default=2000, help="random label sets per head ablation")
+    p.add_argument("--out", default="runs/replicate", help="output folder (one subfolder per checkpoint)")
+    p.set_defaults(func=cmd_replicate)
 
     p = sub.add_parser("info", help="list the model variants and their parameter counts")
     p.set_defaults(func=cmd_info)

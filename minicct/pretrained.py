@@ -8,6 +8,12 @@ src/cct.py `model_urls`), each with its file name, its addresses (the current on
 the older mirror at ix.cs.uoregon.edu the code used until PR #33), the model config (`model.get_config(name)`),
 the dataset it was trained on and the published top-1 accuracy (cct_anchor 2.4, README tables).
 
+HTTPS only. Weights are downloaded over HTTPS only: the old mirror is plain HTTP, so anyone on the path could
+substitute a file with the right shapes, which the checks below would then accept and pin. Plain-HTTP
+addresses are skipped (and the skip is printed) unless `allow_http=True` (CLI `--allow-http`) is given
+explicitly; a download that was redirected to a non-HTTPS address is deleted and refused; a cached file
+whose record says it came over plain HTTP is refused unless allow_http is given.
+
 Verification. No checksum of these files is published anywhere we know, so a file is accepted when
     (a) structure: it parses as a PyTorch state_dict (torch_io.load_state_dict, restricted unpickler) and every
         key and shape equals model.param_shapes(cfg) exactly (torch_io.to_params, which reports all
@@ -162,16 +168,45 @@ def manual_instructions(entry: PretrainedWeights, path) -> str:
             f"on first use; every later load must match that record.")
 
 
-def _download(entry: PretrainedWeights, path: Path, progress: bool) -> str:
-    """Fetch the file from the first address that answers; returns that URL. DownloadError naming every
-    address tried, its failure, and the manual steps otherwise."""
+def _is_https(url) -> bool:
+    return isinstance(url, str) and url.lower().startswith("https://")
+
+
+def _final_url(path: Path, url: str) -> str:
+    """The address the bytes finally came from (after redirects), as datasets.download recorded it."""
+    try:
+        return json.loads(path.with_name(path.name + ".md5ok").read_text()).get("url") or url
+    except (OSError, ValueError, AttributeError):
+        return url
+
+
+def _download(entry: PretrainedWeights, path: Path, progress: bool, allow_http: bool = False) -> str:
+    """Fetch the file from the first HTTPS address that answers (plain-HTTP ones too with allow_http); returns
+    the URL the bytes came from. DownloadError naming every address tried or skipped, and the manual steps
+    otherwise."""
     failures = []
     for url in entry.urls:
+        if not _is_https(url) and not allow_http:
+            failures.append(f"  {url}\n    -> skipped: plain HTTP is not authenticated (a substituted file with the "
+                            f"right shapes would be accepted); pass --allow-http / allow_http=True to try it")
+            if progress:
+                sys.stderr.write(f"skipping {url} (plain HTTP, unauthenticated; --allow-http to try it)\n")
+            continue
+        if not _is_https(url) and progress:
+            sys.stderr.write(f"warning: trying {url} over plain HTTP (allowed by --allow-http): the file is "
+                             f"checked only by its tensors and its sha256 record\n")
         try:
             dl.download(url, path, None, progress=progress)
-            return url
         except dl.DownloadError as exc:
             failures.append(f"  {url}\n    -> {exc.reason}")
+            continue
+        final = _final_url(path, url)
+        if not _is_https(final) and not allow_http:
+            _discard(path)
+            failures.append(f"  {url}\n    -> refused: redirected to {final}, which is not HTTPS; the file was "
+                            f"deleted")
+            continue
+        return final
     reason = f"could not download the weights {entry.name} ({entry.description}):\n" + "\n".join(failures)
     raise dl.DownloadError(reason + "\n" + manual_instructions(entry, path), reason=reason)
 
@@ -245,7 +280,7 @@ def _read_params(path: Path, cfg: M.CCTConfig, entry: PretrainedWeights, fresh: 
 
 
 def load_pretrained(name: str, download: bool = True, root=None, sha256: str | None = None,
-                    progress: bool = True):
+                    progress: bool = True, allow_http: bool = False):
     """Official CCT weights as minicct parameters, downloaded once and verified on every load.
 
     Args:
@@ -255,6 +290,8 @@ def load_pretrained(name: str, download: bool = True, root=None, sha256: str | N
         root: folder holding the .pth files (default data_dir()/pretrained, i.e. $MINICCT_DATA/pretrained).
         sha256: optional known hash (64 hex digits); the file must match it (the record is then updated).
         progress: download progress and the sha256 line on stderr.
+        allow_http: also try plain-HTTP addresses and accept a cached file recorded as coming from one
+            (default False: HTTPS only; what is skipped is printed).
     Returns:
         params (dict official key -> float32 array, model order), cfg (CCTConfig),
         meta = dict(name, url, dataset, published_top1, sha256, file, description, sha256_status,
@@ -277,9 +314,15 @@ def load_pretrained(name: str, download: bool = True, root=None, sha256: str | N
         if not download:
             raise FileNotFoundError(f"the weights {name} are not at {path.resolve()} and download=False.\n"
                                     + manual_instructions(entry, path))
-        url, fresh = _download(entry, path, progress), True
+        url, fresh = _download(entry, path, progress, allow_http), True
     digest = file_sha256(path)                         # identity first: nothing is unpickled from a changed file
     record = _read_record(path)
+    source = str((record or {}).get("source", ""))
+    if not fresh and source.lower().startswith("http://") and not allow_http:
+        raise PretrainedError(
+            f"{path} was downloaded over plain HTTP ({source}), which is not authenticated; it is not used. "
+            f"Delete it and {_record_path(path).name} and load again (HTTPS), or pass --allow-http / "
+            f"allow_http=True to accept it.")
     status = _check_identity(path, digest, sha256, record, fresh)
     params = _read_params(path, cfg, entry, fresh)
     if record is None or record["sha256"] != digest:

@@ -46,6 +46,9 @@ import numpy as np
 __all__ = [
     "CheckpointError",
     "UnsafeCheckpointError",
+    "TrainingArgs",
+    "describe",
+    "load_checkpoint_state",
     "load_state_dict",
     "save_state_dict",
     "to_params",
@@ -228,15 +231,43 @@ def _tensor_from_storage(storage, storage_offset, size, stride, code: str | None
     return out
 
 
-# Re-implementations of the torch._utils rebuild functions (same signatures as in torch).
+class _StorageRef(_Frozen):
+    """What `persistent_load` returns: which storage record a tensor views. No byte is read yet; the record is
+    read from the zip only when a tensor that views it is materialised (`_materialise`)."""
+
+    __slots__ = ("stype", "key", "numel")
+
+    def __init__(self, stype: _StorageType, key: str, numel: int):
+        super().__init__(stype=stype, key=key, numel=numel)
+
+
+class _TensorRef(_Frozen):
+    """A tensor as the pickle describes it (storage, offset, size, stride, dtype code), not yet read. Only the
+    tensors of the chosen state_dict are materialised; e.g. a training checkpoint's optimizer moments never are."""
+
+    __slots__ = ("storage", "offset", "size", "stride", "code")
+
+    def __init__(self, storage, offset, size, stride, code=None):
+        super().__init__(storage=storage, offset=offset, size=size, stride=stride, code=code)
+
+    def __repr__(self):
+        return f"<tensor {tuple(self.size) if isinstance(self.size, (tuple, list)) else self.size!r}, not read>"
+
+
+def _is_tensor(v) -> bool:
+    return isinstance(v, (np.ndarray, _TensorRef))
+
+
+# Re-implementations of the torch._utils rebuild functions (same signatures as in torch); they return a
+# _TensorRef, read later by _materialise.
 def _rebuild_tensor(storage, storage_offset, size, stride):
-    return _tensor_from_storage(storage, storage_offset, size, stride)
+    return _TensorRef(storage, storage_offset, size, stride)
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     if metadata:
         raise CheckpointError(f"tensor carries metadata {metadata!r} (conj/neg view bits), which is not supported")
-    return _tensor_from_storage(storage, storage_offset, size, stride)
+    return _TensorRef(storage, storage_offset, size, stride)
 
 
 def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):
@@ -244,11 +275,11 @@ def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, bac
         raise CheckpointError(f"tensor carries metadata {metadata!r} (conj/neg view bits), which is not supported")
     if not isinstance(dtype, _TorchDtype):
         raise CheckpointError(f"_rebuild_tensor_v3 got dtype {dtype!r}, expected a torch dtype")
-    return _tensor_from_storage(storage, storage_offset, size, stride, code=dtype.code)
+    return _TensorRef(storage, storage_offset, size, stride, dtype.code)
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks):
-    if not isinstance(data, np.ndarray):
+    if not _is_tensor(data):
         raise CheckpointError(f"_rebuild_parameter got {type(data).__name__} instead of a tensor")
     return data
 
@@ -257,11 +288,62 @@ def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
     return _rebuild_parameter(data, requires_grad, backward_hooks)
 
 
+class _InertType(type):
+    """Metaclass of the record classes handed to the pickle: the class itself cannot be altered (a BUILD opcode
+    aimed at the class, instead of an instance, fails)."""
+
+    def __setattr__(cls, name, value):
+        raise AttributeError(f"{cls.__name__} is read-only")
+
+    __delattr__ = __setattr__
+
+
+class TrainingArgs(metaclass=_InertType):
+    """An `argparse.Namespace` found in a checkpoint (timm's `args`), as a plain read-only record of its fields.
+
+    The pickle creates it with NEWOBJ (no arguments) and fills it with BUILD (a dict of fields); nothing of
+    argparse is imported and no code of the file runs. Its values are whatever the pickle holds (str, numbers,
+    lists, None: every object in the pickle passed the same allow-list). `fields` is a dict; attribute access
+    works too (args.model).
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, **fields):
+        object.__setattr__(self, "_fields", dict(fields))
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2 and state[1] is None:  # (dict, slots) form
+            state = state[0]
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise CheckpointError(f"argparse.Namespace state must be a dict of named fields, got {type(state).__name__}")
+        if getattr(self, "_fields", None):
+            raise CheckpointError("argparse.Namespace state set twice")
+        object.__setattr__(self, "_fields", dict(state))
+
+    @property
+    def fields(self) -> dict:
+        return dict(getattr(self, "_fields", {}))
+
+    def __getattr__(self, name):
+        try:
+            return object.__getattribute__(self, "_fields")[name]
+        except (KeyError, AttributeError):
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("TrainingArgs is read-only")
+
+    def __repr__(self):
+        return "Namespace(" + ", ".join(f"{k}={v!r}" for k, v in self.fields.items()) + ")"
+
+
 def _allowed_globals() -> dict:
     allowed = {
         ("collections", "OrderedDict"): _Callable("collections.OrderedDict", collections.OrderedDict),
         ("torch", "UntypedStorage"): _StorageType("UntypedStorage", None),
         ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", None),
+        ("argparse", "Namespace"): TrainingArgs,   # a record of fields; argparse is never imported
     }
     for fn in (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter,
                _rebuild_parameter_with_state):
@@ -283,18 +365,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
     `find_class`; a refused name raises before anything is looked up or called.
     """
 
-    def __init__(self, file, load_storage):
+    def __init__(self, file):
         super().__init__(file, encoding="utf-8")
-        self._load_storage = load_storage
 
     def find_class(self, module, name):
         try:
             return _ALLOWED[(module, name)]
         except (KeyError, TypeError):
             raise UnsafeCheckpointError(
-                f"refusing to load global {module}.{name}: only tensors, storages and OrderedDict are allowed in a "
-                "state_dict checkpoint (the file may be malicious, or it holds more than a state_dict; extract the "
-                "state_dict with torch and save it alone)"
+                f"refusing to load global {module}.{name}: only tensors, storages, OrderedDict and argparse.Namespace "
+                "are allowed in a checkpoint (the file may be malicious, or it holds other objects; extract the "
+                "state_dict with torch and save it alone: torch.save(ckpt['state_dict'], 'weights.pth'))"
             ) from None
 
     def persistent_load(self, pid):
@@ -309,7 +390,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise CheckpointError(f"persistent id has non-string key or location: {pid!r}")
         if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
             raise CheckpointError(f"persistent id has invalid element count {numel!r}")
-        return self._load_storage(stype, key, numel)
+        # the location ('cpu', 'cuda:0', ...) is ignored: every tensor is read into host memory
+        return _StorageRef(stype, key, numel)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -366,8 +448,35 @@ def _find_prefix(zf: zipfile.ZipFile, path: Path) -> str:
     return pkls[0][: -len("/data.pkl")]
 
 
-def _load_object(path: Path):
-    """Unpickle the object stored in a torch zip checkpoint, with tensors as NumPy arrays."""
+def _materialise(ref, read_storage) -> np.ndarray:
+    """Read one _TensorRef (or pass an array through): its storage record from the zip, then the strided copy."""
+    if isinstance(ref, np.ndarray):
+        return ref
+    st = ref.storage
+    if not isinstance(st, _StorageRef):
+        raise CheckpointError(f"tensor rebuild got {type(st).__name__} instead of a storage record")
+    return _tensor_from_storage(read_storage(st), ref.offset, ref.size, ref.stride, code=ref.code)
+
+
+def _count_tensors(obj, depth=0) -> int:
+    """Tensors (read or not) inside a loaded object, for the report."""
+    if _is_tensor(obj):
+        return 1
+    if depth > 20:
+        return 0
+    if isinstance(obj, dict):
+        return sum(_count_tensors(v, depth + 1) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_count_tensors(v, depth + 1) for v in obj)
+    return 0
+
+
+def _read_archive(path: Path, select):
+    """Unpickle a torch zip checkpoint lazily, let `select(obj)` pick what to read, and materialise that.
+
+    `select(obj) -> (dict name -> _TensorRef, info)`; only the storages those tensors view are read from the zip.
+    Returns (dict name -> np.ndarray in the same order, info).
+    """
     with _open_archive(path) as zf:
         prefix = _find_prefix(zf, path)
         names = set(zf.namelist())
@@ -379,7 +488,8 @@ def _load_object(path: Path):
             byteorder = mark
         cache: dict[str, _Storage] = {}
 
-        def load_storage(stype: _StorageType, key: str, numel: int) -> _Storage:
+        def load_storage(ref: _StorageRef) -> _Storage:
+            stype, key, numel = ref.stype, ref.key, ref.numel
             if key in cache:
                 if cache[key].code != stype.code:
                     raise CheckpointError(f"{path}: storage {key!r} is referenced with two element types")
@@ -399,49 +509,130 @@ def _load_object(path: Path):
 
         pkl = _read_member(zf, f"{prefix}/data.pkl", path)
         try:
-            return _RestrictedUnpickler(io.BytesIO(pkl), load_storage).load()
+            obj = _RestrictedUnpickler(io.BytesIO(pkl)).load()
         except (UnsafeCheckpointError, CheckpointError):
             raise
         except Exception as e:  # truncated/garbled pickle, wrong argument types to an allowed callable, ...
             raise CheckpointError(
                 f"{path}: {prefix}/data.pkl cannot be unpickled ({type(e).__name__}: {e}); {_CORRUPT}"
             ) from e
+        refs, info = select(obj)
+        state = {k: _materialise(v, load_storage) for k, v in refs.items()}
+        info["storages_read"] = len(cache)
+        return state, info
 
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+_EMA_KEYS = ("state_dict_ema", "model_ema")
+_INFO_KEYS = ("arch", "epoch", "metric", "version")
 
 
-def _unwrap_state_dict(obj, path="checkpoint") -> dict:
-    """Find the state_dict in a loaded object and return it as an ordered dict name -> array.
+def _unwrap_state_dict(obj, path="checkpoint", ema=False, info=None) -> dict:
+    """Find the state_dict in a loaded object and return it as an ordered dict name -> tensor.
 
     Accepts a bare state_dict, or a dict holding it under 'state_dict', 'model_state_dict' or 'model' (first found,
-    in that order). A 'module.' prefix on every key (nn.DataParallel) is removed.
+    in that order): a timm / SHI-Labs training checkpoint ({'epoch', 'arch', 'state_dict', 'state_dict_ema',
+    'optimizer', 'version', 'metric', 'args', 'amp_scaler'}) is such a dict. With `ema=True` the weights come from
+    'state_dict_ema' (timm's exponential moving average) instead. A 'module.' prefix on every key
+    (nn.DataParallel / DistributedDataParallel) is removed. If `info` (a dict) is given it receives what was
+    found: weights (the key the tensors came from), arch, epoch, metric, version, args (the fields of an
+    argparse.Namespace as a dict), skipped (other top-level keys -> number of tensors left unread), n_tensors.
     """
+    info = {} if info is None else info
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: top-level object is a {type(obj).__name__}, expected a dict (a state_dict)")
-    if not (obj and all(isinstance(v, np.ndarray) for v in obj.values())):
-        inner = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+    bare = bool(obj) and all(_is_tensor(v) for v in obj.values())
+    if bare and not ema:
+        info["weights"] = "the file (a bare state_dict)"
+    else:
+        keys = _EMA_KEYS if ema else _WRAPPER_KEYS
+        inner = next((k for k in keys if isinstance(obj.get(k), dict)), None)
         if inner is None:
+            if ema:
+                raise CheckpointError(
+                    f"{path}: no EMA weights: the file has no {' or '.join(repr(k) for k in _EMA_KEYS)} entry "
+                    f"(top-level keys {list(obj)[:20]}); drop --ema to use the ordinary weights")
             raise CheckpointError(
                 f"{path}: no state_dict found: the top-level dict has keys {list(obj)[:20]} and is not a dict of "
                 f"tensors; expected a state_dict or a dict with one under {list(_WRAPPER_KEYS)}"
             )
+        info["weights"] = repr(inner)
+        for k in _INFO_KEYS:
+            v = obj.get(k)
+            if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+                info[k] = v
+            elif _is_tensor(v):
+                info[k] = f"<tensor {k}>"
+        args = obj.get("args")
+        if isinstance(args, TrainingArgs):
+            info["args"] = args.fields
+        elif isinstance(args, dict):
+            info["args"] = {str(k): v for k, v in args.items() if not _is_tensor(v)}
+        info["skipped"] = {str(k): _count_tensors(v) for k, v in obj.items() if k != inner and k not in _INFO_KEYS
+                           and k != "args"}
         obj = obj[inner]
-    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not _is_tensor(v)]
     if bad or not obj:
         detail = ", ".join(f"{k!r} ({type(obj[k]).__name__})" for k in bad[:10]) or "it is empty"
         raise CheckpointError(f"{path}: the state_dict must map names to tensors, but: {detail}")
+    info["n_tensors"] = len(obj)
     if all(k.startswith("module.") for k in obj):
+        info["stripped_prefix"] = "module."
         return {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
 
 
-def load_state_dict(path) -> dict[str, np.ndarray]:
+def describe(info: dict) -> str:
+    """The one-line report of what a checkpoint held, e.g.
+    "arch cct_7_3x1_32, epoch 299, metric 80.92; weights from 'state_dict' (31 tensors, 'module.' stripped);
+    not read: optimizer (62 tensors), state_dict_ema (31 tensors); args: 85 fields"."""
+    parts = []
+    for k in ("arch", "epoch", "metric"):
+        if k in info:
+            v = info[k]
+            parts.append(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}")
+    head = ", ".join(parts)
+    w = f"weights from {info.get('weights', '?')} ({info.get('n_tensors', '?')} tensors"
+    w += f", {info['stripped_prefix']!r} stripped)" if info.get("stripped_prefix") else ")"
+    line = f"{head}; {w}" if head else w
+    skipped = info.get("skipped") or {}
+    if skipped:
+        line += "; not read: " + ", ".join(f"{k} ({n} tensors)" if n else k for k, n in skipped.items())
+    if "args" in info:
+        line += f"; args: {len(info['args'])} fields"
+    return line
+
+
+def load_checkpoint_state(path, ema: bool = False):
+    """Read the model weights of a PyTorch checkpoint: a bare state_dict, or a training checkpoint (timm /
+    SHI-Labs `train.py`: {'epoch', 'arch', 'state_dict', 'state_dict_ema', 'optimizer', 'version', 'metric',
+    'args': argparse.Namespace, 'amp_scaler'}), written on any device ('cuda:0' locations are ignored).
+
+    Only the tensors of the chosen state_dict are read from the file; the optimizer's moments and the other
+    state_dict are never materialised. `args` becomes a plain dict of its fields (nothing is imported or run).
+    Returns (state: dict name -> np.ndarray in file order, info: dict, see `_unwrap_state_dict`, with
+    info["report"] = describe(info), one line).
+    Raises CheckpointError / UnsafeCheckpointError (any global outside the allow-list, named) / FileNotFoundError.
+    """
+    path = Path(path)
+
+    def select(obj):
+        info = {}
+        refs = _unwrap_state_dict(obj, path, ema=ema, info=info)
+        return refs, info
+
+    state, info = _read_archive(path, select)
+    info["report"] = describe(info)
+    return state, info
+
+
+def load_state_dict(path, ema: bool = False) -> dict[str, np.ndarray]:
     """Load a PyTorch state_dict checkpoint (zip format, PyTorch >= 1.6) as NumPy arrays, without torch.
 
     Args:
         path: a file written by `torch.save(model.state_dict(), path)` (or a dict holding the state_dict under
-            'state_dict' / 'model_state_dict' / 'model'; a DataParallel 'module.' prefix is stripped).
+            'state_dict' / 'model_state_dict' / 'model', e.g. a timm training checkpoint; a DataParallel
+            'module.' prefix is stripped). ema: take 'state_dict_ema' instead.
     Returns:
         dict name -> np.ndarray, in file order. Arrays are C-contiguous copies in native byte order with the stored
         dtype (float32/float64/float16/int*/uint8/bool); bfloat16 tensors become float32 (exactly).
@@ -450,8 +641,7 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
         UnsafeCheckpointError (a pickle.UnpicklingError): the pickle references anything outside the allow-list.
         FileNotFoundError: no such file.
     """
-    path = Path(path)
-    return _unwrap_state_dict(_load_object(path), path)
+    return load_checkpoint_state(path, ema=ema)[0]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -71,10 +71,13 @@ def test_group_agreement_exact_chance_matches_sampling():
     assert math.isnan(R.group_agreement([[1]], groups)["g"]["inside"])
 
 
-def test_group_agreement_p_value_is_the_exact_tail():
-    groups = {"g": np.repeat(np.arange(4), 5)}
-    pair_chance = 4 * math.comb(5, 2) / math.comb(20, 2)
-    a = R.group_agreement([[0, 1], [0, 1], [5, 9]], groups)["g"]        # 3 pairs, all inside
-    assert a["p_value"] == pytest.approx(pair_chance ** 3)
-    b = R.group_agreement([[0, 5], [0, 6], [5, 10]], groups)["g"]       # none inside: tail from 0 is 1
+def test_group_agreement_p_value_is_the_label_permutation_p():
+    groups = {"g": np.repeat(np.arange(2), 4)}                          # K = 8 labels, 2 groups of 4: 70 assignments
+    a = R.group_agreement([[0, 1], [2, 3], [4, 5], [6, 7]], groups)["g"]
+    assert a["p_method"] == "exact" and a["p_value"] == pytest.approx(6 / 70)   # 6 assignments keep all 4 pairs
+    # a repeated cluster is not independent evidence: 3 copies of one pair give the p of one pair, not its cube
+    one = R.group_agreement([[0, 1]], groups)["g"]["p_value"]
+    three = R.group_agreement([[0, 1], [0, 1], [0, 1]], groups)["g"]["p_value"]
+    assert three == pytest.approx(one) == pytest.approx(3 / 7)
+    b = R.group_agreement([[0, 5], [0, 6], [5, 1]], groups)["g"]        # none inside: p = 1
     assert b["p_value"] == pytest.approx(1.0)

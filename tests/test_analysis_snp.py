@@ -139,3 +139,21 @@ def test_bad_input_is_rejected():
         normalise_threshold(np.full((1, 2, 2), np.nan))
     with pytest.raises(ValueError, match=r"\[D, K, K\]"):
         normalise_threshold(np.ones((3, 3)))
+
+
+def test_threshold_at_exact_ties_on_integer_fields():
+    # a field exactly at 0.3 x max must not pass the strict threshold (the code divides, then compares with >)
+    B = normalise_threshold(np.array([[[10, 3], [0, 0]]]), 0.3)
+    np.testing.assert_array_equal(B[0], [[True, False], [False, False]])
+    for vmax in (10, 20, 30, 100, 1000, 70):
+        tie = 3 * vmax // 10
+        V = np.array([[[vmax, tie], [tie + 1, 0]]], dtype=np.int64)
+        np.testing.assert_array_equal(normalise_threshold(V, 0.3)[0], [[True, False], [True, False]])
+        np.testing.assert_array_equal(normalise_threshold(V.astype(np.float32), 0.3)[0],
+                                      [[True, False], [True, False]])
+    # the same at other thresholds with exact rational ties: t = a / m
+    for a, m in ((1, 2), (1, 4), (7, 10), (9, 10)):
+        V = np.array([[[m, a], [a + 1, 0]]])
+        np.testing.assert_array_equal(normalise_threshold(V, a / m)[0], [[True, False], [True, False]])
+    Vn, valid = normalise_fields(np.array([[[10, 3], [0, 0]]]))
+    assert valid[0] and Vn[0, 0, 1] == 0.3

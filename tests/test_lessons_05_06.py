@@ -56,11 +56,12 @@ def test_lesson_05_runs(tiny, tmp_path, monkeypatch, capsys, fields_on):
 def test_lesson_06_runs(tiny, tmp_path, monkeypatch, capsys):
     ckpt, data = tiny
     mod = _lesson("06_heads.py", data, monkeypatch)
-    rc = mod.main(["--checkpoint", str(ckpt), "--epochs", "1", "--n-train", "0", "--shuffles", "20",
+    rc = mod.main(["--checkpoint", str(ckpt), "--epochs", "1", "--n-train", "0", "--shuffles", "20", "--seeds", "2",
                    "--n-perm", "100", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0
-    assert out.count("vs shuffled") == TINY.num_layers
+    assert out.count("vs random partitions") == TINY.num_layers
+    assert "detects a gap of" in out and "significant after Holm" in out
     assert out.count("designated: ") == TINY.num_layers * TINY.num_heads
     assert "head specialisation ('modus vivendi') is" in out
     assert _is_png(tmp_path / "head_label_sets.png")

@@ -1,5 +1,6 @@
 """pretrained.py: registry, offline errors, download + verification against a local HTTP server (127.0.0.1, no
-internet) serving tiny fake checkpoints written by torch_io, trust-on-first-use sha256, the CLI `evaluate
+internet; plain HTTP, so these tests pass allow_http=True, and the HTTPS-only tests check that nothing is
+accepted without it) serving tiny fake checkpoints written by torch_io, trust-on-first-use sha256, the CLI `evaluate
 --pretrained` path, the run-time helpers, and lesson 07 (offline exit 2, and a tiny end-to-end run).
 
 No network: offline behaviour is forced with MINICCT_OFFLINE=1, which datasets/download.py honours.
@@ -170,7 +171,7 @@ def test_unreachable_addresses_each_reported_then_manual_steps(server, monkeypat
     entry = _tiny_entry([server.url + "/missing", server.url + "/html"])
     monkeypatch.setitem(P.REGISTRY, entry.name, entry)
     with pytest.raises(dl.DownloadError) as err:
-        P.load_pretrained(entry.name, root=tmp_path, progress=False)
+        P.load_pretrained(entry.name, allow_http=True, root=tmp_path, progress=False)
     msg = str(err.value)
     assert "404" in msg and "HTML" in msg and msg.count("To use the weights without downloading") == 1
     assert str((tmp_path / "tiny_cct.pth").resolve()) in msg and not (tmp_path / "tiny_cct.pth").exists()
@@ -181,7 +182,7 @@ def test_unreachable_addresses_each_reported_then_manual_steps(server, monkeypat
 def test_download_parity_record_and_cached_reload(server, monkeypatch, tmp_path, capsys):
     entry, params, body = _serve_tiny(server, monkeypatch, tmp_path)
     server.files["/w.pth"] = (200, body, "application/octet-stream")
-    got, cfg, meta = P.load_pretrained(entry.name, root=tmp_path / "w")
+    got, cfg, meta = P.load_pretrained(entry.name, allow_http=True, root=tmp_path / "w")
     assert cfg == entry.config() and list(got) == list(M.param_shapes(cfg))
     for k, v in params.items():
         assert got[k].dtype == np.float32 and np.array_equal(got[k], v), k
@@ -194,7 +195,7 @@ def test_download_parity_record_and_cached_reload(server, monkeypatch, tmp_path,
     record = json.loads(path.with_name("tiny_cct.pth.sha256.json").read_text())
     assert record["sha256"] == digest and record["source"] == server.url + "/w.pth"
     server.files.clear()                                        # the cache must be used: no request now
-    got2, _, meta2 = P.load_pretrained(entry.name, root=tmp_path / "w", progress=False)
+    got2, _, meta2 = P.load_pretrained(entry.name, allow_http=True, root=tmp_path / "w", progress=False)
     assert len(server.log) == 1 and meta2["sha256_status"].startswith("matches the record")
     assert meta2["url"] == server.url + "/w.pth" and all(np.array_equal(got2[k], got[k]) for k in got)
 
@@ -202,7 +203,7 @@ def test_download_parity_record_and_cached_reload(server, monkeypatch, tmp_path,
 def test_mirror_used_when_the_first_address_fails(server, monkeypatch, tmp_path):
     entry, params, body = _serve_tiny(server, monkeypatch, tmp_path, routes=("/gone.pth", "/mirror.pth"))
     server.files["/mirror.pth"] = (200, body, "application/octet-stream")
-    got, _, meta = P.load_pretrained(entry.name, root=tmp_path, progress=False)
+    got, _, meta = P.load_pretrained(entry.name, allow_http=True, root=tmp_path, progress=False)
     assert meta["url"] == server.url + "/mirror.pth" and server.log == ["/gone.pth", "/mirror.pth"]
     assert np.array_equal(got["classifier.fc.weight"], params["classifier.fc.weight"])
 
@@ -214,7 +215,7 @@ def test_file_put_by_hand_is_used_and_recorded(monkeypatch, tmp_path):
     params, body = _checkpoint_bytes(tmp_path, entry.config(), seed=3)
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "tiny_cct.pth").write_bytes(body)
-    got, _, meta = P.load_pretrained(entry.name, root=tmp_path / "w", progress=False)
+    got, _, meta = P.load_pretrained(entry.name, allow_http=True, root=tmp_path / "w", progress=False)
     assert np.array_equal(got["classifier.positional_emb"], params["classifier.positional_emb"])
     assert "found at" in json.loads((tmp_path / "w" / "tiny_cct.pth.sha256.json").read_text())["source"]
 
@@ -229,7 +230,7 @@ def test_sine_checkpoint_keeps_its_stored_table(server, monkeypatch, tmp_path):
     _, body = _checkpoint_bytes(tmp_path, cfg, params=params)
     server.files["/s.pth"] = (200, body, "application/octet-stream")
     monkeypatch.setitem(P.REGISTRY, entry.name, entry)
-    got, cfg2, meta = P.load_pretrained(entry.name, root=tmp_path, progress=False)
+    got, cfg2, meta = P.load_pretrained(entry.name, allow_http=True, root=tmp_path, progress=False)
     assert cfg2.positional_embedding == "sine"
     assert np.array_equal(got["classifier.positional_emb"], stored)
     expected = float(np.abs(stored - M.sine_embedding(cfg.seq_len, cfg.embedding_dim)).max())
@@ -241,29 +242,29 @@ def test_sine_checkpoint_keeps_its_stored_table(server, monkeypatch, tmp_path):
 def test_changed_file_rejected_by_trust_on_first_use(server, monkeypatch, tmp_path):
     entry, _, body = _serve_tiny(server, monkeypatch, tmp_path)
     server.files["/w.pth"] = (200, body, "application/octet-stream")
-    P.load_pretrained(entry.name, root=tmp_path, progress=False)
+    P.load_pretrained(entry.name, allow_http=True, root=tmp_path, progress=False)
     path = tmp_path / "tiny_cct.pth"
     _, other = _checkpoint_bytes(tmp_path, entry.config(), seed=7)      # a valid checkpoint, other weights
     path.write_bytes(other)
     with pytest.raises(P.PretrainedError) as err:
-        P.load_pretrained(entry.name, root=tmp_path, progress=False)
+        P.load_pretrained(entry.name, allow_http=True, root=tmp_path, progress=False)
     msg = str(err.value)
     new, old = hashlib.sha256(other).hexdigest(), hashlib.sha256(body).hexdigest()
     assert new in msg and old in msg and "tiny_cct.pth.sha256.json" in msg and "left in place" in msg
     assert path.read_bytes() == other                                   # a file of the user's is not deleted
-    got, _, meta = P.load_pretrained(entry.name, root=tmp_path, sha256=new.upper(), progress=False)
+    got, _, meta = P.load_pretrained(entry.name, allow_http=True, root=tmp_path, sha256=new.upper(), progress=False)
     assert meta["sha256_status"] == "matches the pinned sha256"         # a pin overrides and updates the record
-    assert P.load_pretrained(entry.name, root=tmp_path, progress=False)[2]["sha256"] == new
+    assert P.load_pretrained(entry.name, allow_http=True, root=tmp_path, progress=False)[2]["sha256"] == new
 
 
 def test_redownload_differing_from_the_record_is_rejected_and_deleted(server, monkeypatch, tmp_path):
     entry, _, body = _serve_tiny(server, monkeypatch, tmp_path)
     server.files["/w.pth"] = (200, body, "application/octet-stream")
-    P.load_pretrained(entry.name, root=tmp_path, progress=False)
+    P.load_pretrained(entry.name, allow_http=True, root=tmp_path, progress=False)
     (tmp_path / "tiny_cct.pth").unlink()
     server.files["/w.pth"] = (200, _checkpoint_bytes(tmp_path, entry.config(), seed=9)[1], "application/x")
     with pytest.raises(P.PretrainedError, match="the server now serves a different file"):
-        P.load_pretrained(entry.name, root=tmp_path, progress=False)
+        P.load_pretrained(entry.name, allow_http=True, root=tmp_path, progress=False)
     assert not (tmp_path / "tiny_cct.pth").exists()
 
 
@@ -271,7 +272,7 @@ def test_pinned_sha256_mismatch_deletes_the_download(server, monkeypatch, tmp_pa
     entry, _, body = _serve_tiny(server, monkeypatch, tmp_path)
     server.files["/w.pth"] = (200, body, "application/octet-stream")
     with pytest.raises(P.PretrainedError, match="0{64} was requested"):
-        P.load_pretrained(entry.name, root=tmp_path, sha256="0" * 64, progress=False)
+        P.load_pretrained(entry.name, allow_http=True, root=tmp_path, sha256="0" * 64, progress=False)
     assert not (tmp_path / "tiny_cct.pth").exists() and not (tmp_path / "tiny_cct.pth.sha256.json").exists()
 
 
@@ -282,7 +283,7 @@ def test_shape_mismatch_rejected_with_the_to_params_report(server, monkeypatch, 
     server.files["/w.pth"] = (200, body, "application/octet-stream")
     monkeypatch.setitem(P.REGISTRY, entry.name, entry)
     with pytest.raises(P.PretrainedError) as err:
-        P.load_pretrained(entry.name, root=tmp_path, progress=False)
+        P.load_pretrained(entry.name, allow_http=True, root=tmp_path, progress=False)
     msg = str(err.value)
     assert "classifier.fc.weight: expected shape (5, 16), found (7, 16)" in msg
     assert "classifier.fc.bias: expected shape (5,), found (7,)" in msg and "has been deleted" in msg
@@ -294,7 +295,7 @@ def test_non_checkpoint_bytes_rejected(server, monkeypatch, tmp_path):
     server.files["/junk"] = (200, np.random.default_rng(0).bytes(5000), "application/octet-stream")
     monkeypatch.setitem(P.REGISTRY, entry.name, entry)
     with pytest.raises(P.PretrainedError, match="not usable as the weights"):
-        P.load_pretrained(entry.name, root=tmp_path, progress=False)
+        P.load_pretrained(entry.name, allow_http=True, root=tmp_path, progress=False)
     assert not (tmp_path / "tiny_cct.pth").exists()
 
 
@@ -332,7 +333,7 @@ def test_cli_evaluate_pretrained_end_to_end(server, monkeypatch, tmp_path, capsy
     cfg = entry.config()
     data = _fake_cifar(cfg)
     monkeypatch.setattr(datasets_pkg, "load", lambda name, **kw: data)
-    rc = cli.main(["evaluate", "--pretrained", "cct_7_3x1_32_c100", "--dataset", "cifar100"])
+    rc = cli.main(["evaluate", "--pretrained", "cct_7_3x1_32_c100", "--dataset", "cifar100", "--allow-http"])
     out = capsys.readouterr().out
     logits = M.predict(params, to_model_input(data.x_test, data.mean, data.std), cfg)
     acc = float((logits.argmax(1) == data.y_test).mean())
@@ -343,7 +344,8 @@ def test_cli_evaluate_pretrained_offline_is_a_clean_error(monkeypatch, capsys):
     monkeypatch.setenv("MINICCT_OFFLINE", "1")
     rc = cli.main(["evaluate", "--pretrained", "cct_7_3x1_32_c100", "--dataset", "cifar100"])
     err = capsys.readouterr().err
-    assert rc == 1 and err.startswith("error: could not download the weights cct_7_3x1_32_c100")
+    assert rc == 1 and "\nerror: could not download the weights cct_7_3x1_32_c100" in err
+    assert err.startswith("skipping http://ix.cs.uoregon.edu/")          # HTTPS only: the mirror is skipped
     assert P.REGISTRY["cct_7_3x1_32_c100"].urls[0] in err and "Traceback" not in err
 
 
@@ -402,8 +404,53 @@ def test_lesson_runs_end_to_end_on_a_tiny_model(server, monkeypatch, tmp_path, c
                  == data.y_test[:20]).mean())
     monkeypatch.setitem(P.REGISTRY, entry.name, dataclasses.replace(entry, published_top1=100 * acc))
     monkeypatch.setattr(lesson, "load", lambda name, **kw: data)
-    rc = lesson.main(["--n-train", "30", "--n-test", "20", "--epochs", "1", "--probe-seconds", "0.05",
+    rc = lesson.main(["--allow-http", "--n-train", "30", "--n-test", "20", "--epochs", "1", "--probe-seconds", "0.05",
                       "--out", str(tmp_path / "figs")])
     out = capsys.readouterr().out
     assert rc == 0 and f"top-1 {100 * acc:.2f}%" in out and "PASS" in out
     assert "enc 1 out" in out and "coarse:" in out and (tmp_path / "figs" / "along_encoders.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ HTTPS only
+
+def test_registry_mirror_is_plain_http_and_official_is_https():
+    for e in P.REGISTRY.values():
+        assert e.urls[0].startswith("https://shi-labs.com/") and e.urls[1].startswith("http://"), e.name
+
+
+def test_substituted_file_over_plain_http_is_never_accepted(server, monkeypatch, tmp_path, capsys):
+    """A valid-looking file (right keys and shapes) served over plain HTTP: not requested, not written, not
+    accepted, and the skip is printed; the error says how to opt in."""
+    entry, params, body = _serve_tiny(server, monkeypatch, tmp_path, routes=("/w.pth",))
+    entry = dataclasses.replace(entry, urls=("https://127.0.0.1:1/w.pth", server.url + "/w.pth"))
+    monkeypatch.setitem(P.REGISTRY, entry.name, entry)
+    server.files["/w.pth"] = (200, body, "application/octet-stream")
+    with pytest.raises(dl.DownloadError) as err:
+        P.load_pretrained(entry.name, root=tmp_path / "w")
+    assert server.log == [] and not (tmp_path / "w" / "tiny_cct.pth").exists()
+    assert "skipped: plain HTTP" in str(err.value) and "--allow-http" in str(err.value)
+    assert f"skipping {server.url}/w.pth (plain HTTP" in capsys.readouterr().err
+    got, _, meta = P.load_pretrained(entry.name, root=tmp_path / "w", allow_http=True)   # the explicit opt-in
+    assert meta["url"] == server.url + "/w.pth" and "over plain HTTP" in capsys.readouterr().err
+    # the file, now cached with a plain-HTTP record, is refused later without the opt-in
+    with pytest.raises(P.PretrainedError, match="downloaded over plain HTTP"):
+        P.load_pretrained(entry.name, root=tmp_path / "w", progress=False)
+
+
+def test_https_download_redirected_to_http_is_refused_and_deleted(monkeypatch, tmp_path):
+    """dl.download follows redirects; when the bytes finally came from a non-HTTPS address they are refused."""
+    cfg_entry = _tiny_entry(["https://example.invalid/w.pth"])
+    monkeypatch.setitem(P.REGISTRY, cfg_entry.name, cfg_entry)
+    _, body = _checkpoint_bytes(tmp_path, cfg_entry.config())
+
+    def fake_download(url, path, md5, size=None, progress=True, **kw):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        path.with_name(path.name + ".md5ok").write_text(json.dumps({"md5": "x", "url": "http://evil.invalid/w"}))
+        return path
+
+    monkeypatch.setattr(dl, "download", fake_download)
+    with pytest.raises(dl.DownloadError, match="redirected to http://evil.invalid/w, which is not HTTPS"):
+        P.load_pretrained(cfg_entry.name, root=tmp_path / "w", progress=False)
+    assert not (tmp_path / "w" / "tiny_cct.pth").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import pickle
 import struct
 import tarfile
@@ -522,3 +523,103 @@ def test_writer_output_loads_in_real_torch(tmp_path):
     with torch.no_grad():
         logits = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(logits, want, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ training checkpoints
+# train_ckpt_cuda.pth: what timm's CheckpointSaver writes (epoch, arch, state_dict, optimizer, version, args as an
+# argparse.Namespace, amp_scaler, state_dict_ema with 'module.' keys, metric), storage locations 'cuda:0'.
+
+
+def _train_expected():
+    e = np.load(FIX / "train_ckpt_expected.npz")
+    keys = [str(k) for k in e["keys"]]
+    return keys, {k: e["state_dict/" + k] for k in keys}, {k: e["ema/" + k] for k in keys}, json.loads(
+        str(e["args_json"]))
+
+
+def test_training_checkpoint_weights_exact_and_report():
+    keys, sd_want, ema_want, args_want = _train_expected()
+    raw = (FIX / "train_ckpt_cuda.pth").read_bytes()
+    assert b"cuda:0" in raw and b"argparse" in raw                   # the fixture is what a GPU run writes
+    state, info = torch_io.load_checkpoint_state(FIX / "train_ckpt_cuda.pth")
+    assert list(state) == keys
+    for k in keys:
+        assert state[k].dtype == np.float32 and np.array_equal(state[k], sd_want[k]), k
+    assert (info["arch"], info["epoch"], info["metric"], info["version"]) == ("cct_tiny", 299, 80.92, 2)
+    assert info["weights"] == "'state_dict'" and info["n_tensors"] == len(keys)
+    args = {k: list(v) if isinstance(v, tuple) else v for k, v in info["args"].items()}
+    assert args == args_want
+    # the optimizer's moments (step, exp_avg, exp_avg_sq per parameter) and the EMA copy are skipped, not read
+    assert info["skipped"] == {"optimizer": 3 * len(keys), "amp_scaler": 0, "state_dict_ema": len(keys)}
+    assert info["storages_read"] == len(keys)
+    assert info["report"].startswith("arch cct_tiny, epoch 299, metric 80.92; weights from 'state_dict' (31 tensors)")
+    assert "not read: optimizer (93 tensors)" in info["report"] and "args: " in info["report"]
+
+
+def test_training_checkpoint_ema_weights_with_module_prefix_stripped():
+    keys, sd_want, ema_want, _ = _train_expected()
+    state, info = torch_io.load_checkpoint_state(FIX / "train_ckpt_cuda.pth", ema=True)
+    assert list(state) == keys and info["weights"] == "'state_dict_ema'" and info["stripped_prefix"] == "module."
+    assert all(np.array_equal(state[k], ema_want[k]) for k in keys)
+    assert not all(np.array_equal(ema_want[k], sd_want[k]) for k in keys)
+    assert "state_dict" in info["skipped"]
+    with pytest.raises(CheckpointError, match="no EMA weights"):
+        load_state_dict(TINY, ema=True)
+
+
+def test_optimizer_storages_are_never_read(monkeypatch):
+    """Only the storages of the chosen state_dict are read from the zip (lazy persistent_load)."""
+    read = []
+    real = torch_io._read_member
+    monkeypatch.setattr(torch_io, "_read_member", lambda zf, name, path: read.append(name) or real(zf, name, path))
+    state, info = torch_io.load_checkpoint_state(FIX / "train_ckpt_cuda.pth")
+    data = [n for n in read if "/data/" in n]
+    assert len(data) == len(state) == info["storages_read"]
+    with zipfile.ZipFile(FIX / "train_ckpt_cuda.pth") as zf:
+        total = [n for n in zf.namelist() if "/data/" in n and "/.data/" not in n]
+    assert len(total) == len(state) * 5  # state_dict, ema, and three optimizer slots per parameter
+
+
+def test_namespace_becomes_an_inert_record():
+    ns = torch_io.TrainingArgs()
+    ns.__setstate__({"model": "cct_2_3x2_32", "lr": 0.1})
+    assert ns.model == "cct_2_3x2_32" and ns.fields == {"model": "cct_2_3x2_32", "lr": 0.1}
+    with pytest.raises(AttributeError):
+        ns.model = "x"
+    with pytest.raises(AttributeError):
+        torch_io.TrainingArgs.fields = 3              # the class handed to the pickle cannot be altered
+    with pytest.raises(CheckpointError):
+        torch_io.TrainingArgs().__setstate__(["not", "a", "dict"])
+
+
+def test_checkpoint_with_another_global_is_refused_naming_it():
+    """train_ckpt_foreign.pth (written by torch.save) holds a types.SimpleNamespace instead of argparse.Namespace."""
+    with pytest.raises(UnsafeCheckpointError, match=r"types\.SimpleNamespace"):
+        torch_io.load_checkpoint_state(FIX / "train_ckpt_foreign.pth")
+
+
+@pytest.mark.parametrize("module,name", [("argparse", "ArgumentParser"), ("torch.optim.adamw", "AdamW"),
+                                         ("builtins", "getattr"), ("copyreg", "_reconstructor")])
+def test_training_checkpoint_with_extra_global_is_refused(tmp_path, module, name):
+    """A training checkpoint whose pickle also names any global outside the allow-list: refused, named."""
+    pw = torch_io._PickleWriter()
+    pw.out += pickle.EMPTY_DICT + pickle.MARK
+    pw.str_("epoch")
+    pw.int_(3)
+    pw.str_("args")
+    pw.global_("argparse", "Namespace")
+    pw.out += pickle.EMPTY_TUPLE + pickle.NEWOBJ + pickle.EMPTY_DICT + pickle.BUILD
+    pw.str_("sched")
+    pw.global_(module, name)
+    pw.out += pickle.SETITEMS + pickle.STOP
+    path = _zip_with_pickle(tmp_path / "x.pth", bytes(pw.out))
+    with pytest.raises(UnsafeCheckpointError, match=f"{module}.{name}"):
+        torch_io.load_checkpoint_state(path)
+
+
+def test_training_checkpoint_loads_in_torch_the_same():
+    """Optional: torch itself reads the fixture to the same arrays (map_location='cpu' for the cuda tags)."""
+    torch = pytest.importorskip("torch")
+    ck = torch.load(FIX / "train_ckpt_cuda.pth", map_location="cpu", weights_only=False)
+    state = load_state_dict(FIX / "train_ckpt_cuda.pth")
+    assert all(np.array_equal(state[k], v.numpy()) for k, v in ck["state_dict"].items())

@@ -164,3 +164,47 @@ def shuffled_control(B_mha, head_dim, n_shuffles=20, seed=0, rule="diagonal", mi
     si = np.array([specialisation_index(L[rng.permutation(D)].reshape(h, head_dim, K).sum(axis=1))
                    for _ in range(n_shuffles)])
     return float(si.mean()), float(si.std())
+
+
+# ------------------------------------------------------------------ statistics of any node partition
+def partition_counts(L, groups):
+    """c [h, K] int: c[g, j] = number of nodes of group g whose label set holds j. [INF]
+
+    L [D, K] bool node label sets (clusters.node_labels); groups int [h, d] a partition of the D nodes
+    (the real heads: np.arange(D).reshape(h, d); random ones: nulls.random_partitions).
+    """
+    L = np.asarray(L)
+    groups = np.asarray(groups)
+    if L.ndim != 2 or groups.ndim != 2:
+        raise ValueError(f"L must be [D, K] and groups [h, d], got {L.shape} and {groups.shape}")
+    return L[groups].sum(axis=1)                               # [h, d, K] -> [h, K]
+
+
+def partition_si(L, groups):
+    """Specialisation index of the node groups `groups` [h, d] from node label sets L [D, K]. [INF]"""
+    return specialisation_index(partition_counts(L, groups))
+
+
+def shp_label_sets(V, groups, threshold=0.3):
+    """Single-head diagonal sets [h, K] bool of node groups: the SHP matrix of group g is the sum of its nodes'
+    fields, sum_{n in g} V[n] (head_fields for the real heads), max-normalised and thresholded; its diagonal
+    is the set of labels the group recognises. [INF, SHP of P-L]
+
+    V [D, K, K] node fields; groups int [h, d] (any partition of the nodes, e.g. random ones for a null).
+    """
+    from .snp import normalise_threshold
+    V = np.asarray(V)
+    if V.ndim != 3 or V.shape[1] != V.shape[2]:
+        raise ValueError(f"V must be node fields [D, K, K], got shape {V.shape}")
+    Vg = V[np.asarray(groups)].sum(axis=1)                     # [h, d, K, K] -> [h, K, K]
+    return np.diagonal(normalise_threshold(Vg, threshold), axis1=1, axis2=2).copy()
+
+
+def heads_per_label(sets):
+    """Mean number of groups recognising a label, over the labels recognised by at least one (nan if none).
+
+    sets [h, K] bool (e.g. shp_label_sets). P-L: "each label being explicitly recognized by a few heads".
+    """
+    sets = np.asarray(sets, dtype=bool)
+    m = sets.sum(axis=0)
+    return float(m[m > 0].mean()) if (m > 0).any() else float("nan")

@@ -81,14 +81,15 @@ def _label_set(labels, num_classes, name="designated_labels"):
     return out
 
 
-def designated_drop(drop, designated, n_perm=0, seed=0):
+def designated_drop(drop, designated, n_perm=0, seed=0, return_null=False):
     """Mean accuracy drop on a head's designated labels vs the other labels, with a permutation p-value. [INF]
 
         gap = mean_{j in S} drop[j] - mean_{j not in S} drop[j]          (labels with nan drop are ignored)
         p   = (1 + #{random S' with |S'| = |S| : gap(S') >= gap}) / (1 + n_perm)   (one-sided; nan if n_perm=0)
     Inputs: drop [K] (per-label accuracy full - ablated), designated bool [K] or label list; the random label
     sets are drawn with np.random.default_rng(seed). Returns (mean_in, mean_out, gap, p); mean_in / mean_out
-    are nan when S (or its complement) holds no measured label.
+    are nan when S (or its complement) holds no measured label. With return_null=True also returns the null
+    gaps [n_perm] (their sd is the scale of the minimum detectable effect, nulls.min_detectable_effect).
     """
     drop = np.asarray(drop, dtype=np.float64)
     if drop.ndim != 1:
@@ -102,7 +103,7 @@ def designated_drop(drop, designated, n_perm=0, seed=0):
     if not (isinstance(n_perm, (int, np.integer)) and n_perm >= 0):
         raise ValueError(f"n_perm must be an integer >= 0, got {n_perm!r}")
     if n_perm == 0 or not np.isfinite(gap):
-        return mean_in, mean_out, gap, float("nan")
+        return (mean_in, mean_out, gap, float("nan")) + ((np.zeros(0),) if return_null else ())
     rng = np.random.default_rng(seed)
     k, m = int(S.sum()), d.size
     perm = np.argsort(rng.random((n_perm, m)), axis=1)[:, :k]                 # [P, |S|] random label sets
@@ -111,7 +112,7 @@ def designated_drop(drop, designated, n_perm=0, seed=0):
     sum_in = (inside * d).sum(axis=1)
     gaps = sum_in / k - (d.sum() - sum_in) / (m - k)                           # [P]
     p = (1 + np.count_nonzero(gaps >= gap - 1e-12)) / (1 + n_perm)
-    return mean_in, mean_out, gap, float(p)
+    return (mean_in, mean_out, gap, float(p)) + ((gaps,) if return_null else ())
 
 
 # --------------------------------------------------------------------------------- model evaluation

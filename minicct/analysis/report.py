@@ -13,7 +13,7 @@ encoder; model.py documents the names) and read-out mode:
 `analyse_site` does steps 2-6 on plain arrays, for activations of any network.
 `group_agreement` compares the clusters found with ground-truth label groups (e.g. CIFAR-100 superclasses,
 the embedded dataset's shape / colour / layout): the fraction of multi-label clusters whose labels all lie in
-one group, against the fraction expected if the labels of each cluster were drawn at random [INF].
+one group, against the fraction expected for random label sets, with a label-permutation p-value [INF].
 Shape legend: N images, T tokens, D nodes, K classes.
 """
 from __future__ import annotations
@@ -108,17 +108,21 @@ def _parse(name):
     return int(enc[3:]) + 1, site
 
 
-def group_agreement(clusters, groups: dict) -> dict:
-    """How often multi-label clusters stay inside one ground-truth group, against chance. [INF]
+def group_agreement(clusters, groups: dict, n_draws=10000, seed=0) -> dict:
+    """How often multi-label clusters stay inside one ground-truth group, against a label-permutation null. [INF]
 
     clusters: iterable of label lists (e.g. every cluster of every node of a layer); groups: name -> [K] ints.
     For each grouping g returns {"n": number of clusters of size >= 2, "inside": fraction whose labels all
     share one group, "chance": the expected fraction for random label sets of the same sizes,
         chance = mean over clusters c of  p_c,  p_c = sum_groups C(n_group, |c|) / C(K, |c|)   (exact),
-    "p_value": P(at least the observed number inside | chance), the clusters treated as independent draws
-    (the exact Poisson-binomial tail of the p_c; clusters of one node are not independent, so read it as a
-    guide, not a proof)}.
+    "p_value": one-sided p of the count inside under the label-permutation null (nulls.group_permutation_test:
+    the group vector permuted over the labels, clusters kept as they are, so clusters that repeat or share
+    labels are not counted as independent evidence; exact enumeration when the distinct assignments are
+    few, else (1 + hits) / (1 + n_draws)), "p_method", "p_min" (smallest attainable p)}.
+    The earlier p-value that treated clusters as independent draws is retired: it is far too small when
+    clusters repeat across nodes.
     """
+    from .nulls import group_permutation_test
     multi = [list(c) for c in clusters if len(c) >= 2]
     out = {}
     for gname, g in groups.items():
@@ -126,15 +130,14 @@ def group_agreement(clusters, groups: dict) -> dict:
         K = len(g)
         sizes = np.bincount(g)
         if not multi:
-            out[gname] = {"n": 0, "inside": float("nan"), "chance": float("nan"), "p_value": float("nan")}
+            out[gname] = {"n": 0, "inside": float("nan"), "chance": float("nan"), "p_value": float("nan"),
+                          "p_method": "none", "p_min": float("nan")}
             continue
         hits = sum(len(set(g[c])) == 1 for c in multi)
         pc = np.array([sum(math.comb(int(n), len(c)) for n in sizes) / math.comb(K, len(c)) for c in multi])
-        dist = np.array([1.0])                        # Poisson-binomial distribution of the number inside
-        for q in pc:
-            dist = np.append(dist * (1 - q), 0.0) + np.append(0.0, dist * q)
+        perm = group_permutation_test(multi, g, n_draws=n_draws, seed=seed)
         out[gname] = {"n": len(multi), "inside": hits / len(multi), "chance": float(pc.mean()),
-                      "p_value": float(min(1.0, dist[hits:].sum()))}
+                      "p_value": perm["p_value"], "p_method": perm["method"], "p_min": perm["p_min"]}
     return out
 
 

@@ -198,15 +198,20 @@ def normalise_fields(V):
     V = _check_fields(V).astype(np.float64, copy=False)
     vmax = V.reshape(V.shape[0], -1).max(axis=1) if V.size else np.zeros(V.shape[0])  # [D]
     valid = vmax > 0
-    scale = np.where(valid, 1.0 / np.where(valid, vmax, 1.0), 0.0)
-    return V * scale[:, None, None], valid
+    # a true division, as the code (V / max): multiplying by 1/max rounds differently and let a field at
+    # exactly t * max pass the strict threshold (e.g. 3 * (1/10) = 0.30000000000000004 > 0.3)
+    Vn = V / np.where(valid, vmax, 1.0)[:, None, None]
+    Vn[~valid] = 0.0
+    return Vn, valid
 
 
 def normalise_threshold(V, threshold=0.3):
     """Binary node matrices B [D, K, K] bool: B[n, i, j] = V[n, i, j] / max V[n] > threshold. [CODE]
 
-    threshold 0.3 is the AFCC default; strict '>' as in the code. Nodes with a non-positive max give an
-    all-zero matrix [INF] (see `normalise_fields`). Raising the threshold never adds ones.
+    threshold 0.3 is the AFCC default; strict '>' as in the code, after a true division by the max (as the
+    code), so a field exactly at threshold x max does NOT pass: integer fields [[10, 3], [0, 0]] give
+    [[1, 0], [0, 0]]. Nodes with a non-positive max give an all-zero matrix [INF] (see `normalise_fields`).
+    Raising the threshold never adds ones.
     """
     threshold = float(threshold)
     if not np.isfinite(threshold):

@@ -3,6 +3,7 @@ Flowers-102 (downloaded once, md5-verified, cached in data/ or $MINICCT_DATA).
 
     load("embedded")              -> Dataset (20+ classes, 32x32, ground-truth groups)
     load("cifar10"), load("cifar100"), load("flowers102", img_size=64)
+    load("npz:my_arrays.npz"), load("folder:my_images", img_size=32)      your own images (datasets/custom.py)
 """
 from .base import Dataset, channel_stats, data_dir, to_model_input
 
@@ -11,7 +12,14 @@ NAMES = ("embedded", "cifar10", "cifar100", "flowers102")
 
 def load(name: str, root=None, download: bool = True, **kwargs) -> Dataset:
     """Load a dataset by name. Extra keyword arguments go to the loader (e.g. seed for 'embedded',
-    img_size for 'flowers102')."""
+    img_size for 'flowers102' and 'folder:PATH'; mean / std for 'npz:PATH' and 'folder:PATH')."""
+    if isinstance(name, str) and name.startswith("npz:"):
+        from .custom import load_npz_dataset
+        kwargs.pop("img_size", None)                   # the arrays have their own size
+        return load_npz_dataset(name[len("npz:"):], **kwargs)
+    if isinstance(name, str) and name.startswith("folder:"):
+        from .custom import load_folder_dataset
+        return load_folder_dataset(name[len("folder:"):], root=root, **kwargs)
     if name == "embedded":
         from .embedded import load_embedded
         return load_embedded(root=root, **kwargs)
@@ -24,7 +32,7 @@ def load(name: str, root=None, download: bool = True, **kwargs) -> Dataset:
     if name == "flowers102":
         from .flowers import load_flowers102
         return load_flowers102(root=root, download=download, **kwargs)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}, npz:PATH or folder:PATH")
 
 
 __all__ = ["Dataset", "NAMES", "channel_stats", "data_dir", "load", "to_model_input"]

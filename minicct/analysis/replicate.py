@@ -1,0 +1,502 @@
+"""The replication report: each claim of the paper, measured over read-out seeds, against its null or baseline.
+
+    replicate(params, cfg, data, seeds=(0, 1, 2))  ->  dict (claims table rows + per-position summaries)
+
+One capture pass of the frozen model (tokenizer output and, per encoder, out / mha_heads / ff_hidden), then
+for every read-out seed s:
+    per position (tokenizer, encoder 1..L) and read-out mode: report.analyse_site -> accuracy, clusters per
+        node, cluster size, labels in clusters, noise, SNR and variants, single-node accuracy / top fraction;
+    heads: flat read-out of every encoder's mha_heads -> node label sets L [D, K] and fields V [D, K, K];
+    ANDC on the last encoder's flat read-out against random / magnitude same-degree masks and the unpruned
+        read-out, all retrained identically (baselines.readout_baselines);
+    ANDC on FF linear2 of every encoder at once against random / magnitude masks of the same per-node degree
+        (whole-model accuracy, no retraining).
+Then every claim gets its verdict by a stated rule (stats: paired differences over seeds; nulls: label
+permutation, random node partitions with the statistic averaged over seeds, Holm over tests). Each row holds
+the paper's claim in its own words, the measured quantity with its 95 % interval, the null or baseline, the
+verdict and the rule. `write_outputs` writes claims.json (first), claims.md and one PNG figure.
+Shape legend: N images, T tokens, D nodes, F FF hidden width, h heads, d head dim, K classes, S seeds.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import interventions as I
+from .andc import andc_mask, ff_mask
+from .baselines import ff_baseline_masks, readout_baselines
+from .clusters import node_labels
+from .heads import designated_labels, heads_per_label, partition_counts, partition_si, shp_label_sets
+from .nulls import group_permutation_test, holm, min_detectable_effect, partition_null
+from .report import analyse_site, capture
+from .stats import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, bootstrap_summary, summarise, summarise_columns,
+                    trend_verdict, verdict_from)
+
+QUANTITIES = ("accuracy", "clusters_per_node", "cluster_size", "labels_in_clusters", "noise", "snr", "snr_a",
+              "snr_b", "snr_c", "snr_d", "single_node_accuracy", "single_node_top_fraction")
+
+# the paper's claims in their own words (abstracts; paper_method sections 1.1, 4, 6)
+CLAIMS = {
+    "small_clusters": ("P-T", "Each node identifies small clusters of possible output labels, with additional "
+                              "noise represented as labels outside these clusters."),
+    "single_label": ("P-M", "Each filter essentially selects a single output label independent of the input "
+                            "label"),
+    "accuracy_rises": ("P-M", "resulting in SRs that progress with the layers"),
+    "sharpened": ("P-T", "These features are progressively sharpened along the transformer encoders, enhancing "
+                         "the signal-to-noise ratio."),
+    "andc": ("P-T", "enables an efficient applied nodal diagonal connection (ANDC) pruning technique without "
+                    "affecting the accuracy"),
+    "heads_break_symmetry": ("P-T", "spontaneous symmetry breaking occurs among the MHA heads, such that each "
+                                    "head focuses its attention on a subset of labels"),
+    "heads_expert": ("P-T", "each head becomes an expert in recognizing its designated labels"),
+    "few_heads": ("P-L", "each label being explicitly recognized by a few heads"),
+    "groups": ("minicct", "(lesson 03) clusters follow the dataset's ground-truth label groups more often than "
+                          "chance"),
+}
+
+
+def _site_values(r):
+    s, single = r.summary, r.single
+    return {"accuracy": r.accuracy, "clusters_per_node": s["mean_clusters_per_node"],
+            "cluster_size": s["mean_cluster_size"], "labels_in_clusters": s["mean_labels_in_clusters"],
+            "noise": s["mean_noise"], "snr": s["snr"], "snr_a": s["snr_a"], "snr_b": s["snr_b"],
+            "snr_c": s.get("snr_c", float("nan")), "snr_d": s["snr_d"],
+            "single_node_accuracy": single["mean_accuracy"], "single_node_top_fraction": single["mean_top_fraction"]}
+
+
+def seed_sweep(A_train, y_train, A_test, y_test, num_classes, names, modes=("flat",), seeds=(0, 1, 2), epochs=10,
+               threshold=0.3, keep=(), progress=None):
+    """Every SNP quantity of every site in `names` (in order along the encoders) for every read-out seed and mode.
+
+    A_train / A_test: {name: activations [N, T, D]}; y_train [N], y_test [M]. For each seed and name and mode
+    a fresh read-out is trained with that seed (report.analyse_site). Returns (vals, kept):
+        vals[mode][quantity]  float [S, E]  (S seeds, E = len(names)); quantities QUANTITIES
+        kept[(seed, name, mode)]  the SiteAnalysis, for the (name, mode) pairs listed in keep.
+    """
+    vals = {m: {q: np.full((len(seeds), len(names)), np.nan) for q in QUANTITIES} for m in modes}
+    kept = {}
+    for si, seed in enumerate(seeds):
+        for p, name in enumerate(names):
+            for mode in modes:
+                r = analyse_site(A_train[name], y_train, A_test[name], y_test, num_classes, mode, epochs, threshold,
+                                 seed, name, p, "tokens" if name == "tokens" else name.split(".", 1)[-1])
+                for q, v in _site_values(r).items():
+                    vals[mode][q][si, p] = v
+                if (name, mode) in keep:
+                    kept[(seed, name, mode)] = r
+        if progress:
+            progress(f"  seed {seed}: {len(names)} sites x {len(modes)} read-outs done", flush=True)
+    return vals, kept
+
+
+def head_null_tests(heads_L, heads_V, head_dim, threshold=0.3, n_draws=200, seed=0):
+    """Per encoder, the heads' specialisation index and SHP heads-per-label against random node partitions. [INF]
+
+    heads_L[e]: list over seeds of node label sets L [D, K] of encoder e's mha_heads site; heads_V[e]: list over
+    seeds of its node fields V [D, K, K]. Each statistic is averaged over the seeds, for the real heads and for
+    every random partition alike (nulls.partition_null). Returns (si_results, shp_results), one dict per encoder:
+        SI  = specialisation index of the partition (higher = more specialised; alternative 'greater')
+        SHP = mean number of groups whose single-head diagonal set holds a label (fewer = more specialised;
+              alternative 'less').
+    """
+    si_res, hp_res = [], []
+    for Ls, Vs in zip(heads_L, heads_V):
+        D = Ls[0].shape[0]
+        si_res.append(partition_null(lambda g: np.mean([partition_si(Lx, g) for Lx in Ls]), D, head_dim, n_draws,
+                                     seed=seed))
+        hp_res.append(partition_null(lambda g: np.mean([heads_per_label(shp_label_sets(Vx, g, threshold))
+                                                        for Vx in Vs]), D, head_dim, n_draws, seed=seed,
+                                     alternative="less"))
+    return si_res, hp_res
+
+
+def head_ablation_tests(params, cfg, data, heads_L, full_logits, A_test, n_perm=2000, seed=0, alpha=0.05):
+    """Zero every head in turn; is the accuracy drop larger on its designated labels? Holm over all heads. [INF]
+
+    Designated labels of head g in encoder e: the labels where g has the most nodes with the label on their
+    diagonal, counts summed over the seeds (heads.designated_labels, rule 'max'). For each head the gap =
+    mean drop on them - mean drop on the others, its one-sided permutation p over n_perm random label sets of
+    the same size (interventions.designated_drop), then Holm over the L x h heads, and the minimum detectable
+    gap (80 % power at the strictest Holm level alpha / m, from the median null spread).
+    A_test: captured test activations with "tokens" and enc{e}.out (for the residual stream entering e).
+    Returns a dict: encoder, head, designated [m, K], gap, p, p_holm, reject, n_positive, m, mde, acc_drop.
+    """
+    L, h = cfg.num_layers, cfg.num_heads
+    D, d = cfg.embedding_dim, cfg.head_dim
+    y = data.y_test
+    out = {k: [] for k in ("encoder", "head", "designated", "gap", "p", "null_sd", "acc_drop")}
+    for e in range(L):
+        c = sum(partition_counts(Lx, np.arange(D).reshape(h, d)) for Lx in heads_L[e])       # [h, K]
+        Ld = designated_labels(c, rule="max")
+        zt = I.encoder_input(params, cfg, A_test, e)
+        for g in range(h):
+            ab = I.head_ablation(params, cfg, data, e, g, Ld[g], full_logits=full_logits, z_test=zt)
+            _, _, gap, p, null = I.designated_drop(ab.drop, Ld[g], n_perm, seed=seed + 1000 * e + g,
+                                                   return_null=True)
+            for k, v in (("encoder", e), ("head", g), ("designated", Ld[g]), ("gap", gap),
+                         ("p", p if np.isfinite(p) else 1.0), ("acc_drop", ab.acc_full - ab.acc_ablated),
+                         ("null_sd", float(null.std(ddof=1)) if null.size > 1 else float("nan"))):
+                out[k].append(v)
+    m = len(out["p"])
+    p_adj, rej = holm(out["p"], alpha)
+    out.update(p_holm=[float(x) for x in p_adj], reject=[bool(x) for x in rej], m=m,
+               n_positive=int(sum(gp > 0 for gp in out["gap"])),
+               mde=min_detectable_effect(float(np.nanmedian(out["null_sd"])), alpha / m))
+    return out
+
+
+def _row(key, quantity, measured, null, verdict, rule, **details):
+    source, claim = CLAIMS[key]
+    return {"id": key, "source": source, "claim": claim, "quantity": quantity, "measured": measured,
+            "null_or_baseline": null, "verdict": verdict, "rule": rule, "details": details}
+
+
+def _pct(s):
+    return s.fmt(100, 1)
+
+
+def _null_verdict(p_adj, observed, null_median, alpha=0.05):
+    """Verdict over several null tests (encoders): supported if a majority reject after Holm; contradicted
+    if in a majority the real statistic is not beyond the null median; inconclusive otherwise."""
+    m = len(p_adj)
+    if sum(p <= alpha for p in p_adj) > m / 2:
+        return SUPPORTED
+    if sum(not b for b in (o > n for o, n in zip(observed, null_median))) > m / 2:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpool"), epochs=10, retrain_epochs=1,
+              threshold=0.3, n_train=None, tolerance=0.01, n_draws=200, n_perm=2000, group_draws=10000,
+              batch_size=250, progress=print) -> dict:
+    """The replication report of a trained CCT on a dataset (module docstring). Returns a dict:
+
+    rows (claims table rows), positions (per mode: per quantity a list of Summaries as dicts, tokenizer first),
+    config (seeds, epochs, ...), model_accuracy, seconds.
+    seeds: read-out seeds (>= 2 for any verdict); epochs: read-out epochs; retrain_epochs: masked retraining
+    of the ANDC read-out and its baselines; tolerance: accuracy loss counted as 'without affecting' (0.01 =
+    1 point); n_draws: random node partitions; n_perm: random label sets per head ablation.
+    """
+    t0 = time.time()
+    say = progress or (lambda *a, **k: None)
+    seeds = [int(s) for s in seeds]
+    if len(seeds) < 1 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers, got {seeds}")
+    if data.num_classes != cfg.num_classes:
+        raise ValueError(f"dataset {data.name} has {data.num_classes} classes, the model {cfg.num_classes}")
+    if "flat" not in modes:
+        raise ValueError(f"modes must include 'flat' (the authors' read-out), got {modes}")
+    K, L, h, d = cfg.num_classes, cfg.num_layers, cfg.num_heads, cfg.head_dim
+    D = cfg.embedding_dim
+    x_tr, y_tr, y_te = data.x_train[:n_train], data.y_train[:n_train], data.y_test
+    pos = ["tokens"] + [f"enc{e}.out" for e in range(L)]
+    heads_sites = [f"enc{e}.mha_heads" for e in range(L)]
+    ff_sites = [f"enc{e}.ff_hidden" for e in range(L)]
+    say(f"capturing {len(pos) + 2 * L} sites for {len(y_tr)} training and {len(y_te)} test images ...", flush=True)
+    A_tr = capture(params, cfg, x_tr, data.mean, data.std, pos + heads_sites + ff_sites, batch_size)
+    A_te = capture(params, cfg, data.x_test, data.mean, data.std, pos + heads_sites + ff_sites, batch_size)
+    z0 = I.encoder_input(params, cfg, A_te, 0)
+    full_logits = I.logits_from(params, cfg, z0, 0)
+    acc_model = float((full_logits.argmax(1) == y_te).mean())
+    say(f"model test accuracy {100 * acc_model:.2f}%  [{time.time() - t0:.0f} s]", flush=True)
+
+    vals, kept = seed_sweep(A_tr, y_tr, A_te, y_te, K, pos, modes, seeds, epochs, threshold,
+                            keep=[(name, "flat") for name in pos[1:]], progress=say)
+    last_clusters, heads_L, heads_V = [], [[] for _ in range(L)], [[] for _ in range(L)]
+    ro = {k: [] for k in ("andc", "random", "magnitude", "unpruned")}
+    ro_before = {k: [] for k in ro}
+    ro_frac, ff_acc, ff_frac = [], {k: [] for k in ("andc", "random", "magnitude")}, []
+    ro_correct, ff_correct = {k: [] for k in ro}, {k: [] for k in ff_acc}    # per seed: bool [N_test]
+    for si, seed in enumerate(seeds):
+        B_out = {e: kept[(seed, pos[e + 1], "flat")].B for e in range(L)}
+        res_last = kept.pop((seed, pos[-1], "flat"))
+        last_clusters += [c for node in res_last.stats.clusters for c in node]
+        for e in range(L):
+            r = analyse_site(A_tr[heads_sites[e]], y_tr, A_te[heads_sites[e]], y_te, K, "flat", epochs, threshold,
+                             seed, heads_sites[e], e + 1, "mha_heads")
+            heads_L[e].append(node_labels(r.B))                 # [D, K]
+            heads_V[e].append(r.V)                              # [D, K, K]
+        # ANDC on the last encoder's read-out against same-degree baselines, all retrained identically
+        M = andc_mask(res_last.B)                               # [K, D]
+        ro_frac.append(1 - M.mean())
+        base = readout_baselines(A_tr[pos[-1]], y_tr, A_te[pos[-1]], y_te, K, res_last.readout.W, M,
+                                 epochs=retrain_epochs, seed=seed)
+        for k in ro:
+            ro[k].append(base[k]["acc"])
+            ro_correct[k].append(base[k]["correct"])
+            ro_before[k].append(base[k]["acc_before"])
+        # ANDC on FF linear2 of every encoder at once, against random / magnitude masks of the same degree
+        pruned = {k: params for k in ff_acc}
+        n_kept = n_total = 0
+        for e in range(L):
+            rh = analyse_site(A_tr[ff_sites[e]], y_tr, A_te[ff_sites[e]], y_te, K, "flat", epochs, threshold, seed,
+                              ff_sites[e], e + 1, "ff_hidden")
+            Mff = ff_mask(node_labels(rh.B), node_labels(B_out[e]))          # [D, F]
+            W2 = params[f"classifier.blocks.{e}.linear2.weight"]
+            rand, mag = ff_baseline_masks(Mff, W2, seed=seed)
+            for k, mk in (("andc", Mff), ("random", rand), ("magnitude", mag)):
+                pruned[k] = I.prune_linear2(pruned[k], e, mk)
+            n_kept, n_total = n_kept + int(Mff.sum()), n_total + Mff.size
+        ff_frac.append(1 - n_kept / n_total)
+        for k in ff_acc:
+            ff_correct[k].append(I.logits_from(pruned[k], cfg, z0, 0).argmax(1) == y_te)
+            ff_acc[k].append(float(ff_correct[k][-1].mean()))
+        say(f"seed {seed}: last-encoder flat read-out {100 * vals['flat']['accuracy'][si, -1]:.1f}%, ANDC "
+            f"{100 * ro['andc'][-1]:.1f}% (random {100 * ro['random'][-1]:.1f}%, magnitude "
+            f"{100 * ro['magnitude'][-1]:.1f}%, unpruned {100 * ro['unpruned'][-1]:.1f}%); FF ANDC "
+            f"{100 * ff_acc['andc'][-1]:.1f}%  [{time.time() - t0:.0f} s]", flush=True)
+
+    rows = []
+    S = len(seeds)
+    last = L                                                    # index of the last encoder among the positions
+    fl = vals["flat"]
+    # 1. small clusters
+    lab = summarise(fl["labels_in_clusters"][:, last])
+    size = summarise(fl["cluster_size"][:, last])
+    noise = summarise(fl["noise"][:, last])
+    v = SUPPORTED if lab.hi < K / 4 else CONTRADICTED if lab.lo > K / 2 else INCONCLUSIVE
+    rows.append(_row("small_clusters", f"labels in clusters per node, encoder {L} (flat read-out)",
+                     f"{lab.fmt()} of K={K} labels; cluster size {size.fmt()}; noise {noise.fmt()} per node",
+                     f"K/4 = {K / 4:g} labels (few) / K/2 (many)", v,
+                     "supported if the interval is below K/4; contradicted if above K/2"))
+    # 2. one label per node
+    top = summarise(fl["single_node_top_fraction"][:, last])
+    sacc = summarise(fl["single_node_accuracy"][:, last])
+    v = SUPPORTED if top.lo > 0.5 else CONTRADICTED if top.hi < 0.5 else INCONCLUSIVE
+    rows.append(_row("single_label", f"fraction of test images on a node's most frequent label, encoder {L} (flat)",
+                     f"{_pct(top)} %; single-node accuracy {_pct(sacc)} %", f"chance accuracy {100 / K:.1f} %; "
+                     f"1/K = {100 / K:.1f} % if predictions were spread", v,
+                     "supported if the interval of the top fraction is above 50 %; contradicted if below"))
+    # 3. accuracy, noise and SNR along the encoders, every read-out; from the tokenizer and from encoder 1
+    #    (the tokenizer is not an encoder: "along the transformer encoders" is read both ways)
+    def trend_row(key, mode, q, want, name, scale, unit):
+        t, te = trend_verdict(vals[mode][q] * scale, want), trend_verdict(vals[mode][q][:, 1:] * scale, want)
+        a, digits = t["per_position"], 1 if scale > 1 else 2
+        up = "up" if want == "rise" else "down"
+        meas = (f"{a[0].fmt(1, digits)} -> {a[1].fmt(1, digits)} -> {a[-1].fmt(1, digits)}{unit} (tokenizer, "
+                f"encoder 1, encoder {L}); last-first {t['total'].fmt(1, digits)}, from encoder 1 "
+                f"{te['total'].fmt(1, digits)}; steps significantly {up} {t['steps_with']}/{L}, against "
+                f"{t['steps_against']}/{L}")
+        verdict = (f"tokenizer -> enc {L}: {t['verdict']}; enc 1 -> enc {L}: {te['verdict']}" if L > 1
+                   else t["verdict"])
+        rows.append(_row(key, f"{name} ({mode} read-out)", meas, "paired differences over seeds", verdict, t["rule"]))
+        return t, te
+
+    trends = {}
+    for mode in modes:
+        trends[(mode, "accuracy")] = trend_row("accuracy_rises", mode, "accuracy", "rise", "read-out accuracy", 100,
+                                               " %")
+    for mode in modes:
+        for q, want, name in (("snr", "rise", "SNR <S>/<N>"), ("noise", "fall", "noise per node")):
+            trends[(mode, q)] = trend_row("sharpened", mode, q, want, name, 1, "")
+    variants = {q: (trend_verdict(vals["flat"][q], "rise"), trend_verdict(vals["flat"][q][:, 1:], "rise"))
+                for q in ("snr_a", "snr_b", "snr_c", "snr_d")}
+    rows.append(_row("sharpened", f"SNR variants (a) labels/noise, (b) median S/N, (c) field ratio, (d) S/column "
+                     f"noise, tokenizer -> encoder {L} (flat read-out)",
+                     "; ".join(f"{q[-1]}: {t['per_position'][0].fmt()} -> {t['per_position'][-1].fmt()}"
+                               for q, (t, _) in variants.items()), "paired differences over seeds",
+                     "; ".join(f"{q[-1]}: {t['verdict']} (from enc 1: {te['verdict']})"
+                               for q, (t, te) in variants.items()), trends[("flat", "snr")][0]["rule"]))
+    # 4. ANDC: intervals of paired accuracy differences from a two-stage bootstrap over seeds and test images
+    #    (the same images for both read-outs; stats.bootstrap_summary), so the test set's size counts too
+    rc = {k: np.array(v, dtype=np.float64) for k, v in ro_correct.items()}                 # [S, N_test]
+    boot = lambda diff: bootstrap_summary(diff, seed=seeds[0])
+    s_loss, s_rand, s_mag = (boot(rc["andc"] - rc[k]) for k in ("unpruned", "random", "magnitude"))
+    v_loss, v_rand, v_mag = verdict_from(s_loss, tolerance=tolerance), verdict_from(s_rand), verdict_from(s_mag)
+    frac = summarise(ro_frac)
+    interval_note = "intervals: bootstrap over seeds and test images"
+    rows.append(_row("andc", f"encoder {L} read-out: ANDC minus unpruned accuracy, both +{retrain_epochs} epoch(s)",
+                     f"{_pct(s_loss)} points ({_pct(boot(rc['andc']))} vs {_pct(boot(rc['unpruned']))} %; "
+                     f"{_pct(frac)} % of weights pruned)", f"unpruned read-out; tolerance {100 * tolerance:g} point",
+                     v_loss, f"supported if the interval is above -{100 * tolerance:g} point; contradicted if below; "
+                     + interval_note))
+    sel = (SUPPORTED if v_rand == SUPPORTED and v_mag == SUPPORTED else
+           CONTRADICTED if CONTRADICTED in (v_rand, v_mag) else INCONCLUSIVE)
+    rows.append(_row("andc", f"encoder {L} read-out: ANDC is selective (minus same-degree random / magnitude)",
+                     f"vs random {_pct(s_rand)}, vs magnitude {_pct(s_mag)} points",
+                     f"random {_pct(boot(rc['random']))} %, magnitude {_pct(boot(rc['magnitude']))} % (same per-node "
+                     f"degree, retrained identically)", sel,
+                     "supported if ANDC beats both beyond their intervals; contradicted if a baseline beats ANDC; "
+                     + interval_note))
+    fc = {k: np.array(v, dtype=np.float64) for k, v in ff_correct.items()}
+    dense = np.broadcast_to((full_logits.argmax(1) == y_te).astype(np.float64), fc["andc"].shape)
+    s_ffl, s_r, s_m = boot(fc["andc"] - dense), boot(fc["andc"] - fc["random"]), boot(fc["andc"] - fc["magnitude"])
+    v_ffl, v_r, v_m = verdict_from(s_ffl, tolerance=tolerance), verdict_from(s_r), verdict_from(s_m)
+    sel = (SUPPORTED if v_r == SUPPORTED and v_m == SUPPORTED else
+           CONTRADICTED if CONTRADICTED in (v_r, v_m) else INCONCLUSIVE)
+    rows.append(_row("andc", "FF linear2 of all encoders at once (no retraining): ANDC minus unpruned; selective",
+                     f"{_pct(s_ffl)} points ({_pct(boot(fc['andc']))} vs {100 * acc_model:.1f} %; "
+                     f"{_pct(summarise(ff_frac))} % pruned); vs random {_pct(s_r)}, vs magnitude {_pct(s_m)}",
+                     f"random {_pct(boot(fc['random']))} %, magnitude {_pct(boot(fc['magnitude']))} % "
+                     f"(same per-node degree)", f"no loss: {v_ffl}; selective: {sel}",
+                     "no loss as above; selective if ANDC beats both baselines beyond their intervals; "
+                     + interval_note))
+    # 5. heads: specialisation index and SHP against random partitions (statistic averaged over seeds)
+    head_rows = {}
+    if h >= 2:
+        si_res, hp_res = head_null_tests(heads_L, heads_V, d, threshold, n_draws, seed=seeds[0])
+        for key, res, word, alt in (("heads_break_symmetry", si_res, "specialisation index", 1),
+                                    ("few_heads", hp_res, "heads per recognised label (SHP diagonal)", -1)):
+            p_adj, _ = holm([r["p_value"] for r in res])
+            med = [float(np.median(r["null"])) for r in res]
+            v = _null_verdict(p_adj, [alt * r["observed"] for r in res], [alt * m for m in med])
+            meas = "; ".join(f"enc {e + 1}: {r['observed']:.3f} vs {r['null_mean']:.3f} +- {r['null_sd']:.3f} "
+                             f"(p_Holm {p:.2g})" for e, (r, p) in enumerate(zip(res, p_adj)))
+            rows.append(_row(key, f"{word} of the real heads, per encoder (flat read-out of mha_heads, averaged "
+                             f"over {S} seeds)", meas, f"{n_draws} random partitions of the {D} nodes into "
+                             f"groups of {d} (shuffled-node control)", v,
+                             "supported if a majority of encoders differ from the null (Holm p <= 0.05, one-sided); "
+                             "contradicted if in a majority the real heads are not beyond the null median"))
+            head_rows[key] = [{"observed": r["observed"], "null_mean": r["null_mean"], "null_sd": r["null_sd"],
+                               "p_value": r["p_value"], "p_holm": float(p)} for r, p in zip(res, p_adj)]
+        # 6. head ablation: designated labels from the seed-summed counts, Holm over all heads, MDE
+        abl = head_ablation_tests(params, cfg, data, heads_L, full_logits, A_te, n_perm, seed=seeds[0])
+        ps, gaps, n_pos, m, p_adj, rej, mde = (abl[k] for k in ("p", "gap", "n_positive", "m", "p_holm", "reject",
+                                                                 "mde"))
+        v = (SUPPORTED if sum(rej) > m / 2 else CONTRADICTED if n_pos <= m / 2 and not any(rej) else INCONCLUSIVE)
+        rows.append(_row("heads_expert", "zeroing a head: mean per-label accuracy drop on its designated labels "
+                         "minus on the others",
+                         f"gap > 0 in {n_pos}/{m} heads; significant after Holm in {sum(rej)}/{m}; "
+                         f"median gap {100 * float(np.nanmedian(gaps)):.1f} points; minimum detectable gap "
+                         f"{100 * mde:.1f} points (80 % power at alpha 0.05/{m})",
+                         f"{n_perm} random label sets of the same size per head", v,
+                         "supported if a majority of heads are significant after Holm; contradicted if at most half "
+                         "have a positive gap and none is significant"))
+        head_rows["ablation"] = {"p": ps, "p_holm": list(p_adj), "gap": gaps, "mde": mde}
+    # 7. clusters vs ground-truth groups (clusters of the last encoder, all seeds pooled)
+    if data.groups:
+        tests = {g: group_permutation_test(last_clusters, np.asarray(gv), n_draws=group_draws, seed=seeds[0])
+                 for g, gv in data.groups.items()}
+        p_adj, rej = holm([t["p_value"] for t in tests.values()])
+        v = SUPPORTED if rej.any() else INCONCLUSIVE
+        meas = "; ".join(f"{g}: {100 * t['fraction']:.1f} % inside vs {100 * t['null_mean']:.1f} % (p_Holm "
+                         f"{p:.2g}, {t['method']})" for (g, t), p in zip(tests.items(), p_adj))
+        rows.append(_row("groups", f"multi-label clusters of encoder {L} inside one group ({S} seeds pooled)", meas,
+                         "label-permutation null (group sizes kept)", v,
+                         "supported if any grouping is significant after Holm (p <= 0.05); inconclusive otherwise"))
+    positions = {mode: {q: [s.to_dict() for s in summarise_columns(vals[mode][q])] for q in QUANTITIES}
+                 for mode in modes}
+    return {"rows": rows, "positions": positions, "heads": head_rows,
+            "andc_readout": {k: v for k, v in ro.items()}, "andc_readout_before": ro_before,
+            "ff": {k: v for k, v in ff_acc.items()}, "model_accuracy": acc_model,
+            "config": {"seeds": seeds, "modes": list(modes), "epochs": epochs, "retrain_epochs": retrain_epochs,
+                       "threshold": threshold, "n_train": len(y_tr), "n_test": len(y_te), "tolerance": tolerance,
+                       "n_draws": n_draws, "n_perm": n_perm, "num_layers": L, "num_heads": h, "K": K},
+            "seconds": time.time() - t0}
+
+
+def format_claims_table(result, title=None) -> str:
+    """The claims table as Markdown: claim (source), measured (95 % interval over seeds), null / baseline,
+    verdict."""
+    lines = []
+    if title:
+        lines.append(f"**{title}**\n")
+    lines.append("| claim (source) | measured: quantity, mean [95 % interval] | null / baseline | verdict |")
+    lines.append("|---|---|---|---|")
+    for r in result["rows"]:
+        cell = lambda s: str(s).replace("|", "/")
+        lines.append(f"| \"{cell(r['claim'])}\" ({r['source']}) | {cell(r['quantity'])}: {cell(r['measured'])} | "
+                     f"{cell(r['null_or_baseline'])} | **{cell(r['verdict'])}** |")
+    return "\n".join(lines)
+
+
+LABELS = {"accuracy": ("read-out accuracy %", 100, 1), "clusters_per_node": ("clusters per node", 1, 2),
+          "cluster_size": ("cluster size", 1, 2), "labels_in_clusters": ("labels in clusters", 1, 2),
+          "noise": ("noise per node", 1, 2), "snr": ("SNR <S>/<N>", 1, 2), "snr_a": ("SNR (a) labels/noise", 1, 2),
+          "snr_b": ("SNR (b) median S/N", 1, 2), "snr_c": ("SNR (c) field ratio", 1, 2),
+          "snr_d": ("SNR (d) S/column noise", 1, 2), "single_node_accuracy": ("single-node accuracy %", 100, 1),
+          "single_node_top_fraction": ("top-label fraction %", 100, 1)}
+
+
+def format_positions_table(positions, mode="flat", quantities=None) -> str:
+    """Per-encoder quantities of one read-out mode as text: mean [95 % interval over seeds], tokenizer first.
+
+    positions: result["positions"] of `replicate` (or {mode: {quantity: [Summary dicts]}})."""
+    per = positions[mode]
+    E = len(next(iter(per.values())))
+    width = 22
+    lines = [f"{mode + ' read-out':<26}" + "".join(f"{'tokenizer' if p == 0 else 'encoder ' + str(p):>{width}}"
+                                                     for p in range(E))]
+    for q in quantities or QUANTITIES:
+        label, scale, digits = LABELS[q]
+        cells = []
+        for sd in per[q]:
+            m, lo, hi = (sd[k] if sd[k] is not None else float("nan") for k in ("mean", "lo", "hi"))
+            f = f"{{:.{digits}f}}"
+            cells.append(f"{f.format(scale * m)} [{f.format(scale * lo)}, {f.format(scale * hi)}]"
+                         if np.isfinite(lo) else f.format(scale * m))
+        lines.append(f"  {label:<24}" + "".join(f"{c:>{width}}" for c in cells))
+    return "\n".join(lines)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    return x
+
+
+def write_outputs(result, out_dir, title="") -> dict:
+    """Write claims.json (first, atomically), claims.md and claims.png into out_dir; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "claims.json"
+    tmp = js.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_jsonable(dict(result, title=title)), indent=1))
+    tmp.replace(js)
+    md = out / "claims.md"
+    md.write_text(format_claims_table(result, title) + "\n")
+    png = plot_claims_summary(result, out / "claims.png", title)
+    return {"json": str(js), "md": str(md), "png": str(png)}
+
+
+def plot_claims_summary(result, path, title=""):
+    """One PNG: read-out accuracy and SNR along the encoders (mean and 95 % interval over seeds, every read-out),
+    ANDC read-out against its baselines, and the heads' specialisation index against random partitions."""
+    from ..plots import _save, plt
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4))
+    cfg = result["config"]
+    x = np.arange(cfg["num_layers"] + 1)
+    ticks = ["tok"] + [f"enc {e + 1}" for e in range(cfg["num_layers"])]
+    for a, q, lab in ((ax[0], "accuracy", "read-out accuracy"), (ax[1], "snr", "SNR <S>/<N>")):
+        for mode, per in result["positions"].items():
+            m = np.array([s["mean"] for s in per[q]], dtype=float)
+            lo = np.array([s["lo"] for s in per[q]], dtype=float)
+            hi = np.array([s["hi"] for s in per[q]], dtype=float)
+            a.plot(x, m, marker="o", label=mode)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            a.fill_between(x[ok], lo[ok], hi[ok], alpha=0.2)
+        a.set_xticks(x, ticks)
+        a.set_title(f"{lab} (95 % interval, {len(cfg['seeds'])} seeds)")
+        a.legend(fontsize=8)
+    names = ["andc", "random", "magnitude", "unpruned"]
+    from .stats import summarise
+    ss = [summarise(result["andc_readout"][k]) for k in names]
+    means = [100 * s.mean for s in ss]
+    err = [[100 * (s.mean - s.lo) if np.isfinite(s.lo) else 0 for s in ss],
+           [100 * (s.hi - s.mean) if np.isfinite(s.hi) else 0 for s in ss]]
+    ax[2].bar(names, means, yerr=err, capsize=4, color=["C3", "C0", "C1", "C7"])
+    ax[2].set_ylim(max(0, min(means) - 10), min(100, max(means) + 5))
+    ax[2].set_title(f"last-encoder read-out, +{cfg['retrain_epochs']} ep retrained (%)")
+    si = result["heads"].get("heads_break_symmetry")
+    if si:
+        e = np.arange(1, len(si) + 1)
+        ax[3].errorbar(e, [r["null_mean"] for r in si], yerr=[2 * r["null_sd"] for r in si], fmt="s", color="C7",
+                       capsize=4, label="random partitions (mean +- 2 sd)")
+        ax[3].plot(e, [r["observed"] for r in si], "o", color="C3", label="real heads")
+        ax[3].set_xticks(e)
+        ax[3].set_xlabel("encoder")
+        ax[3].legend(fontsize=8)
+    ax[3].set_title("head specialisation index")
+    fig.suptitle(title)
+    return _save(fig, path)

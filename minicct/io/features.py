@@ -1,0 +1,204 @@
+"""Activations of any network in one file, and the SNP analysis run on them (`python -m minicct snp-arrays`).
+
+The file (FEATURES.npz, written with np.savez or `write_features`):
+
+    y_train        int [N_train]            labels of the training images (shared by every site)
+    y_test         int [N_test]             labels of the test images
+    train/<site>   float [N_train, T, D]    activations at <site> for the training images: T tokens (or spatial
+                   or [N_train, D]          positions, or 1) x D nodes (channels / units); [N, D] means T = 1
+    test/<site>    float [N_test, T, D]     the same site for the test images (same T and D)
+                   or [N_test, D]
+    class_names    str [K]                  optional; else K = num_classes, else max label + 1
+    num_classes    int ()                   optional
+
+<site> is any name without '/' (e.g. "tokens", "enc0.out", "block3", "fc1"); sites are analysed in file order.
+minicct's own capture names ("tokens", "enc{e}.{mha_heads,mha_out,ff_hidden,out}") print as `snp` prints
+them, so `snp-arrays` on minicct's activations gives exactly the numbers of `snp`. A convolutional feature map
+[N, C, H, W] is stored as [N, H*W, C] (positions as tokens, channels as nodes): A.reshape(N, C, H*W).transpose(0, 2, 1).
+
+    fs = read_features("features.npz")             # checks the layout, reads nothing big yet
+    rep = analyse_features(fs, modes=("flat", "mean"), epochs=10)
+    print(rep.format_table())
+Shape legend: N images, T tokens, D nodes, K classes.
+"""
+from __future__ import annotations
+
+import re
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["FeatureSet", "read_features", "write_features", "analyse_features", "head_analysis", "FORMAT_HELP"]
+
+FORMAT_HELP = (
+    "FEATURES.npz holds y_train [N_train] and y_test [N_test] (integer labels), and per site <name>: "
+    "train/<name> [N_train, T, D] and test/<name> [N_test, T, D] float activations (T tokens or positions, "
+    "D nodes; [N, D] means T = 1; a conv map [N, C, H, W] goes in as [N, H*W, C]); optional class_names [K], "
+    "num_classes. Write it with np.savez(path, **{'y_train': y, 'train/block1': A, ...}) or "
+    "minicct.io.features.write_features.")
+
+
+@dataclass
+class FeatureSet:
+    """A checked features file: site names (file order), labels, K, class names, and shapes; arrays are read
+    per site by `arrays(name)`."""
+
+    path: Path
+    sites: list
+    y_train: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    class_names: list
+    shapes: dict = field(default_factory=dict)      # site -> (T, D)
+
+    def arrays(self, name):
+        """(A_train [N_train, T, D], A_test [N_test, T, D]) of one site, float32 (a [N, D] site gets T = 1)."""
+        with np.load(self.path, allow_pickle=False) as z:
+            out = []
+            for split in ("train", "test"):
+                a = z[f"{split}/{name}"]
+                a = a[:, None, :] if a.ndim == 2 else a                       # [N, D] -> [N, 1, D]
+                out.append(np.ascontiguousarray(a, dtype=np.float32))
+        return tuple(out)
+
+
+def _err(path, msg):
+    return ValueError(f"{path}: {msg}\nExpected layout: {FORMAT_HELP}")
+
+
+def _header_shapes(z, key):
+    """Shape and dtype of one member without reading its data."""
+    with z.zip.open(key + ".npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return shape, dtype
+
+
+def read_features(path) -> FeatureSet:
+    """Open and check a features file (layout in the module docstring). Labels are read; activations only
+    their headers (shapes, dtypes). ValueError naming every problem's array otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no features file at {path}")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise _err(path, f"not a readable .npz ({e})") from e
+    with z:
+        files = list(z.files)
+        for k in ("y_train", "y_test"):
+            if k not in files:
+                raise _err(path, f"missing {k!r}; found {files[:12]}")
+        y = {k: np.asarray(z[k]) for k in ("y_train", "y_test")}
+        for k, v in y.items():
+            if v.ndim != 1 or not np.issubdtype(v.dtype, np.integer):
+                raise _err(path, f"{k} must be integer labels [N], got {v.dtype} {v.shape}")
+        sites = []
+        for k in files:
+            m = re.fullmatch(r"(train|test)/(.+)", k)
+            if m and m.group(2) not in sites:
+                sites.append(m.group(2))
+        if not sites:
+            raise _err(path, f"no activations: no 'train/<site>' / 'test/<site>' arrays among {files[:12]}")
+        names = [str(c) for c in np.asarray(z["class_names"]).reshape(-1)] if "class_names" in files else None
+        K = int(z["num_classes"]) if "num_classes" in files else (len(names) if names else
+                                                                    int(max(y["y_train"].max(initial=-1),
+                                                                            y["y_test"].max(initial=-1))) + 1)
+        if names is not None and len(names) != K:
+            raise _err(path, f"class_names has {len(names)} names but num_classes is {K}")
+        for k, v in y.items():
+            if v.size and (v.min() < 0 or v.max() >= K):
+                raise _err(path, f"{k} has labels {v.min()}..{v.max()}, expected 0..{K - 1}")
+        shapes = {}
+        for s in sites:
+            got = {}
+            for split in ("train", "test"):
+                key = f"{split}/{s}"
+                if key not in files:
+                    raise _err(path, f"site {s!r} has no {key!r} array (every site needs train/ and test/)")
+                shape, dtype = _header_shapes(z, key)
+                n = len(y[f"y_{split}"])
+                if len(shape) not in (2, 3) or shape[0] != n:
+                    raise _err(path, f"{key} has shape {shape}; expected [{n}, T, D] or [{n}, D] "
+                                     f"(one row per label in y_{split})")
+                if not np.issubdtype(dtype, np.floating):
+                    raise _err(path, f"{key} has dtype {dtype}; activations must be floating point")
+                got[split] = (1,) + tuple(shape[1:]) if len(shape) == 2 else tuple(shape[1:])
+            if got["train"][-2:] != got["test"][-2:]:
+                raise _err(path, f"site {s!r}: train is [N, {got['train'][-2]}, {got['train'][-1]}], test "
+                                 f"[N, {got['test'][-2]}, {got['test'][-1]}]; T and D must match")
+            shapes[s] = got["train"][-2:]
+    return FeatureSet(path, sites, y["y_train"].astype(np.int64), y["y_test"].astype(np.int64), K,
+                      names or [str(i) for i in range(K)], shapes)
+
+
+def write_features(path, sites: dict, y_train, y_test, class_names=None) -> Path:
+    """Write a features file atomically. sites: name -> (A_train [N_train, T, D] or [N_train, D], A_test)."""
+    from ..datasets.download import atomic_savez
+
+    arrays = {"y_train": np.asarray(y_train, np.int64), "y_test": np.asarray(y_test, np.int64)}
+    for name, (a_tr, a_te) in sites.items():
+        if "/" in name or not name:
+            raise ValueError(f"site names must be non-empty and without '/', got {name!r}")
+        arrays[f"train/{name}"], arrays[f"test/{name}"] = np.asarray(a_tr), np.asarray(a_te)
+    if class_names is not None:
+        arrays["class_names"] = np.asarray([str(c) for c in class_names])
+    return atomic_savez(path, **arrays)
+
+
+def _position(name, index):
+    """(encoder, site) for the table: minicct capture names as `snp` shows them, others by file position."""
+    if name == "tokens":
+        return 0, "tokens"
+    m = re.fullmatch(r"enc(\d+)\.(\w+)", name)
+    if m:
+        return int(m.group(1)) + 1, m.group(2)
+    return index + 1, name
+
+
+def analyse_features(fs: FeatureSet, modes=("flat", "mean", "seqpool"), epochs=10, threshold=0.3, seed=0,
+                     n_train=None, progress=print):
+    """The SNP analysis (analysis.report.analyse_site: read-out, fields, clusters, noise, SNR, single-node
+    predictions) of every site of a features file, for every read-out mode. Returns an SNPReport."""
+    from ..analysis.report import SNPReport, analyse_site
+
+    say = progress or (lambda *a, **k: None)
+    t0 = time.time()
+    results = []
+    y_tr, y_te = fs.y_train[:n_train], fs.y_test
+    for i, name in enumerate(fs.sites):
+        A_tr, A_te = fs.arrays(name)
+        A_tr = A_tr[:n_train]
+        enc, site = _position(name, i)
+        for mode in modes:
+            r = analyse_site(A_tr, y_tr, A_te, y_te, fs.num_classes, mode, epochs, threshold, seed, name, enc, site)
+            say(f"  {name:<16} {mode:>7} read-out: test acc {100 * r.accuracy:5.1f}%  "
+                f"clusters/node {r.summary['mean_clusters_per_node']:.2f}  noise {r.summary['mean_noise']:.2f}  "
+                f"SNR {r.summary['snr']:.2f}  ({r.seconds:.1f}s)", flush=True)
+            results.append(r)
+        del A_tr, A_te
+    rep = SNPReport(results, list(fs.class_names))
+    rep.seconds = time.time() - t0
+    return rep
+
+
+def head_analysis(rep, head_dim: int, n_shuffles=20, seed=0) -> list:
+    """Head specialisation (analysis.heads) of every result whose D is a multiple of head_dim: one dict per
+    (site, mode) with heads, counts c [h, K], SI, the shuffled-node control (mean, std) and labels per head."""
+    from ..analysis.heads import head_label_counts, head_metrics, shuffled_control
+
+    rows = []
+    for r in rep.results:
+        D = r.B.shape[0]
+        if D % head_dim:
+            continue
+        c = head_label_counts(r.B, head_dim)
+        m = head_metrics(c)
+        ctrl = shuffled_control(r.B, head_dim, n_shuffles=n_shuffles, seed=seed)
+        rows.append(dict(name=r.name, mode=r.mode, heads=D // head_dim, counts=c, si=m["si"], control=ctrl,
+                         labels_per_head=m["labels_per_head"], mean_jaccard=m["mean_jaccard"]))
+    return rows
