@@ -51,6 +51,7 @@ from minicct.analysis.replicate import head_ablation_tests, head_null_tests  # n
 from minicct.analysis.report import analyse_site, capture  # noqa: E402
 from minicct.analysis.snp import node_fields, normalise_threshold  # noqa: E402
 from minicct.datasets import load  # noqa: E402
+from minicct.model import predict  # noqa: E402
 from minicct.plots import plot_head_label_sets  # noqa: E402
 from minicct.train.checkpoint import load_checkpoint  # noqa: E402
 
@@ -100,7 +101,7 @@ def main(argv=None):
     A_tr = capture(params, cfg, x_tr, data.mean, data.std, heads_sites)
     A_te = capture(params, cfg, data.x_test, data.mean, data.std,
                    ["tokens"] + heads_sites + [f"enc{e}.out" for e in range(L - 1)])
-    full_logits = I.logits_from(params, cfg, I.encoder_input(params, cfg, A_te, 0), 0)
+    full_logits = predict(params, I.encoder_input(params, cfg, A_te, 0), cfg, 500, start_encoder=0)
     acc_model = float((full_logits.argmax(1) == y_te).mean())
     print(f"whole model: test accuracy {100 * acc_model:.1f}%  [captured in {time.time() - t0:.0f} s]\n")
 
@@ -109,7 +110,7 @@ def main(argv=None):
     for seed in seeds:
         for e in range(L):
             r = analyse_site(A_tr[heads_sites[e]], y_tr, A_te[heads_sites[e]], y_te, K, "flat", args.epochs,
-                             args.threshold, seed, heads_sites[e], e + 1, "mha_heads")
+                             args.threshold, seed, heads_sites[e])
             V = r.V if args.fields_on == "test" else node_fields(A_tr[heads_sites[e]], y_tr, r.readout.W, K)
             B = r.B if args.fields_on == "test" else normalise_threshold(V, args.threshold)
             heads_L[e].append(node_labels(B))

@@ -208,7 +208,7 @@ def main(argv=None) -> int:
         for r in rep.results:
             agree = group_agreement([c for node in r.stats.clusters for c in node], data.groups)  # all nodes
             for g, a in agree.items():
-                where = "tokenizer" if r.site == "tokens" else f"enc {r.encoder} {r.site}"
+                where = r.site.label(short=True)
                 print(f"  {where:<16}{r.mode:>6}  {g}: {100 * a['inside']:5.1f}% of {a['n']:5d} clusters "
                       f"({100 * a['chance']:.1f}%)")
     for f in rep.figures:

@@ -200,7 +200,7 @@ def cmd_snp(args):
     print()
     print(rep.format_table())
     if data.groups:
-        last = [r for r in rep.results if r.mode == "flat" and r.encoder == cfg.num_layers] or rep.results
+        last = [r for r in rep.results if r.mode == "flat" and r.depth == cfg.num_layers] or rep.results
         agree = group_agreement([c for r in last for node in r.stats.clusters for c in node], data.groups)
         for g, a in agree.items():
             print(f"multi-label clusters inside one '{g}' group: {100 * a['inside']:.1f}% of {a['n']} "

@@ -297,10 +297,8 @@ def train_step(params, x, y, cfg, opt, rng, timer: PartTimer | None = None, work
     from . import model as M
     from .layers.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
     if timer is None:
-        from .parallel import step_grads
-        loss, _, grads = step_grads(params, x, y, cfg, rng, SMOOTHING, workers)
-        opt.step(params, grads)
-        return loss
+        from .train.step import train_step as the_step                # the one training step of the library
+        return the_step(params, opt, x, y, cfg, rng, smoothing=SMOOTHING, workers=workers).loss
     logits, cache = M.forward(params, x, cfg, train=True, rng=rng)
     t0 = time.perf_counter()
     loss, lcache = softmax_cross_entropy_forward(logits, y, SMOOTHING)

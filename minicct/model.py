@@ -305,40 +305,55 @@ def check_input(x, cfg: CCTConfig, dtype=None):
         raise ValueError("images contain NaN or inf")
 
 
-def forward(params, x, cfg: CCTConfig, train=False, rng=None, capture=False, head_mask=None):
+def forward(params, x, cfg: CCTConfig, train=False, rng=None, capture=False):
     """Logits of a batch, and the cache for backward.
 
     Inputs: params (dict, official keys), x [N, C, S, S] float, cfg.
     train: dropout / attention dropout / drop-path active (needs rng, a np.random.Generator).
     capture: False, True (all activations) or a collection of names (see the module docstring).
-    head_mask: optional {encoder e: [h] 0/1 array} to silence heads (ablation).
     Returns: logits [N, K], cache (cache["acts"] holds the captured activations by name).
     """
     check_input(x, cfg, params["classifier.fc.weight"].dtype)
     if train and rng is None and (cfg.dropout or cfg.attention_dropout or cfg.stochastic_depth):
         raise ValueError("forward(train=True) needs rng=np.random.default_rng(seed) for dropout / drop-path")
     acts, caches = {}, {}
-    # tokenizer: (conv -> relu -> maxpool) x n_conv_layers, computed as conv -> maxpool -> relu: ReLU and
-    # max-pool commute (max of relu = relu of max, and the gradient reaches the same input), and after the
-    # pool ReLU touches 4x fewer elements
+    # tokenizer: n_conv_layers x (conv -> ReLU -> max-pool), as the reference
     h = x
     for i in range(cfg.n_conv_layers):
-        h, c_conv = conv2d_forward(h, params[f"tokenizer.conv_layers.{i}.0.weight"], None,
-                                   cfg.conv_stride, cfg.conv_padding)
-        h, c_pool = maxpool2d_forward(h, cfg.pooling_kernel_size, cfg.pooling_stride, cfg.pooling_padding)
-        h, c_relu = relu_forward(h)
-        caches[f"tok{i}"] = (c_conv, c_relu, c_pool)
+        h, caches[f"tok{i}"] = tokenizer_stage_forward(h, params[f"tokenizer.conv_layers.{i}.0.weight"], cfg)
     N, D, G, _ = h.shape
     tokens = h.transpose(0, 2, 3, 1).reshape(N, G * G, D)              # [N, D, G, G] -> [N, T, D]
     if _want(capture, "tokens"):
         acts["tokens"] = tokens
     z = tokens + params["classifier.positional_emb"] if cfg.positional_embedding != "none" else tokens
     z, caches["emb_drop"] = dropout_forward(z, cfg.dropout, rng, train)
-    # encoder blocks
-    for layer, dp in enumerate(cfg.drop_path_rates()):
-        hm = head_mask.get(layer) if head_mask else None
-        z, c = encoder_forward(z, _block_params(params, layer), cfg.num_heads, dp, cfg.attention_dropout,
-                               cfg.dropout, train, rng, hm)
+    logits, tail = forward_from(params, z, cfg, 0, train, rng, capture)
+    acts.update(tail.pop("acts"))
+    caches.update(tail)
+    caches["acts"], caches["grid"] = acts, G
+    return logits, caches
+
+
+def forward_from(params, z, cfg: CCTConfig, start_encoder=0, train=False, rng=None, capture=False):
+    """The model's tail: encoders start_encoder..L-1, final LayerNorm, sequence pooling, fc.
+
+    z [N, T, D]: the residual stream entering encoder `start_encoder` (counted from 0): for encoder 0 the
+    tokens plus the positional embedding, for encoder e > 0 the captured "enc{e-1}.out". `forward` runs its
+    tail through this function, so forward_from(params, z_e, cfg, e) gives exactly the full forward's logits.
+    Returns logits [N, K], cache (the encoders' and head's caches; cache["acts"] the captured activations).
+    """
+    if isinstance(start_encoder, bool) or not isinstance(start_encoder, (int, np.integer)) or \
+            not 0 <= start_encoder < cfg.num_layers:
+        raise ValueError(f"start_encoder must be an encoder index in 0..{cfg.num_layers - 1} (counted from 0), "
+                         f"got {start_encoder!r}")
+    if not isinstance(z, np.ndarray) or z.ndim != 3 or z.shape[1:] != (cfg.seq_len, cfg.embedding_dim):
+        raise ValueError(f"z must be the residual stream [N, {cfg.seq_len}, {cfg.embedding_dim}] (N, T, D), "
+                         f"got shape {getattr(z, 'shape', type(z).__name__)}")
+    acts, caches = {}, {"cfg": cfg, "start": int(start_encoder)}
+    rates = cfg.drop_path_rates()
+    for layer in range(start_encoder, cfg.num_layers):
+        z, c = encoder_forward(z, _block_params(params, layer), cfg.num_heads, rates[layer],
+                               cfg.attention_dropout, cfg.dropout, train, rng)          # [N, T, D] -> same
         caches[f"block{layer}"] = c
         for site in ("mha_heads", "mha_out", "ff_hidden"):
             if _want(capture, f"enc{layer}.{site}"):
@@ -348,11 +363,12 @@ def forward(params, x, cfg: CCTConfig, train=False, rng=None, capture=False, hea
     # head: LayerNorm -> sequence pooling -> fc
     z, caches["norm"] = layernorm_forward(z, params["classifier.norm.weight"], params["classifier.norm.bias"])
     pooled, caches["pool"] = seqpool_forward(z, params["classifier.attention_pool.weight"],
-                                             params["classifier.attention_pool.bias"])
+                                             params["classifier.attention_pool.bias"])   # [N, T, D] -> [N, D]
     if _want(capture, "pooled"):
         acts["pooled"] = pooled
-    logits, caches["fc"] = linear_forward(pooled, params["classifier.fc.weight"], params["classifier.fc.bias"])
-    caches["cfg"], caches["acts"], caches["grid"] = cfg, acts, G
+    logits, caches["fc"] = linear_forward(pooled, params["classifier.fc.weight"],
+                                          params["classifier.fc.bias"])                  # [N, D] -> [N, K]
+    caches["acts"] = acts
     return logits, caches
 
 
@@ -375,11 +391,29 @@ def backward(dlogits, cache) -> dict:
     G = cache["grid"]
     dh = dz.reshape(N, G, G, D).transpose(0, 3, 1, 2)                     # [N, T, D] -> [N, D, G, G]
     for i in reversed(range(cfg.n_conv_layers)):
-        c_conv, c_relu, c_pool = cache[f"tok{i}"]
-        dh = relu_backward(dh, c_relu)
-        dh = maxpool2d_backward(dh, c_pool)
-        dh, g[f"tokenizer.conv_layers.{i}.0.weight"], _ = conv2d_backward(dh, c_conv, need_dx=i > 0)
+        dh, g[f"tokenizer.conv_layers.{i}.0.weight"] = tokenizer_stage_backward(dh, cache[f"tok{i}"], need_dx=i > 0)
     return {k: g[k] for k in param_shapes(cfg)}
+
+
+def tokenizer_stage_forward(x, w, cfg: CCTConfig):
+    """One tokenizer stage as the reference: conv (no bias) -> ReLU -> max-pool. x [N, C, H, W] -> [N, C', H', W'].
+
+    Computed as conv -> max-pool -> ReLU (`relu_maxpool_commute`): ReLU is monotone, so max(relu) = relu(max)
+    and the gradient reaches the same input; after the pool ReLU touches 4x fewer elements.
+    """
+    h, c_conv = conv2d_forward(x, w, None, cfg.conv_stride, cfg.conv_padding)
+    h, c_pool = maxpool2d_forward(h, cfg.pooling_kernel_size, cfg.pooling_stride, cfg.pooling_padding)
+    h, c_relu = relu_forward(h)                                          # relu(maxpool(.)) = maxpool(relu(.))
+    return h, (c_conv, c_pool, c_relu)
+
+
+def tokenizer_stage_backward(dout, cache, need_dx=True):
+    """Returns (dx, dw) of tokenizer_stage_forward, its lines read bottom-up."""
+    c_conv, c_pool, c_relu = cache
+    dh = relu_backward(dout, c_relu)
+    dh = maxpool2d_backward(dh, c_pool)
+    dx, dw, _ = conv2d_backward(dh, c_conv, need_dx=need_dx)
+    return dx, dw
 
 
 def capture_sites(cfg: CCTConfig) -> list:
@@ -390,24 +424,57 @@ def capture_sites(cfg: CCTConfig) -> list:
     return names + ["pooled"]
 
 
-def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, head_mask=None):
-    """Evaluation-mode logits for many images, in batches (float32 out).
+def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=None, start_encoder=None,
+            workers=None, out=None):
+    """Evaluation-mode logits for many inputs, batch_size at a time: the one batched evaluation loop.
 
-    x: float [N, C, S, S] (already normalised). capture: optional collection of activation names; then returns
-    (logits [N, K], {name: float32 array [N, ...]}) with the activations of all images stacked.
+    x: float images [N, C, S, S]; or anything `transform` turns into them batch by batch (e.g. uint8 images
+    [N, S, S, 3] with transform=lambda b: to_model_input(b, mean, std)); or, with start_encoder=e, the
+    residual stream z [N, T, D] entering encoder e (forward_from).
+    capture: optional collection of activation names; then returns (logits [N, K] float32,
+    {name: float32 array [N, ...]}), the activations of all inputs stacked.
+    workers: batches computed at once on that many threads (minicct.parallel; None: the usable CPUs); every
+    batch is computed whole by one worker, so the result is bit for bit that of one worker.
+    out: optional {name: writable float32 array [N, ...]} (e.g. np.memmap files) that captured activations are
+    written into batch by batch instead of new arrays (minicct.analysis.capture_to_disk).
     """
+    import threading
+
+    from .parallel import map_batches
     if capture is not None:
+        capture = list(capture)
         unknown = set(capture) - set(capture_sites(cfg))
         if unknown:
             raise ValueError(f"unknown activation names {sorted(unknown)}; known: {capture_sites(cfg)}")
-    logits, acts = [], {name: [] for name in (capture or ())}
-    for s in range(0, x.shape[0], batch_size):
-        out, cache = forward(params, x[s:s + batch_size], cfg, train=False, capture=capture or False,
-                             head_mask=head_mask)
-        logits.append(out)
-        for name in acts:
-            acts[name].append(np.asarray(cache["acts"][name], dtype=np.float32))
-    logits = np.concatenate(logits) if logits else np.zeros((0, cfg.num_classes), np.float32)
+    N = len(x)
+    dtype = params["classifier.fc.weight"].dtype
+    logits = np.empty((N, cfg.num_classes), dtype=np.float32)
+    for name, arr in (out or {}).items():
+        if name not in (capture or ()) or len(arr) != N or arr.dtype != np.float32:
+            raise ValueError(f"out[{name!r}] must be a float32 array [N={N}, ...] for a captured name "
+                             f"(capture={capture}), got {getattr(arr, 'dtype', None)} {getattr(arr, 'shape', None)}")
+    acts = dict(out or {})
+    lock = threading.Lock()
+
+    def one(sl):
+        xb = x[sl]
+        if transform is not None:
+            xb = np.asarray(transform(xb)).astype(dtype, copy=False)
+        if start_encoder is None:
+            z, cache = forward(params, xb, cfg, train=False, capture=capture or False)
+        else:
+            z, cache = forward_from(params, np.asarray(xb), cfg, start_encoder, capture=capture or False)
+        logits[sl] = z
+        for name in capture or ():
+            a = cache["acts"][name]
+            with lock:
+                if name not in acts:
+                    acts[name] = np.empty((N,) + a.shape[1:], dtype=np.float32)
+            acts[name][sl] = a
+
+    map_batches(one, N, batch_size, workers)
     if capture is None:
         return logits
-    return logits, {k: np.concatenate(v) for k, v in acts.items()}
+    for name in capture:                                  # N = 0: empty arrays of the right rank
+        acts.setdefault(name, np.zeros((0,), dtype=np.float32))
+    return logits, acts

@@ -73,14 +73,14 @@ def plot_node_clusters(B_n, clusters, class_names, path, title="thresholded, clu
 def plot_along_encoders(report, path, site=None):
     """Read-out accuracy, noise per node and SNR along the encoders, one line per (site, read-out mode)."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    keys = sorted({(r.site if r.site != "tokens" else None, r.mode) for r in report.results},
+    keys = sorted({(None if r.site.is_tokens else r.part, r.mode) for r in report.results},
                   key=lambda k: (str(k[0]), k[1]))
     for site_k, mode in keys:
         if site_k is None or (site is not None and site_k != site):
             continue
-        rs = [r for r in report.results if r.mode == mode and (r.site == site_k or r.site == "tokens")]
-        rs.sort(key=lambda r: r.encoder)
-        x = [r.encoder for r in rs]
+        rs = [r for r in report.results if r.mode == mode and (r.part == site_k or r.site.is_tokens)]
+        rs.sort(key=lambda r: r.depth)
+        x = [r.depth for r in rs]
         label = f"{site_k} / {mode}"
         axes[0].plot(x, [100 * r.accuracy for r in rs], "o-", label=label)
         axes[1].plot(x, [r.summary["mean_noise"] for r in rs], "o-", label=label)
@@ -102,7 +102,7 @@ def plot_cluster_sizes(report, path, mode="flat"):
         h = np.asarray(r.summary["cluster_size_hist"], dtype=float)
         sizes = np.arange(len(h))
         keep = sizes >= 1
-        lab = "tokenizer" if r.site == "tokens" else f"enc {r.encoder} {r.site}"
+        lab = r.site.label(short=True)
         ax.bar(sizes[keep] + k * width, h[keep] / max(r.summary["n_nodes"], 1), width, label=lab)
     ax.set_xlabel("cluster size (labels)")
     ax.set_ylabel("clusters per node")
@@ -120,9 +120,9 @@ def snp_figures(report, out_dir, mode="flat"):
     last = [r for r in report.results if r.mode == mode]
     if not last:
         last = report.results
-    r = max(last, key=lambda r: (r.encoder, r.site == "out"))
+    r = max(last, key=lambda r: (r.depth, r.part == "out"))
     n = pick_node(r)
-    where = "tokenizer" if r.site == "tokens" else f"encoder {r.encoder} {r.site}"
+    where = r.site.label()
     paths = [
         plot_node_fields(r.V[n], report.class_names, out_dir / "node_fields.png",
                          f"{where}, node {n}: mean field V[i, j]"),

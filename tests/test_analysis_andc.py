@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minicct.analysis.andc import (andc_mask, apply_mask, expand_mask, ff_mask, masked_retrain, pruned_fraction,
+from minicct.analysis.andc import (andc_mask, prune_readout, expand_mask, ff_mask, masked_retrain, pruned_fraction,
                                    random_mask_like)
 from minicct.analysis.readout import readout_accuracy, train_readout
 
@@ -34,15 +34,15 @@ def test_pruned_fraction_formula():
     assert pruned_fraction(np.ones((5, 2))) == 0.0
 
 
-def test_apply_mask():
+def test_prune_readout():
     rng = np.random.default_rng(0)
     W = rng.standard_normal((4, 5, 3))
     M = andc_mask(_hand_B())
-    P = apply_mask(W, M)
+    P = prune_readout(W, M)
     assert np.array_equal(P[:, :, 0][[0, 2]], W[:, :, 0][[0, 2]]) and not P[[1, 3]][:, :, 0].any()
     assert not P[:, :, 2].any()
     with pytest.raises(ValueError, match="does not fit"):
-        apply_mask(W, M.T)
+        prune_readout(W, M.T)
 
 
 def test_random_mask_keeps_degrees_and_spreads_labels():
@@ -73,7 +73,7 @@ def test_masked_retraining_keeps_pruned_weights_exactly_zero():
     assert np.all(r.W[pruned] == 0.0)
     assert not np.array_equal(r.W[~pruned], dense.W[~pruned])  # the kept weights were trained
     assert r.mask is not None and np.array_equal(r.mask, M)
-    assert r.final_test_acc >= readout_accuracy(A, y, apply_mask(dense.W, M)) - 0.05
+    assert r.final_test_acc >= readout_accuracy(A, y, prune_readout(dense.W, M)) - 0.05
     assert (dense.W[pruned] != 0).any()                       # the caller's W was not modified
 
 

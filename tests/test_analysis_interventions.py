@@ -62,20 +62,77 @@ def test_designated_drop_and_permutation_p():
 
 
 # ------------------------------------------------------------------------------------- the encoder tail
-def test_logits_from_equals_the_full_forward():
+def _ln(x, w, b):
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + 1e-5) * w + b
+
+
+def _logits_with_head_mask(p, tokens, cfg, silenced):
+    """Plain reference of the old `head_mask` behaviour: the model's tail from the tokens, in float64, one
+    head at a time, with head g's P v multiplied by 0 for every (encoder, head) in `silenced`."""
+    from math import erf
+    z = tokens.astype(np.float64) + p["classifier.positional_emb"]
+    D, h = cfg.embedding_dim, cfg.num_heads
+    d = D // h
+    for e in range(cfg.num_layers):
+        q = {k[len(f"classifier.blocks.{e}."):]: v.astype(np.float64) for k, v in p.items()
+             if k.startswith(f"classifier.blocks.{e}.")}
+        x1 = _ln(z, q["pre_norm.weight"], q["pre_norm.bias"])
+        heads = np.zeros_like(z)
+        for g in range(h):
+            Wq, Wk, Wv = (q["self_attn.qkv.weight"][i * D + g * d:i * D + (g + 1) * d] for i in range(3))
+            S = (x1 @ Wq.T) @ (x1 @ Wk.T).transpose(0, 2, 1) / np.sqrt(d)
+            P = np.exp(S - S.max(-1, keepdims=True))
+            P /= P.sum(-1, keepdims=True)
+            heads[..., g * d:(g + 1) * d] = (P @ (x1 @ Wv.T)) * (0.0 if (e, g) in silenced else 1.0)
+        a = z + heads @ q["self_attn.proj.weight"].T + q["self_attn.proj.bias"]
+        a1 = _ln(a, q["norm1.weight"], q["norm1.bias"])
+        f = a1 @ q["linear1.weight"].T + q["linear1.bias"]
+        gelu = f * 0.5 * (1 + np.vectorize(erf)(f / np.sqrt(2)))
+        z = a1 + gelu @ q["linear2.weight"].T + q["linear2.bias"]
+    z = _ln(z, p["classifier.norm.weight"], p["classifier.norm.bias"])
+    s = z @ p["classifier.attention_pool.weight"].T.astype(np.float64) + p["classifier.attention_pool.bias"]
+    w = np.exp(s - s.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    return (w * z).sum(1) @ p["classifier.fc.weight"].T + p["classifier.fc.bias"]
+
+
+def test_ablate_head_equals_the_old_head_mask():
+    p, data = _params(), _data()
+    acts = capture(p, TINY, data.x_test, data.mean, data.std, ["tokens"])
+    full = I.model_logits(p, TINY, data.x_test, data.mean, data.std)
+    np.testing.assert_allclose(_logits_with_head_mask(p, acts["tokens"], TINY, ()), full, rtol=1e-4, atol=1e-4)
+    for e in range(TINY.num_layers):
+        for g in range(TINY.num_heads):
+            q = I.ablate_head(p, e, g, TINY.num_heads)
+            ref = _logits_with_head_mask(p, acts["tokens"], TINY, {(e, g)})
+            got = I.model_logits(q, TINY, data.x_test, data.mean, data.std)
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+            assert np.abs(got - full).max() > 1e-3                # the ablation matters in this model
+    # two heads at once, and the input dict is left alone
+    before = {k: v.copy() for k, v in p.items()}
+    q = I.ablate_head(I.ablate_head(p, 0, 1, 2), 1, 0, 2)
+    np.testing.assert_allclose(I.model_logits(q, TINY, data.x_test, data.mean, data.std),
+                               _logits_with_head_mask(p, acts["tokens"], TINY, {(0, 1), (1, 0)}), rtol=1e-4, atol=1e-4)
+    assert all(np.array_equal(before[k], p[k]) for k in p)
+    with pytest.raises(ValueError, match="head must be in 0..1"):
+        I.ablate_head(p, 0, 2, 2)
+    with pytest.raises(ValueError, match="encoder must be an index in 0..1"):
+        I.ablate_head(p, 2, 0, 2)
+    with pytest.raises(ValueError, match="num_heads"):
+        I.ablate_head(p, 0, 0, 3)
+
+
+def test_encoder_input_and_the_tail_equal_the_full_forward():
     p, data = _params(), _data()
     full = I.model_logits(p, TINY, data.x_test, data.mean, data.std, batch_size=16)
     acts = capture(p, TINY, data.x_test, data.mean, data.std, ["tokens", "enc0.out"])
-    hm = {1: np.array([0.0, 1.0])}
-    abl = I.model_logits(p, TINY, data.x_test, data.mean, data.std, head_mask=hm)
-    assert np.abs(abl - full).max() > 1e-3                     # the ablation matters in this model
     for e in range(TINY.num_layers):
         z = I.encoder_input(p, TINY, acts, e)
-        np.testing.assert_allclose(I.logits_from(p, TINY, z, e, batch_size=7), full, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(I.logits_from(p, TINY, I.encoder_input(p, TINY, acts, 1), 1, hm), abl,
-                               rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="before start"):
-        I.logits_from(p, TINY, I.encoder_input(p, TINY, acts, 1), 1, {0: np.array([0.0, 1.0])})
+        np.testing.assert_allclose(M.predict(p, z, TINY, batch_size=7, start_encoder=e), full, rtol=1e-5, atol=1e-5)
+    q = I.ablate_head(p, 1, 0, TINY.num_heads)
+    np.testing.assert_allclose(M.predict(q, I.encoder_input(p, TINY, acts, 1), TINY, start_encoder=1),
+                               I.model_logits(q, TINY, data.x_test, data.mean, data.std), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="enc0.out"):
         I.encoder_input(p, TINY, {"tokens": acts["tokens"]}, 1)
 
@@ -151,11 +208,8 @@ def test_ff_pruning_experiment_end_to_end():
 
 
 # --------------------------------------------------------------------------------------- head ablation
-def test_head_ablation_mask_of_ones_and_the_right_slice():
+def test_head_ablation_the_right_slice():
     p, data = _params(), _data()
-    base = I.model_logits(p, TINY, data.x_test, data.mean, data.std)
-    ones = I.model_logits(p, TINY, data.x_test, data.mean, data.std, head_mask={0: np.ones(2), 1: np.ones(2)})
-    np.testing.assert_array_equal(ones, base)                  # a mask of ones is no ablation
     # a head whose slice of attn @ v never reaches proj: ablating it changes nothing, the other head does
     d = TINY.head_dim
     q = dict(p)
@@ -166,7 +220,7 @@ def test_head_ablation_mask_of_ones_and_the_right_slice():
     assert r1.acc_ablated == r1.acc_full and r1.gap == 0.0
     r0 = I.head_ablation(q, TINY, data, 1, 0, np.array([True, True, False, False, False]), n_perm=50)
     full_logits = I.model_logits(q, TINY, data.x_test, data.mean, data.std)
-    abl = I.model_logits(q, TINY, data.x_test, data.mean, data.std, head_mask={1: np.array([0.0, 1.0])})
+    abl = I.model_logits(I.ablate_head(q, 1, 0, TINY.num_heads), TINY, data.x_test, data.mean, data.std)
     np.testing.assert_allclose(r0.per_label_ablated, I.per_label_accuracy(abl, data.y_test, K))
     np.testing.assert_allclose(r0.drop, I.per_label_accuracy(full_logits, data.y_test, K) - r0.per_label_ablated)
     assert r0.mean_drop_designated == pytest.approx(r0.drop[:2].mean())

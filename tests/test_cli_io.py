@@ -139,7 +139,7 @@ def test_snp_arrays_generic_sites_and_bad_files(tmp_path, capsys):
                    y_tr, y_te, class_names=["a", "b", "c"])
     assert cli.main(["snp-arrays", str(tmp_path / "f.npz"), "--modes", "flat", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "fc1 [T=1, D=12], conv2 [T=4, D=6]" in out and "enc 1 fc1" in out and "enc 2 conv2" in out
+    assert "fc1 [T=1, D=12], conv2 [T=4, D=6]" in out and "\nfc1 " in out and "\nconv2 " in out
     np.savez(tmp_path / "bad.npz", y_train=y_tr, y_test=y_te, **{"train/x": A(59, 3), "test/x": A(30, 3)})
     assert cli.main(["snp-arrays", str(tmp_path / "bad.npz")]) == 1
     assert "train/x has shape (59, 3); expected [60, T, D]" in capsys.readouterr().err

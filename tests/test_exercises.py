@@ -49,13 +49,8 @@ DELEGATE = {
         def readout_logits(A, W):
             return _logits(A, W).astype(np.float64)
         """,
-    "06": """
-        from minicct.analysis.clusters import greedy_clusters, node_stats
-
-        def node_noise(B):
-            return int(node_stats(B[None]).noise[0])
-        """,
-    "07": "from minicct.analysis.andc import andc_mask, apply_mask as prune_readout\n",
+    "06": "from minicct.analysis.clusters import greedy_clusters, node_noise\n",
+    "07": "from minicct.analysis.andc import andc_mask, prune_readout\n",
 }
 
 # ------------------------------------------------------- typical wrong answers, per exercise (>= 2 each)
@@ -375,7 +370,7 @@ def test_unloadable_and_incomplete_files(tmp_path):
 def test_seed_makes_reproducible_different_inputs(tmp_path):
     log = tmp_path / "seen.txt"
     spy = _write(tmp_path, "spy07", f"""
-        from minicct.analysis.andc import andc_mask as _mask, apply_mask as prune_readout
+        from minicct.analysis.andc import andc_mask as _mask, prune_readout
 
         def andc_mask(B):
             with open({str(log)!r}, "a") as f:

@@ -1,4 +1,4 @@
-"""Multi-head self-attention: the reference's head slicing, gradients for several head counts, head mask,
+"""Multi-head self-attention: the reference's head slicing, gradients for several head counts,
 attention dropout, purity, dtypes, errors."""
 
 import numpy as np
@@ -19,7 +19,7 @@ def _params(rng, D=D, dtype=np.float64):
     return {k: v.astype(dtype) for k, v in p.items()}
 
 
-def _loop_attention(x, p, h, head_mask=None, P_used=None):
+def _loop_attention(x, p, h, P_used=None):
     """Straightforward reference: one head and one sample at a time, q rows [0:D), k [D:2D), v [2D:3D),
     head j the slice [j*d, (j+1)*d). P_used: optional [N, h, T, T] attention matrix to use instead of
     softmax (to replay a dropout mask). Returns (y, heads)."""
@@ -36,7 +36,7 @@ def _loop_attention(x, p, h, head_mask=None, P_used=None):
             a /= a.sum(axis=1, keepdims=True)
             if P_used is not None:
                 a = P_used[n, j]
-            heads[n, :, sl] = (a @ v) * (1.0 if head_mask is None else head_mask[j])
+            heads[n, :, sl] = a @ v
     return heads @ p["proj.weight"].T + p["proj.bias"], heads
 
 
@@ -74,12 +74,6 @@ def test_gradcheck(h):
     assert set(errs) == {"x", *PARAM_KEYS} and max(errs.values()) <= 1e-7, errs
 
 
-def test_gradcheck_with_head_mask():
-    rng = np.random.default_rng(20)
-    errs = _check(rng.standard_normal((N, T, D)), _params(rng), 4, head_mask=np.array([1.0, 0.0, 1.0, 1.0]))
-    assert max(errs.values()) <= 1e-7, errs
-
-
 def test_gradcheck_with_attention_dropout():
     rng = np.random.default_rng(21)
     x, p = rng.standard_normal((N, T, D)), _params(rng)
@@ -87,24 +81,6 @@ def test_gradcheck_with_attention_dropout():
     assert (cache["Pd"] == 0).any() and (cache["Pd"] != 0).any()              # the mask really acts
     errs = _check(x, p, 2, attn_drop=0.3, train=True, seed=5)
     assert max(errs.values()) <= 1e-7, errs
-
-
-def test_head_mask_zeros_the_heads_slice():
-    rng = np.random.default_rng(22)
-    x, p = rng.standard_normal((N, T, D)), _params(rng)
-    _, full = attention_forward(x, p, 4)
-    mask = np.array([1, 1, 0, 1])
-    y, cache = attention_forward(x, p, 4, head_mask=mask)
-    d = D // 4
-    assert (cache["heads"][..., 2 * d:3 * d] == 0).all()
-    keep = np.r_[0:2 * d, 3 * d:D]
-    np.testing.assert_array_equal(cache["heads"][..., keep], full["heads"][..., keep])
-    y_ref, _ = _loop_attention(x, p, 4, head_mask=mask)
-    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-12)
-    # silencing a head = removing its columns of proj.weight
-    p_cut = dict(p, **{"proj.weight": p["proj.weight"].copy()})
-    p_cut["proj.weight"][:, 2 * d:3 * d] = 0
-    np.testing.assert_allclose(y, attention_forward(x, p_cut, 4)[0], rtol=0, atol=1e-12)
 
 
 def test_attention_dropout_with_fixed_generator():
@@ -127,8 +103,7 @@ def test_attention_dropout_with_fixed_generator():
     assert c_eval["drop"] is None
 
 
-@pytest.mark.parametrize("kw", [{}, {"head_mask": np.array([0.0, 1.0])},
-                                {"attn_drop": 0.3, "train": True, "rng": np.random.default_rng(1)}])
+@pytest.mark.parametrize("kw", [{}, {"attn_drop": 0.3, "train": True, "rng": np.random.default_rng(1)}])
 def test_backward_pure(kw):
     rng = np.random.default_rng(24)
     y, cache = attention_forward(rng.standard_normal((N, T, D)), _params(rng), 2, **kw)
@@ -140,8 +115,7 @@ def test_backward_pure(kw):
 def test_dtype(dtype, drop):
     rng = np.random.default_rng(25)
     x, p = rng.standard_normal((N, T, D)).astype(dtype), _params(rng, dtype=dtype)
-    y, cache = attention_forward(x, p, 2, attn_drop=drop, train=True, rng=np.random.default_rng(0),
-                                 head_mask=np.array([1, 0]))
+    y, cache = attention_forward(x, p, 2, attn_drop=drop, train=True, rng=np.random.default_rng(0))
     assert y.dtype == dtype and cache["heads"].dtype == dtype and cache["Pd"].dtype == dtype
     dx, grads = attention_backward(rng.standard_normal(y.shape).astype(dtype), cache)
     assert dx.dtype == dtype and all(g.dtype == dtype for g in grads.values())
@@ -156,5 +130,3 @@ def test_errors():
         attention_forward(np.zeros((2, 5, 8)), p, 3)
     with pytest.raises(ValueError, match=r"num_heads=0 .*D=8"):
         attention_forward(np.zeros((2, 5, 8)), p, 0)
-    with pytest.raises(ValueError, match=r"head_mask .*\(4,\).*\(3,\)"):
-        attention_forward(np.zeros((2, 5, 8)), p, 4, head_mask=np.ones(3))

@@ -80,12 +80,12 @@ def test_norm1_overwrites_the_residual_stream():
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-12)
 
 
-def _check(x, p, h, seed=None, head_mask=None, **kw):
+def _check(x, p, h, seed=None, **kw):
     """Whole-block gradient check of x and all 11 parameter tensors. A fresh generator with the same seed
     for every forward call, so every dropout / drop-path mask is the same in all of them."""
     def run(x, **params):
         rng = np.random.default_rng(seed) if seed is not None else None
-        return encoder_forward(x, params, h, rng=rng, head_mask=head_mask, **kw)
+        return encoder_forward(x, params, h, rng=rng, **kw)
 
     def bwd(d, x, **params):
         dx, grads = encoder_backward(d, run(x, **params)[1])
@@ -115,13 +115,7 @@ def test_gradcheck_with_regularisation_on():
     assert max(errs.values()) <= 1e-7, errs
 
 
-def test_gradcheck_with_head_mask():
-    rng = np.random.default_rng(21)
-    errs = _check(rng.standard_normal((N, T, D)), _params(rng), 4, head_mask=np.array([1.0, 1.0, 0.0, 1.0]))
-    assert max(errs.values()) <= 1e-7, errs
-
-
-def test_eval_mode_ignores_rates_and_head_mask_flows_through():
+def test_eval_mode_ignores_rates():
     rng = np.random.default_rng(22)
     x, p = rng.standard_normal((N, T, D)), _params(rng)
     y0, _ = encoder_forward(x, p, 2)
@@ -130,8 +124,6 @@ def test_eval_mode_ignores_rates_and_head_mask_flows_through():
     assert all(c_eval[k] is None for k in ("dp1", "d1", "d2", "dp2"))
     y_tr, _ = encoder_forward(x, p, 2, train=True, rng=np.random.default_rng(0), **ON)
     assert not np.array_equal(y_tr, y0)
-    _, c_mask = encoder_forward(x, p, 2, head_mask=np.array([0, 1]))
-    assert (c_mask["mha_heads"][..., :D // 2] == 0).all() and (c_mask["mha_heads"][..., D // 2:] != 0).all()
 
 
 @pytest.mark.parametrize("train", [False, True])

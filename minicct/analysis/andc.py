@@ -18,19 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import check_mask
 from .clusters import node_labels
 from .readout import train_readout
 
 
 def _check_mask(M, name="M"):
-    M = np.asarray(M)
-    if M.ndim != 2:
-        raise ValueError(f"{name} must be a label x node mask [K, D], got shape {M.shape}")
-    if M.dtype != bool:
-        if not np.isin(M, (0, 1)).all():
-            raise ValueError(f"{name} must be boolean or hold only 0 and 1")
-        M = M.astype(bool)
-    return M
+    return check_mask(M, name, ndim=2, hint=" (a label x node mask [K, D])")
 
 
 def andc_mask(B, num_tokens=None, rule="diagonal", min_cluster_size=1):
@@ -60,21 +54,20 @@ def pruned_fraction(M):
 
     For M [K, D] this is 1 - sum_n |D_n| / (K D); the token-expanded mask [K, T, D] gives the same number.
     """
-    M = np.asarray(M)
+    M = check_mask(M, "pruned_fraction: the mask")
     if M.size == 0:
         raise ValueError("pruned_fraction: empty mask")
-    if M.dtype != bool and not np.isin(M, (0, 1)).all():
-        raise ValueError("pruned_fraction: the mask must be boolean or 0/1")
     return 1.0 - float(np.count_nonzero(M)) / M.size
 
 
-def apply_mask(W, M):
-    """Pruned copy of a read-out, W * M (the ANDC read-out before retraining). [CODE: param * mask]
+def prune_readout(W, M):
+    """Pruned copy of a read-out, W_pruned = W * M (the ANDC read-out before retraining). [CODE: param * mask]
 
-    W [K, T, D] with M [K, D] (applied at every token) or [K, T, D]; W [K, D] with M [K, D].
+        W_pruned[j, t, n] = M[j, n] * W[j, t, n]
+    W [K, T, D] with M [K, D] (applied at every token) or [K, T, D]; W [K, D] with M [K, D]. W is not modified.
     """
     W = np.asarray(W)
-    M = np.asarray(M).astype(bool)
+    M = check_mask(M, "M")
     if M.shape == W.shape:
         return W * M
     if W.ndim == 3 and M.shape == (W.shape[0], W.shape[2]):
@@ -124,11 +117,10 @@ def _label_matrix(L, num_classes, name):
         if L.ndim != 2:
             raise ValueError(f"{name} must be a bool matrix [nodes, K] or a list of label sets, "
                              f"got shape {L.shape}")
-        if L.dtype != bool and not np.isin(L, (0, 1)).all():
-            raise ValueError(f"{name} must be boolean or 0/1")
+        L = check_mask(L, name)
         if num_classes is not None and L.shape[1] != num_classes:
             raise ValueError(f"{name} has {L.shape[1]} labels, expected {num_classes}")
-        return L.astype(bool)
+        return L
     if num_classes is None:
         raise ValueError("give num_classes when both label arguments are lists of sets")
     out = np.zeros((len(L), num_classes), dtype=bool)

@@ -23,20 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .snp import normalise_fields
+from ._validate import check_mask
+from .snp import AFCC_THRESHOLD, normalise_fields
 
 
 def _check_binary(B, ndim, name="B"):
-    B = np.asarray(B)
     want = "[K, K]" if ndim == 2 else "[D, K, K]"
+    B = check_mask(B, name, hint=" (threshold the fields first: snp.normalise_threshold)")
     if B.ndim != ndim or B.shape[-1] != B.shape[-2]:
         raise ValueError(f"{name} must be a square 0/1 matrix {want}, got shape {B.shape}")
-    if B.dtype != bool:
-        if not (np.issubdtype(B.dtype, np.integer) or np.issubdtype(B.dtype, np.floating)) or \
-                not np.isin(B, (0, 1)).all():
-            raise ValueError(f"{name} must hold only 0 and 1 (threshold the fields first: "
-                             f"snp.normalise_threshold), got dtype {B.dtype}")
-        B = B.astype(bool)
     return B
 
 
@@ -71,6 +66,52 @@ def greedy_clusters(B_n):
             allowed[lb2] = False
         clusters.append(cluster)
     return clusters
+
+
+def _per_node(B, fn, clusters=None):
+    """fn(B_n [K, K], clusters of n) for one node [K, K] (-> int) or every node of [D, K, K] (-> int64 [D]).
+    clusters: the greedy clusters if already found (one list for [K, K], a list per node for [D, K, K])."""
+    B = check_mask(B, "B", hint=" (threshold the fields first: snp.normalise_threshold)")
+    if B.ndim == 2:
+        B = _check_binary(B, 2)
+        return int(fn(B, greedy_clusters(B) if clusters is None else clusters))
+    B = _check_binary(B, 3)
+    cl = [greedy_clusters(Bn) for Bn in B] if clusters is None else clusters
+    return np.array([fn(B[n], cl[n]) for n in range(B.shape[0])], dtype=np.int64)
+
+
+def node_signal(B, clusters=None):
+    """Signal of a node, the ones inside its cluster blocks: S = sum_c |c|^2. [INF name, paper_method 2.4]
+
+    B [K, K] 0/1 (one node) -> int; B [D, K, K] (a layer) -> int64 [D]. Clusters from greedy_clusters
+    (or `clusters`, if already found).
+    """
+    return _per_node(B, lambda Bn, cl: sum(len(c) ** 2 for c in cl), clusters)
+
+
+def node_noise(B, clusters=None):
+    """Noise of a node, the ones outside its cluster blocks. [CODE: AFCC `noise_filter`, paper_method 2.2]
+
+        noise = sum_{i,j} B[i, j] - sum_c |c|^2,     and -1 for a node without clusters (excluded from means)
+    B [K, K] 0/1 (one node) -> int; B [D, K, K] (a layer) -> int64 [D]. Clusters from greedy_clusters.
+    """
+    return _per_node(B, lambda Bn, cl: int(Bn.sum()) - sum(len(c) ** 2 for c in cl) if cl else -1, clusters)
+
+
+def snr(signal, noise):
+    """Signal-to-noise ratio of a layer: SNR = <S_n> / <N_n> over the nodes with a cluster. [INF, paper_method 2.4]
+
+    signal [D] (node_signal), noise [D] (node_noise; -1 marks a node without clusters, left out).
+    Returns a float: inf when the mean noise is 0 and the signal positive, nan when both are 0 or no node
+    has a cluster.
+    """
+    S, N = np.asarray(signal, dtype=np.float64), np.asarray(noise, dtype=np.float64)
+    if S.ndim != 1 or S.shape != N.shape:
+        raise ValueError(f"signal and noise must be vectors [D] of the same length, got {S.shape} and {N.shape}")
+    has = N >= 0
+    if not has.any():
+        return float("nan")
+    return _ratio(S[has].mean(), N[has].mean())
 
 
 @dataclass
@@ -134,10 +175,10 @@ def node_stats(B):
             cluster_id[n, c] = ci
     n_clusters = np.array([len(s) for s in sizes], dtype=np.int64)
     labels_in = np.array([sum(s) for s in sizes], dtype=np.int64)
-    signal = np.array([sum(x * x for x in s) for s in sizes], dtype=np.int64)
+    signal = node_signal(B, clusters)                          # [D] sum_c |c|^2
+    noise = node_noise(B, clusters)                            # [D] ones outside the blocks, -1 without clusters
     total = B.sum(axis=(1, 2)).astype(np.int64)
     noise0 = total - signal
-    noise = np.where(n_clusters > 0, noise0, -1)
     colsum = B.sum(axis=1)                                     # [D, K] ones per output column
     column_noise = (colsum * (cluster_id >= 0)).sum(axis=1) - signal
     return NodeStats(clusters=clusters, cluster_sizes=sizes, cluster_id=cluster_id, n_clusters=n_clusters,
@@ -157,7 +198,7 @@ def _ratio(a, b):
     return float(a / b)
 
 
-def layer_summary(stats, V=None, threshold=0.3):
+def layer_summary(stats, V=None, threshold=AFCC_THRESHOLD):
     """Layer averages of NodeStats, the SNR and its variants. Returns a dict of floats (and a histogram).
 
     [CODE] averages (Compute_Matrices_Clusters.py prints):
@@ -195,13 +236,13 @@ def layer_summary(stats, V=None, threshold=0.3):
         "mean_signal": _mean(S),
         "mean_column_noise": _mean(Nc),
     }
+    out["snr"] = snr(stats.signal, stats.noise)               # the SNR of the lessons
     if has.any():
-        out["snr"] = _ratio(S.mean(), N.mean())
         out["snr_a"] = _ratio(stats.labels_in_clusters[has].mean(), N.mean())
         out["snr_b"] = float(np.median(S / np.maximum(N, 1)))
         out["snr_d"] = _ratio(S.mean(), Nc.mean())
     else:
-        out["snr"] = out["snr_a"] = out["snr_b"] = out["snr_d"] = float("nan")
+        out["snr_a"] = out["snr_b"] = out["snr_d"] = float("nan")
     if V is not None:
         Vn, valid = normalise_fields(V)
         if Vn.shape != (D, K, K):

@@ -12,12 +12,14 @@ with L_a the label set of hidden node a (flat read-out SNP of site enc{e}.ff_hid
 node b (site enc{e}.out). The whole model's test accuracy before and after (no retraining), and a random mask
 keeping every output node's number of inputs.                                     -> `ff_pruning_experiment`
 
-Head ablation [INF, paper_method 4 step 4]: zero head g's slice of attn @ v in encoder e (model head_mask)
-and measure the per-label accuracy drop, on the head's designated labels against the others.
+Head ablation [INF, paper_method 4 step 4]: zero the columns of encoder e's output projection that read head g
+(`ablate_head`, a parameter edit like the FF pruning) and measure the per-label accuracy drop, on the head's
+designated labels against the others.
                                                                                  -> `head_ablation`
 Evaluation shortcut: an intervention in encoder e leaves everything before it unchanged, so the residual
 stream entering encoder e (`encoder_input`) can be computed once and only encoders e..L-1 and the classifier
-head re-run (`logits_from`); this gives the same logits as the full forward (tested).
+head re-run (model.forward_from, batched by model.predict(start_encoder=e)); the same logits as the full
+forward (tested).
 Shape legend: N images, T tokens, D embedding / nodes, F FF hidden width, h heads, K classes.
 """
 from __future__ import annotations
@@ -28,15 +30,11 @@ import numpy as np
 
 from .. import model as M
 from ..datasets.base import to_model_input
-from ..layers.encoder import PARAM_KEYS as BLOCK_KEYS
-from ..layers.encoder import encoder_forward
-from ..layers.linear import linear_forward
-from ..layers.norm import layernorm_forward
-from ..layers.pooling import seqpool_forward
+from ..sites import Site
 from .andc import andc_mask, ff_mask, masked_retrain, pruned_fraction, random_mask_like
 from .clusters import node_labels
-from .readout import readout_accuracy
-from .snp import node_fields, normalise_threshold
+from .readout import READOUT_EPOCHS, readout_accuracy
+from .snp import AFCC_THRESHOLD, node_fields, normalise_threshold
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -123,17 +121,9 @@ def _check_encoder(cfg, encoder, name="encoder"):
     return int(encoder)
 
 
-def model_logits(params, cfg, x_uint8, mean, std, head_mask=None, batch_size=250):
-    """Evaluation-mode logits [N, K] (float32) of uint8 images [N, S, S, 3], batch_size at a time.
-
-    head_mask: optional {encoder e: [h] 0/1 array} (model.forward) to silence heads.
-    """
-    out = np.empty((len(x_uint8), cfg.num_classes), dtype=np.float32)
-    dtype = params["classifier.fc.weight"].dtype
-    for s in range(0, len(x_uint8), batch_size):
-        xb = to_model_input(x_uint8[s:s + batch_size], mean, std).astype(dtype)
-        out[s:s + len(xb)], _ = M.forward(params, xb, cfg, train=False, head_mask=head_mask)
-    return out
+def model_logits(params, cfg, x_uint8, mean, std, batch_size=250):
+    """Evaluation-mode logits [N, K] (float32) of uint8 images [N, S, S, 3] (model.predict, batch_size at a time)."""
+    return M.predict(params, x_uint8, cfg, batch_size, transform=lambda b: to_model_input(b, mean, std))
 
 
 def encoder_input(params, cfg, acts, encoder):
@@ -141,10 +131,11 @@ def encoder_input(params, cfg, acts, encoder):
 
         encoder 0: acts["tokens"] + positional embedding (embedding dropout is off in eval mode)
         encoder e > 0: acts[f"enc{e-1}.out"]
-    acts: dict of captured activations (report.capture / model.predict(capture=...)).
+    acts: dict of captured activations (report.capture / model.predict(capture=...)). Feed the result to
+    model.forward_from / model.predict(start_encoder=encoder) to run only the model's tail.
     """
     e = _check_encoder(cfg, encoder)
-    key = "tokens" if e == 0 else f"enc{e - 1}.out"
+    key = Site.tokens().name if e == 0 else Site(e - 1, "out").name
     if key not in acts:
         raise ValueError(f"encoder_input({e}) needs the captured activation {key!r}; got {sorted(acts)}")
     z = acts[key]
@@ -153,43 +144,40 @@ def encoder_input(params, cfg, acts, encoder):
     return z
 
 
-def logits_from(params, cfg, z, start, head_mask=None, batch_size=500):
-    """Logits [N, K] (float32) from the residual stream z [N, T, D] entering encoder `start` (eval mode).
-
-    Runs encoders start..L-1 (with head_mask {e: [h]} where given), the final LayerNorm, sequence pooling
-    and fc, exactly as model.forward does after encoder start - 1; so
-    logits_from(params, cfg, encoder_input(params, cfg, acts, e), e) equals the full forward's logits.
-    """
-    start = _check_encoder(cfg, start, "start")
-    z = np.asarray(z)
-    if z.ndim != 3 or z.shape[1:] != (cfg.seq_len, cfg.embedding_dim):
-        raise ValueError(f"z must be the residual stream [N, {cfg.seq_len}, {cfg.embedding_dim}] (N, T, D), "
-                         f"got shape {z.shape}")
-    if head_mask and any(int(e) < start for e in head_mask):
-        raise ValueError(f"head_mask names encoders {sorted(head_mask)} before start={start}; those have "
-                         f"already run to make z")
-    out = np.empty((z.shape[0], cfg.num_classes), dtype=np.float32)
-    for s in range(0, z.shape[0], batch_size):
-        h = z[s:s + batch_size]
-        for layer in range(start, cfg.num_layers):
-            hm = head_mask.get(layer) if head_mask else None
-            block = {k: params[f"classifier.blocks.{layer}.{k}"] for k in BLOCK_KEYS}
-            h, _ = encoder_forward(h, block, cfg.num_heads, 0.0, 0.0, 0.0, False, None, hm)  # [B, T, D] -> same
-        h, _ = layernorm_forward(h, params["classifier.norm.weight"], params["classifier.norm.bias"])
-        pooled, _ = seqpool_forward(h, params["classifier.attention_pool.weight"],
-                                    params["classifier.attention_pool.bias"])  # [B, T, D] -> [B, D]
-        out[s:s + len(h)], _ = linear_forward(pooled, params["classifier.fc.weight"],
-                                              params["classifier.fc.bias"])    # [B, D] -> [B, K]
-    return out
-
-
-def _eval_logits(params, cfg, data, start, z_test, head_mask=None, batch_size=250):
+def _eval_logits(params, cfg, data, start, z_test, batch_size=250):
     """Test-set logits: the tail from z_test (stream entering `start`) when given, else the full forward."""
     if z_test is not None:
         if len(z_test) != len(data.y_test):
             raise ValueError(f"z_test has {len(z_test)} images, the test set {len(data.y_test)}")
-        return logits_from(params, cfg, z_test, start, head_mask, batch_size)
-    return model_logits(params, cfg, data.x_test, data.mean, data.std, head_mask, batch_size)
+        return M.predict(params, z_test, cfg, batch_size, start_encoder=start)
+    return model_logits(params, cfg, data.x_test, data.mean, data.std, batch_size)
+
+
+# --------------------------------------------------------------------------------------- parameter edits
+def ablate_head(params, encoder, head, num_heads):
+    """A new params dict in which head `head` of encoder `encoder` (both from 0) is silenced. [INF]
+
+        proj.weight[:, g*d:(g+1)*d] = 0       (classifier.blocks.{encoder}.self_attn.proj.weight [D, D])
+    The output projection y = heads Wproj^T + b reads head g only through columns g*d..(g+1)*d, so zeroing
+    them removes exactly head g's P v from the block (the bias stays). num_heads: h (d = D / h), cfg.num_heads:
+    the parameters alone do not say how D is split into heads. Other entries are the same
+    array objects (a shallow copy); the input is not modified.
+    """
+    key = f"classifier.blocks.{encoder}.self_attn.proj.weight"
+    if isinstance(encoder, bool) or not isinstance(encoder, (int, np.integer)) or key not in params:
+        n = sum(k.endswith(".self_attn.proj.weight") for k in params)
+        raise ValueError(f"encoder must be an index in 0..{n - 1} (the params have {n} encoders), got {encoder!r}")
+    W = params[key]                                                            # [D, D] (out, in)
+    D = W.shape[1]
+    if isinstance(num_heads, bool) or not isinstance(num_heads, (int, np.integer)) or num_heads < 1 or D % num_heads:
+        raise ValueError(f"num_heads must be a positive divisor of D = {D} (pass cfg.num_heads), got {num_heads!r}")
+    if isinstance(head, bool) or not isinstance(head, (int, np.integer)) or not 0 <= head < num_heads:
+        raise ValueError(f"head must be in 0..{num_heads - 1}, got {head!r}")
+    d = D // num_heads
+    out = dict(params)
+    out[key] = W.copy()
+    out[key][:, head * d:(head + 1) * d] = 0                                   # head g's input columns
+    return out
 
 
 # --------------------------------------------------------------------------- ANDC on a read-out
@@ -214,7 +202,7 @@ class ReadoutPruning:
     labels_per_node: float
 
 
-def andc_readout_sweep(A_train, y_train, A_test, y_test, num_classes, W, thresholds=(0.3,), retrain_epochs=1,
+def andc_readout_sweep(A_train, y_train, A_test, y_test, num_classes, W, thresholds=(AFCC_THRESHOLD,), retrain_epochs=1,
                        seed=0, rule="diagonal", min_cluster_size=1, fields_on="test", V=None, **train_kw):
     """ANDC pruning of a trained flat read-out W at several thresholds, with the random control. [INF + CODE]
 
@@ -300,7 +288,7 @@ class FFPruning:
     readout_acc: dict = field(default_factory=dict)
 
 
-def ff_pruning_experiment(params, cfg, data, encoder, epochs=3, threshold=0.3, n_train=None, seed=0,
+def ff_pruning_experiment(params, cfg, data, encoder, epochs=READOUT_EPOCHS, threshold=AFCC_THRESHOLD, n_train=None, seed=0,
                           rule="diagonal", min_cluster_size=1, B_hidden=None, B_out=None, z_test=None,
                           acc_dense=None, batch_size=250):
     """ANDC pruning of encoder `encoder`'s FF output weights, scored on the whole model. [INF]
@@ -346,10 +334,10 @@ def ff_pruning_experiment(params, cfg, data, encoder, epochs=3, threshold=0.3, n
     R = random_mask_like(Mk.T, seed=seed).T                                    # [F, D] degrees per b -> [D, F]
     y = data.y_test
     if acc_dense is None:
-        acc_dense = float((_eval_logits(params, cfg, data, e, z_test, None, batch_size).argmax(1) == y).mean())
+        acc_dense = float((_eval_logits(params, cfg, data, e, z_test, batch_size).argmax(1) == y).mean())
     acc = {}
     for name, mask in (("andc", Mk), ("random", R)):
-        logits = _eval_logits(prune_linear2(params, e, mask), cfg, data, e, z_test, None, batch_size)
+        logits = _eval_logits(prune_linear2(params, e, mask), cfg, data, e, z_test, batch_size)
         acc[name] = float((logits.argmax(1) == y).mean())
     return FFPruning(e, Lh, Lo, Mk, R, pruned_fraction(Mk), float(acc_dense), acc["andc"], acc["random"],
                      readout_acc)
@@ -380,7 +368,7 @@ def head_ablation(params, cfg, data, encoder, head, designated_labels, full_logi
                   n_perm=0, seed=0, batch_size=250):
     """Causal test of a head's expertise: silence head `head` of encoder `encoder`. [INF, paper_method 4.4]
 
-        head_mask = {encoder: m},  m[g] = 0 for g = head, 1 otherwise   (zeroes that head's slice of attn @ v)
+        params' = ablate_head(params, encoder, head)   (zeroes the proj.weight columns that read head g)
         drop[j] = acc_full[j] - acc_ablated[j]      (per_label_accuracy on the test set)
         mean drop on the designated labels S vs the others, gap and permutation p (designated_drop).
     designated_labels: bool [K] or label indices (e.g. heads.designated_labels(c)[head]).
@@ -395,13 +383,11 @@ def head_ablation(params, cfg, data, encoder, head, designated_labels, full_logi
     S = _label_set(designated_labels, K)
     y = data.y_test
     if full_logits is None:
-        full_logits = _eval_logits(params, cfg, data, e, z_test, None, batch_size)
+        full_logits = _eval_logits(params, cfg, data, e, z_test, batch_size)
     full_logits = np.asarray(full_logits)
     if full_logits.shape != (len(y), K):
         raise ValueError(f"full_logits must be [N_test, K] = {(len(y), K)}, got {full_logits.shape}")
-    m = np.ones(cfg.num_heads, dtype=np.float32)
-    m[head] = 0.0
-    abl = _eval_logits(params, cfg, data, e, z_test, {e: m}, batch_size)
+    abl = _eval_logits(ablate_head(params, e, head, cfg.num_heads), cfg, data, e, z_test, batch_size)
     full_acc, abl_acc = per_label_accuracy(full_logits, y, K), per_label_accuracy(abl, y, K)
     drop = full_acc - abl_acc
     mean_in, mean_out, gap, p = designated_drop(drop, S, n_perm, seed)

@@ -32,76 +32,11 @@ import numpy as np
 from ..layers.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from ..layers.pooling import seqpool_backward, seqpool_forward
 from ..train.optim import SGD
+from ._validate import MODES, check_activations, check_labels, check_mask, check_mode, check_weight, readout_shape
+from ._validate import take_rows as _rows
 
-MODES = ("flat", "mean", "seqpool")
-
-
-# ----------------------------------------------------------------------------------------------- checks
-def _check_activations(A, name="A"):
-    """Raise ValueError unless A is a floating [N, T, D] array (ndarray or memmap). Returns A unchanged."""
-    if not isinstance(A, np.ndarray):
-        raise ValueError(f"{name} must be a NumPy array (or np.memmap) of shape [N, T, D], got {type(A).__name__}")
-    if A.ndim != 3:
-        raise ValueError(f"{name} must have shape [N, T, D] (images, tokens, nodes), got shape {A.shape}; "
-                         f"for pooled features [N, D] use the pooled functions, for one image add A[None]")
-    if not np.issubdtype(A.dtype, np.floating):
-        raise ValueError(f"{name} must hold floating-point activations, got dtype {A.dtype}")
-    return A
-
-
-def _check_labels(y, n, num_classes, name="y"):
-    """Integer labels [n] in 0..num_classes-1 -> int64 array; ValueError otherwise."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    y = np.asarray(y)
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"{name} must be integer labels of shape [{n}] (one per image), got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer labels, got dtype {y.dtype}")
-    if n and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{name} must be in 0..{num_classes - 1}, got values in {y.min()}..{y.max()}")
-    return y.astype(np.int64, copy=False)
-
-
-def _check_mode_name(mode):
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-
-
-def _check_mode(mode, pool=None):
-    """Validate a read-out mode (and, for "seqpool", its pool = (w [1, D], b [1]))."""
-    _check_mode_name(mode)
-    if mode == "seqpool":
-        if pool is None or len(pool) != 2:
-            raise ValueError("mode 'seqpool' needs pool=(w [1, D], b [1]), the trained attention-pool weights "
-                             "(Readout.pool of a seqpool read-out)")
-    elif pool is not None:
-        raise ValueError(f"pool is only used by mode 'seqpool', got a pool with mode {mode!r}")
-
-
-def readout_shape(mode, T, D, K):
-    """Shape of the read-out weight: (K, T, D) for "flat" [CODE], (K, D) for "mean" / "seqpool" [INF]."""
-    _check_mode_name(mode)
-    return (K, T, D) if mode == "flat" else (K, D)
-
-
-def _check_weight(W, mode, T, D, K=None):
-    if not isinstance(W, np.ndarray) or W.ndim < 2:
-        raise ValueError(f"read-out weight must be a NumPy array [K, T, D] or [K, D], got "
-                         f"{getattr(W, 'shape', type(W).__name__)}")
-    want = readout_shape(mode, T, D, W.shape[0] if K is None else K)
-    if W.shape != want:
-        got = W.shape
-        raise ValueError(f"read-out weight for mode {mode!r} must have shape {want} (K, T, D for 'flat', K, D "
-                         f"otherwise) to match activations with T={T}, D={D}; got {got}")
-
-
-def _rows(A, idx, out=None):
-    """Rows idx of A as float32 (only these rows are read; float16/float64 caches are cast per batch)."""
-    if out is not None and A.dtype == np.float32:
-        np.take(A, idx, axis=0, out=out[: len(idx)])
-        return out[: len(idx)]
-    return np.asarray(A[idx], dtype=np.float32)
+#: Read-out epochs used by the lessons and run_snp (the authors train 200; a few suffice on cached features).
+READOUT_EPOCHS = 10
 
 
 # ---------------------------------------------------------------------------------------------- forward
@@ -112,8 +47,8 @@ def pooled_features(A, mode, pool=None, batch_size=1000):
         seqpool: Z[k, n] = sum_t a_k[t] A_k[t, n],  a_k = softmax_t(A_k w^T + b)   [INF] (CCT pooling)
     Inputs: A [N, T, D], pool = (w [1, D], b [1]) for seqpool. Processed batch_size images at a time.
     """
-    _check_activations(A)
-    _check_mode(mode, pool)
+    check_activations(A)
+    check_mode(mode, pool)
     if mode == "flat":
         raise ValueError("pooled_features needs mode 'mean' or 'seqpool'; the flat read-out has no pooled feature")
     N, T, D = A.shape
@@ -131,10 +66,10 @@ def readout_logits(A, W, batch_size=1000, mode="flat", pool=None):
         mean / seqpool:  z_k = Z_k @ W^T with Z from `pooled_features`  [INF]
     Inputs: A [N, T, D]; W [K, T, D] (flat) or [K, D]; pool (seqpool only) = (w [1, D], b [1]).
     """
-    _check_activations(A)
-    _check_mode(mode, pool)
+    check_activations(A)
+    check_mode(mode, pool)
     N, T, D = A.shape
-    _check_weight(W, mode, T, D)
+    check_weight(W, mode, T, D)
     K = W.shape[0]
     Wf = W.reshape(K, -1).astype(np.float32, copy=False)  # [K, T*D] or [K, D]
     out = np.empty((N, K), dtype=np.float32)
@@ -152,8 +87,8 @@ def readout_logits(A, W, batch_size=1000, mode="flat", pool=None):
 
 def readout_accuracy(A, y, W, batch_size=1000, mode="flat", pool=None):
     """Accuracy of a read-out, mean_k [argmax_j z_k(j) == y_k] (AFCC test_func) [CODE]. A [N, T, D], y int [N]."""
-    _check_activations(A)
-    y = _check_labels(y, A.shape[0], W.shape[0])
+    check_activations(A)
+    y = check_labels(y, A.shape[0], W.shape[0])
     if A.shape[0] == 0:
         raise ValueError("readout_accuracy: no images (A has N = 0)")
     return float((readout_logits(A, W, batch_size, mode, pool).argmax(axis=1) == y).mean())
@@ -204,11 +139,7 @@ class Readout:
 
 def _expand_mask_to(mask, W_shape, mode):
     """A {0,1} mask broadcastable onto W: [K, D] -> [K, 1, D] for flat; full shapes pass through."""
-    m = np.asarray(mask)
-    if m.dtype != bool:
-        if not np.isin(m, (0, 1)).all():
-            raise ValueError("mask must be boolean or hold only 0 and 1")
-        m = m.astype(bool)
+    m = check_mask(mask, "mask")
     K, D = W_shape[0], W_shape[-1]
     if m.shape == W_shape:
         return m
@@ -264,7 +195,7 @@ def _step_grads(Ab, yb, params, mode):
     return loss, logits, grads
 
 
-def train_readout(A_train, y_train, num_classes, epochs=10, lr=0.01, momentum=0.975, nesterov=True,
+def train_readout(A_train, y_train, num_classes, epochs=READOUT_EPOCHS, lr=0.01, momentum=0.975, nesterov=True,
                   weight_decay=1e-3, lr_decay=0.975, batch_size=100, seed=0, A_test=None, y_test=None,
                   progress=None, pooled=False, mode="flat", mask=None, W_init=None, pool_init=None):
     """Train a bias-free read-out on frozen activations with the AFCC recipe; returns a `Readout`.
@@ -294,19 +225,19 @@ def train_readout(A_train, y_train, num_classes, epochs=10, lr=0.01, momentum=0.
         if mode not in ("flat", "seqpool"):
             raise ValueError(f"pooled=True means mode='seqpool' but mode={mode!r} was given; pass only one")
         mode = "seqpool"
-    _check_mode_name(mode)
-    _check_activations(A_train, "A_train")
+    check_mode(mode, with_pool=False)
+    check_activations(A_train, "A_train")
     N, T, D = A_train.shape
     if N == 0:
         raise ValueError("train_readout: A_train has no images (N = 0)")
-    y_train = _check_labels(y_train, N, num_classes, "y_train")
+    y_train = check_labels(y_train, N, num_classes, "y_train")
     if (A_test is None) != (y_test is None):
         raise ValueError("give both A_test and y_test, or neither")
     if A_test is not None:
-        _check_activations(A_test, "A_test")
+        check_activations(A_test, "A_test")
         if A_test.shape[1:] != (T, D):
             raise ValueError(f"A_test has tokens x nodes {A_test.shape[1:]}, A_train has {(T, D)}")
-        y_test = _check_labels(y_test, A_test.shape[0], num_classes, "y_test")
+        y_test = check_labels(y_test, A_test.shape[0], num_classes, "y_test")
     if not (isinstance(epochs, (int, np.integer)) and epochs >= 0):
         raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
     if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
@@ -322,7 +253,7 @@ def train_readout(A_train, y_train, num_classes, epochs=10, lr=0.01, momentum=0.
     m = None if mask is None else _expand_mask_to(mask, shape, mode)
     W, pool_w, pool_b = init_readout(mode, T, D, K, rng, mask)
     if W_init is not None:
-        _check_weight(np.asarray(W_init), mode, T, D, K)
+        check_weight(np.asarray(W_init), mode, T, D, K)
         W = np.array(W_init, dtype=np.float32)              # a copy: the caller's array is not modified
         if m is not None:
             W *= m

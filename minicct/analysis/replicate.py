@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model import predict
 from . import interventions as I
 from .andc import andc_mask, ff_mask
 from .baselines import ff_baseline_masks, readout_baselines
@@ -82,7 +83,7 @@ def seed_sweep(A_train, y_train, A_test, y_test, num_classes, names, modes=("fla
         for p, name in enumerate(names):
             for mode in modes:
                 r = analyse_site(A_train[name], y_train, A_test[name], y_test, num_classes, mode, epochs, threshold,
-                                 seed, name, p, "tokens" if name == "tokens" else name.split(".", 1)[-1])
+                                 seed, name)
                 for q, v in _site_values(r).items():
                     vals[mode][q][si, p] = v
                 if (name, mode) in keep:
@@ -199,7 +200,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
     A_tr = capture(params, cfg, x_tr, data.mean, data.std, pos + heads_sites + ff_sites, batch_size)
     A_te = capture(params, cfg, data.x_test, data.mean, data.std, pos + heads_sites + ff_sites, batch_size)
     z0 = I.encoder_input(params, cfg, A_te, 0)
-    full_logits = I.logits_from(params, cfg, z0, 0)
+    full_logits = predict(params, z0, cfg, 500, start_encoder=0)
     acc_model = float((full_logits.argmax(1) == y_te).mean())
     say(f"model test accuracy {100 * acc_model:.2f}%  [{time.time() - t0:.0f} s]", flush=True)
 
@@ -216,7 +217,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
         last_clusters += [c for node in res_last.stats.clusters for c in node]
         for e in range(L):
             r = analyse_site(A_tr[heads_sites[e]], y_tr, A_te[heads_sites[e]], y_te, K, "flat", epochs, threshold,
-                             seed, heads_sites[e], e + 1, "mha_heads")
+                             seed, heads_sites[e])
             heads_L[e].append(node_labels(r.B))                 # [D, K]
             heads_V[e].append(r.V)                              # [D, K, K]
         # ANDC on the last encoder's read-out against same-degree baselines, all retrained identically
@@ -233,7 +234,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
         n_kept = n_total = 0
         for e in range(L):
             rh = analyse_site(A_tr[ff_sites[e]], y_tr, A_te[ff_sites[e]], y_te, K, "flat", epochs, threshold, seed,
-                              ff_sites[e], e + 1, "ff_hidden")
+                              ff_sites[e])
             Mff = ff_mask(node_labels(rh.B), node_labels(B_out[e]))          # [D, F]
             W2 = params[f"classifier.blocks.{e}.linear2.weight"]
             rand, mag = ff_baseline_masks(Mff, W2, seed=seed)
@@ -242,7 +243,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
             n_kept, n_total = n_kept + int(Mff.sum()), n_total + Mff.size
         ff_frac.append(1 - n_kept / n_total)
         for k in ff_acc:
-            ff_correct[k].append(I.logits_from(pruned[k], cfg, z0, 0).argmax(1) == y_te)
+            ff_correct[k].append(predict(pruned[k], z0, cfg, 500, start_encoder=0).argmax(1) == y_te)
             ff_acc[k].append(float(ff_correct[k][-1].mean()))
         say(f"seed {seed}: last-encoder flat read-out {100 * vals['flat']['accuracy'][si, -1]:.1f}%, ANDC "
             f"{100 * ro['andc'][-1]:.1f}% (random {100 * ro['random'][-1]:.1f}%, magnitude "

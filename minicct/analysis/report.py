@@ -27,26 +27,24 @@ import numpy as np
 
 from .. import model as M
 from ..datasets.base import to_model_input
+from ..sites import SITES, Site
+from ..tables import format_table
+from ..sites import site_names as _site_names
 from .clusters import layer_summary, node_stats
-from .readout import train_readout
-from .snp import node_fields, normalise_threshold, single_node_predictions, single_node_summary
-
-SITES = ("mha_heads", "mha_out", "ff_hidden", "out")
+from .readout import READOUT_EPOCHS, train_readout
+from .snp import AFCC_THRESHOLD, node_fields, normalise_threshold, single_node_predictions, single_node_summary
 
 
 @dataclass
 class SiteAnalysis:
     """Everything the SNP analysis computes for one site and one read-out mode.
 
-    name: capture name ("tokens", "enc2.out", ...); encoder: 0 for the tokenizer, e + 1 for encoder e
-    (lessons count encoders from 1); site: "tokens" or one of SITES; mode: read-out mode.
-    readout: the trained Readout; V [D, K, K] fields; B [D, K, K] thresholded; stats: NodeStats;
-    summary: layer_summary dict; single: single_node_summary dict.
+    site: the Site (encoder counted from 0, None for the tokenizer; `site.label()` for display);
+    mode: read-out mode. readout: the trained Readout; V [D, K, K] fields; B [D, K, K] thresholded;
+    stats: NodeStats; summary: layer_summary dict; single: single_node_summary dict.
     """
 
-    name: str
-    encoder: int
-    site: str
+    site: Site
     mode: str
     readout: object
     V: np.ndarray
@@ -60,52 +58,51 @@ class SiteAnalysis:
     def accuracy(self) -> float:
         return self.readout.final_test_acc
 
+    @property
+    def name(self) -> str:
+        """Capture name: "tokens", "enc2.out", ..."""
+        return self.site.name
 
-def analyse_site(A_train, y_train, A_test, y_test, num_classes, mode="flat", epochs=5, threshold=0.3, seed=0,
-                 name="site", encoder=0, site="out", progress=None, **readout_kw) -> SiteAnalysis:
-    """Steps 2-6 of the SNP analysis on plain arrays A [N, T, D] (float32) with labels y [N]."""
+    @property
+    def part(self) -> str:
+        """"tokens" or one of SITES."""
+        return self.site.part
+
+    @property
+    def depth(self) -> int:
+        """0 for the tokenizer, e + 1 for encoder e (Site.depth)."""
+        return self.site.depth
+
+
+def analyse_site(A_train, y_train, A_test, y_test, num_classes, mode="flat", epochs=READOUT_EPOCHS,
+                 threshold=AFCC_THRESHOLD, seed=0, site=Site(0, "out"), progress=None, **readout_kw) -> SiteAnalysis:
+    """Steps 2-6 of the SNP analysis on plain arrays A [N, T, D] (float32) with labels y [N].
+
+    site: the Site (or its capture name) the activations come from; it only labels the result.
+    """
     t0 = time.time()
+    site = Site.parse(site)
     ro = train_readout(A_train, y_train, num_classes, epochs=epochs, seed=seed, A_test=A_test, y_test=y_test,
                        mode=mode, progress=progress, **readout_kw)
-    V = node_fields(A_test, y_test, ro.W, num_classes, mode=mode, pool=ro.pool)
-    B = normalise_threshold(V, threshold)
+    V = node_fields(A_test, y_test, ro.W, num_classes, mode=mode, pool=ro.pool)     # [D, K, K]
+    B = normalise_threshold(V, threshold)                                           # [D, K, K] bool
     stats = node_stats(B)
     summary = layer_summary(stats, V, threshold)
     single = single_node_summary(single_node_predictions(A_test, ro.W, mode=mode, pool=ro.pool), y_test,
                                  num_classes)
-    return SiteAnalysis(name, encoder, site, mode, ro, V, B, stats, summary, single, time.time() - t0)
+    return SiteAnalysis(site, mode, ro, V, B, stats, summary, single, time.time() - t0)
 
 
 def capture(params, cfg, x_uint8, mean, std, names, batch_size=250):
     """Activations of uint8 images [N, S, S, 3] at the capture `names`, as float32 arrays {name: [N, ...]}."""
-    out = {}
-    for s in range(0, len(x_uint8), batch_size):
-        xb = to_model_input(x_uint8[s:s + batch_size], mean, std).astype(params["classifier.fc.weight"].dtype)
-        _, cache = M.forward(params, xb, cfg, train=False, capture=names)
-        for name in names:
-            a = cache["acts"][name]
-            if name not in out:
-                out[name] = np.empty((len(x_uint8),) + a.shape[1:], dtype=np.float32)
-            out[name][s:s + len(xb)] = a
-    return out
+    _, acts = M.predict(params, x_uint8, cfg, batch_size, capture=names,
+                        transform=lambda b: to_model_input(b, mean, std))
+    return acts
 
 
 def site_names(cfg, sites=("out",), include_tokens=True) -> list:
     """Capture names to analyse, in forward order: ["tokens", "enc0.out", "enc1.out", ...]."""
-    bad = [s for s in sites if s not in SITES]
-    if bad:
-        raise ValueError(f"unknown sites {bad}; choose from {SITES}")
-    names = ["tokens"] if include_tokens else []
-    for e in range(cfg.num_layers):
-        names += [f"enc{e}.{s}" for s in SITES if s in sites]
-    return names
-
-
-def _parse(name):
-    if name == "tokens":
-        return 0, "tokens"
-    enc, site = name.split(".", 1)
-    return int(enc[3:]) + 1, site
+    return _site_names(cfg.num_layers, sites, include_tokens)
 
 
 def group_agreement(clusters, groups: dict, n_draws=10000, seed=0) -> dict:
@@ -160,14 +157,14 @@ class SNPReport:
         raise KeyError(f"no result for site {name!r} with mode {mode!r}")
 
     def table(self) -> dict:
-        """Columns as arrays: name, encoder, site, mode, accuracy, clusters_per_node, mean_cluster_size,
+        """Columns as arrays: name, depth (0 = tokenizer, e + 1 = encoder e), site, mode, accuracy, clusters_per_node, mean_cluster_size,
         labels_in_clusters, noise, noise_with_zeros, snr, single_node_accuracy, single_node_top_fraction."""
-        cols = {k: [] for k in ("name", "encoder", "site", "mode", "accuracy", "clusters_per_node",
+        cols = {k: [] for k in ("name", "depth", "site", "mode", "accuracy", "clusters_per_node",
                                 "mean_cluster_size", "labels_in_clusters", "noise", "noise_with_zeros", "snr",
                                 "single_node_accuracy", "single_node_top_fraction")}
         for r in self.results:
             s = r.summary
-            for k, v in (("name", r.name), ("encoder", r.encoder), ("site", r.site), ("mode", r.mode),
+            for k, v in (("name", r.name), ("depth", r.depth), ("site", r.part), ("mode", r.mode),
                          ("accuracy", r.accuracy), ("clusters_per_node", s["mean_clusters_per_node"]),
                          ("mean_cluster_size", s["mean_cluster_size"]),
                          ("labels_in_clusters", s["mean_labels_in_clusters"]), ("noise", s["mean_noise"]),
@@ -178,24 +175,19 @@ class SNPReport:
         return {k: np.array(v) for k, v in cols.items()}
 
     def format_table(self, mode=None) -> str:
-        """The per-encoder table as text (encoders counted from 1; 0 = tokenizer)."""
-        head = (f"{'site':<16}{'readout':>8}{'acc %':>7}{'clusters':>9}{'size':>6}{'labels':>7}"
-                f"{'noise':>7}{'SNR':>7}{'1-node':>7}")
-        lines = [head, "-" * len(head)]
-        for r in self.results:
-            if mode is not None and r.mode != mode:
-                continue
-            s = r.summary
-            where = "tokenizer" if r.site == "tokens" else f"enc {r.encoder} {r.site}"
-            lines.append(f"{where:<16}{r.mode:>8}{100 * r.accuracy:7.1f}{s['mean_clusters_per_node']:9.2f}"
-                         f"{s['mean_cluster_size']:6.2f}{s['mean_labels_in_clusters']:7.2f}"
-                         f"{s['mean_noise']:7.2f}{s['snr']:7.2f}{100 * r.single['mean_accuracy']:7.1f}")
-        return "\n".join(lines)
+        """The per-encoder table as text (encoders shown counted from 1, Site.label)."""
+        rows = [(r.site.label(short=True), r.mode, 100 * r.accuracy, r.summary["mean_clusters_per_node"],
+                 r.summary["mean_cluster_size"], r.summary["mean_labels_in_clusters"], r.summary["mean_noise"],
+                 r.summary["snr"], 100 * r.single["mean_accuracy"])
+                for r in self.results if mode is None or r.mode == mode]
+        return format_table([("site", "<16"), ("readout", ">8"), ("acc %", "7.1f"), ("clusters", "9.2f"),
+                             ("size", "6.2f"), ("labels", "7.2f"), ("noise", "7.2f"), ("SNR", "7.2f"),
+                             ("1-node", "7.1f")], rows)
 
 
-def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool"), include_tokens=True, epochs=10,
-            threshold=0.3, n_train=None, seed=0, out_dir=None, progress=print, batch_size=250,
-            max_capture_bytes=5e9) -> SNPReport:
+def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool"), include_tokens=True,
+            epochs=READOUT_EPOCHS, threshold=AFCC_THRESHOLD, n_train=None, seed=0, out_dir=None, progress=print,
+            batch_size=250, max_capture_bytes=5e9, acts=None) -> SNPReport:
     """The SNP analysis of a trained CCT on a dataset, over encoders and sites, with progress output.
 
     params, cfg: a trained model (e.g. from train.checkpoint.load_checkpoint); data: a Dataset.
@@ -204,6 +196,8 @@ def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool")
     Activations are captured in as few forward passes as fit in max_capture_bytes (float32): each pass runs the
     whole model over all images, so passes dominate the time (all 17 sites of the classroom model are 4.1 GB,
     one pass with the default 5 GB; lower it on a small machine, at the price of more passes).
+    acts: (A_train, A_test), dicts {name: [N, T, D]} already captured (`capture` of data.x_train[:n_train] and
+    data.x_test) holding every site asked for; then no forward pass is run.
     Returns an SNPReport.
     """
     t0 = time.time()
@@ -217,23 +211,31 @@ def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool")
     per_name = {n: n_img * cfg.seq_len * (cfg.ff_dim if n.endswith("ff_hidden") else cfg.embedding_dim) * 4
                 for n in names}
     groups_of_names, cur, size = [], [], 0.0
+    if acts is not None:                              # already captured: one group, no forward pass
+        missing = [n for n in names if n not in acts[0] or n not in acts[1]]
+        if missing:
+            raise ValueError(f"acts lacks the activations of {missing}; capture them or drop those sites")
+        groups_of_names, names = [list(names)], []
     for n in names:                                   # greedy packing of capture passes under the budget
         if cur and size + per_name[n] > max_capture_bytes:
             groups_of_names.append(cur)
             cur, size = [], 0.0
         cur.append(n)
         size += per_name[n]
-    groups_of_names.append(cur)
+    if cur:
+        groups_of_names.append(cur)
     results = []
     for group in groups_of_names:
-        say(f"capturing {', '.join(group)} for {len(x_tr)} training and {len(x_te)} test images ...", flush=True)
-        A_tr = capture(params, cfg, x_tr, data.mean, data.std, group, batch_size)
-        A_te = capture(params, cfg, x_te, data.mean, data.std, group, batch_size)
+        if acts is None:
+            say(f"capturing {', '.join(group)} for {len(x_tr)} training and {len(x_te)} test images ...", flush=True)
+            A_tr = capture(params, cfg, x_tr, data.mean, data.std, group, batch_size)
+            A_te = capture(params, cfg, x_te, data.mean, data.std, group, batch_size)
+        else:
+            A_tr, A_te = acts
         for name in group:
-            enc, site = _parse(name)
             for mode in modes:
                 r = analyse_site(A_tr[name], y_tr, A_te[name], y_te, cfg.num_classes, mode, epochs, threshold,
-                                 seed, name, enc, site)
+                                 seed, Site.parse(name))
                 say(f"  {name:<16} {mode:>7} read-out: test acc {100 * r.accuracy:5.1f}%  "
                     f"clusters/node {r.summary['mean_clusters_per_node']:.2f}  noise {r.summary['mean_noise']:.2f}  "
                     f"SNR {r.summary['snr']:.2f}  ({r.seconds:.1f}s)", flush=True)

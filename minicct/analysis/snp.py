@@ -17,7 +17,7 @@ Because h is linear in A, V[n, i, j] = sum_t W[j, t, n] * Abar[i, t, n] with Aba
 activation: the code averages the activations per class first (one pass over A) and contracts once; the
 per-image fields are only built for `single_node_predictions`.
 
-Then each node's matrix is divided by its global max and thresholded at 0.3 [CODE] (`normalise_threshold`).
+Then each node's matrix is divided by its global max and thresholded at AFCC_THRESHOLD = 0.3 [CODE] (`normalise_threshold`).
 Shape legend: N images, T tokens, D nodes, K classes.
 """
 from __future__ import annotations
@@ -26,7 +26,13 @@ import warnings
 
 import numpy as np
 
-from .readout import _check_activations, _check_labels, _check_mode, _check_weight, _rows, pooled_features
+from ._validate import check_activations, check_fields, check_finite, check_labels, check_mode, check_weight
+from ._validate import take_rows as _rows
+from .readout import pooled_features
+
+#: The threshold on V / max V of the authors' code (AFCC `Compute_Matrices_Clusters.py`) [CODE]; the one place
+#: the number is written.
+AFCC_THRESHOLD = 0.3
 
 
 # ------------------------------------------------------------------------------------ per-class means
@@ -42,7 +48,8 @@ def class_means(X, y, num_classes, chunk=256):
         raise ValueError(f"class_means: X must be a floating array [N, ...], got "
                          f"{getattr(X, 'shape', type(X).__name__)} {getattr(X, 'dtype', '')}")
     N = X.shape[0]
-    y = _check_labels(y, N, num_classes)
+    y = check_labels(y, N, num_classes)
+    check_finite(X, "X")
     feat = X.shape[1:]
     F = int(np.prod(feat))
     order = np.argsort(y, kind="stable")                       # label order: few labels per chunk
@@ -77,10 +84,10 @@ def node_fields(A, y, W, num_classes, chunk=256, mode="flat", pool=None):
     or [K, D] (mean / seqpool), num_classes K, pool = (w [1, D], b [1]) for seqpool.
     Returns V [D, K, K]: node n, true label i (rows), output j (columns).
     """
-    _check_activations(A)
-    _check_mode(mode, pool)
+    check_activations(A)
+    check_mode(mode, pool)
     N, T, D = A.shape
-    _check_weight(W, mode, T, D, num_classes)
+    check_weight(W, mode, T, D, num_classes)
     if mode != "flat":
         return pooled_node_fields(pooled_features(A, mode, pool, batch_size=chunk), y, W, num_classes)
     Abar, _ = class_means(A, y, num_classes, chunk)            # [K, T, D]
@@ -106,6 +113,8 @@ def pooled_node_fields(Z, y, W, num_classes):
     if not isinstance(W, np.ndarray) or W.shape != (num_classes, Z.shape[1]):
         raise ValueError(f"pooled_node_fields: W must be [K, D] = {(num_classes, Z.shape[1])}, "
                          f"got {getattr(W, 'shape', type(W).__name__)}")
+    check_finite(Z, "Z")
+    check_finite(W, "W")
     Zbar, _ = class_means(Z, y, num_classes)                   # [K, D]
     return Zbar.T[:, :, None] * W.T.astype(np.float64)[:, None, :]   # [D, K, 1] * [D, 1, K] -> [D, K, K]
 
@@ -116,10 +125,10 @@ def per_image_fields(A, W, mode="flat", pool=None):
         flat [CODE]:          h[n, k, j] = sum_t W[j, t, n] A_k[t, n]   (einsum 'ktn,jtn->nkj' as a batched matmul)
         mean / seqpool [INF]: h[n, k, j] = W[j, n] Z_k[n]
     """
-    _check_activations(A)
-    _check_mode(mode, pool)
+    check_activations(A)
+    check_mode(mode, pool)
     N, T, D = A.shape
-    _check_weight(W, mode, T, D)
+    check_weight(W, mode, T, D)
     Ab = np.asarray(A, dtype=np.float32)
     if mode == "flat":
         a = np.ascontiguousarray(Ab.transpose(2, 0, 1))                          # [D, N, T]
@@ -137,9 +146,9 @@ def single_node_predictions(A, W, chunk=256, mode="flat", pool=None):
     label independent of the input label"); the AFCC code has no such step.
     Inputs as `per_image_fields`; A is processed chunk images at a time.
     """
-    _check_activations(A)
+    check_activations(A)
     N, T, D = A.shape
-    _check_weight(W, mode, T, D)
+    check_weight(W, mode, T, D)
     P = np.empty((D, N), dtype=np.int32)
     for s in range(0, N, chunk):
         P[:, s:s + chunk] = per_image_fields(A[s:s + chunk], W, mode, pool).argmax(axis=2)   # [D, B]
@@ -160,7 +169,7 @@ def single_node_summary(P, y, num_classes):
     if P.ndim != 2 or not np.issubdtype(P.dtype, np.integer):
         raise ValueError(f"P must be integer predictions [D, N], got shape {P.shape}, dtype {P.dtype}")
     D, N = P.shape
-    y = _check_labels(y, N, num_classes)
+    y = check_labels(y, N, num_classes)
     if N == 0 or D == 0:
         raise ValueError(f"single_node_summary: need at least one node and one image, got P of shape {P.shape}")
     if P.min() < 0 or P.max() >= num_classes:
@@ -176,17 +185,6 @@ def single_node_summary(P, y, num_classes):
 
 
 # --------------------------------------------------------------------------- normalisation, threshold
-def _check_fields(V, name="V"):
-    V = np.asarray(V)
-    if V.ndim != 3 or V.shape[1] != V.shape[2]:
-        raise ValueError(f"{name} must be node matrices [D, K, K], got shape {V.shape}; for one node use V[None]")
-    if not np.issubdtype(V.dtype, np.floating) and not np.issubdtype(V.dtype, np.integer):
-        raise ValueError(f"{name} must be numeric, got dtype {V.dtype}")
-    if not np.isfinite(V).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return V
-
-
 def normalise_fields(V):
     """Divide each node's matrix by its global max: Vn[n] = V[n] / max_{i,j} V[n, i, j]. [CODE]
 
@@ -195,7 +193,7 @@ def normalise_fields(V):
     let every entry pass the threshold; a zero max is left undivided by the code, so nothing passes].
     Returns (Vn [D, K, K] float64, valid [D] bool).
     """
-    V = _check_fields(V).astype(np.float64, copy=False)
+    V = check_fields(V).astype(np.float64, copy=False)
     vmax = V.reshape(V.shape[0], -1).max(axis=1) if V.size else np.zeros(V.shape[0])  # [D]
     valid = vmax > 0
     # a true division, as the code (V / max): multiplying by 1/max rounds differently and let a field at
@@ -205,7 +203,7 @@ def normalise_fields(V):
     return Vn, valid
 
 
-def normalise_threshold(V, threshold=0.3):
+def normalise_threshold(V, threshold=AFCC_THRESHOLD):
     """Binary node matrices B [D, K, K] bool: B[n, i, j] = V[n, i, j] / max V[n] > threshold. [CODE]
 
     threshold 0.3 is the AFCC default; strict '>' as in the code, after a true division by the max (as the

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from ..analysis.andc import andc_mask as ref_andc_mask
-from ..analysis.andc import apply_mask as ref_apply_mask
+from ..analysis.andc import prune_readout as ref_apply_mask
 from ..analysis.clusters import greedy_clusters as ref_greedy_clusters
 from ..analysis.clusters import node_stats as ref_node_stats
 from ..analysis.readout import readout_logits as ref_readout_logits

@@ -150,14 +150,6 @@ def write_features(path, sites: dict, y_train, y_test, class_names=None) -> Path
     return atomic_savez(path, **arrays)
 
 
-def _position(name, index):
-    """(encoder, site) for the table: minicct capture names as `snp` shows them, others by file position."""
-    if name == "tokens":
-        return 0, "tokens"
-    m = re.fullmatch(r"enc(\d+)\.(\w+)", name)
-    if m:
-        return int(m.group(1)) + 1, m.group(2)
-    return index + 1, name
 
 
 def analyse_features(fs: FeatureSet, modes=("flat", "mean", "seqpool"), epochs=10, threshold=0.3, seed=0,
@@ -165,6 +157,7 @@ def analyse_features(fs: FeatureSet, modes=("flat", "mean", "seqpool"), epochs=1
     """The SNP analysis (analysis.report.analyse_site: read-out, fields, clusters, noise, SNR, single-node
     predictions) of every site of a features file, for every read-out mode. Returns an SNPReport."""
     from ..analysis.report import SNPReport, analyse_site
+    from ..sites import Site
 
     say = progress or (lambda *a, **k: None)
     t0 = time.time()
@@ -173,9 +166,9 @@ def analyse_features(fs: FeatureSet, modes=("flat", "mean", "seqpool"), epochs=1
     for i, name in enumerate(fs.sites):
         A_tr, A_te = fs.arrays(name)
         A_tr = A_tr[:n_train]
-        enc, site = _position(name, i)
+        site = Site.named(name, i)       # minicct capture names as `snp` shows them, others by file position
         for mode in modes:
-            r = analyse_site(A_tr, y_tr, A_te, y_te, fs.num_classes, mode, epochs, threshold, seed, name, enc, site)
+            r = analyse_site(A_tr, y_tr, A_te, y_te, fs.num_classes, mode, epochs, threshold, seed, site)
             say(f"  {name:<16} {mode:>7} read-out: test acc {100 * r.accuracy:5.1f}%  "
                 f"clusters/node {r.summary['mean_clusters_per_node']:.2f}  noise {r.summary['mean_noise']:.2f}  "
                 f"SNR {r.summary['snr']:.2f}  ({r.seconds:.1f}s)", flush=True)

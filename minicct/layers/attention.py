@@ -21,11 +21,8 @@ from .regularization import dropout_backward, dropout_forward
 PARAM_KEYS = ("qkv.weight", "proj.weight", "proj.bias")
 
 
-def attention_forward(x, params, num_heads, attn_drop=0.0, train=False, rng=None, head_mask=None):
+def attention_forward(x, params, num_heads, attn_drop=0.0, train=False, rng=None):
     """Inputs: x [N, T, D]; params as in the module docstring; num_heads h (must divide D).
-
-    head_mask: optional [h] array of 0/1 multiplying each head's P v (0 silences a head: the ablation
-    experiment of the head analysis). None in normal use.
 
     Returns: y [N, T, D], cache. cache["heads"] [N, T, D] is the concatenated per-head P v before the
     output projection (the "MHA nodes" of the SNP analysis).
@@ -37,9 +34,6 @@ def attention_forward(x, params, num_heads, attn_drop=0.0, train=False, rng=None
         raise ValueError(f"attention: num_heads={num_heads} must divide the embedding dim D={D} "
                          f"(input shape {x.shape})")
     h, d = num_heads, D // num_heads
-    if head_mask is not None and np.shape(head_mask) != (h,):
-        raise ValueError(f"attention: head_mask must have shape ({h},), one entry per head, "
-                         f"got {np.shape(head_mask)}")
     scale = d ** -0.5
 
     qkv, qkv_cache = linear_forward(x, params["qkv.weight"])        # [N, T, D] -> [N, T, 3D]
@@ -50,13 +44,10 @@ def attention_forward(x, params, num_heads, attn_drop=0.0, train=False, rng=None
     P = softmax(S, axis=-1, out=S)                                  # over keys; in place, S is not kept
     Pd, drop_cache = dropout_forward(P, attn_drop, rng, train)      # attention dropout
     O = Pd @ v                                                      # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
-    if head_mask is not None:
-        head_mask = np.asarray(head_mask, dtype=O.dtype).reshape(1, h, 1, 1)
-        O = O * head_mask
     heads = O.transpose(0, 2, 1, 3).reshape(N, T, D)                # [N, h, T, d] -> [N, T, h, d] -> [N, T, D]
     y, proj_cache = linear_forward(heads, params["proj.weight"], params["proj.bias"])
     cache = {"qkv": qkv_cache, "q": q, "k": k, "v": v, "P": P, "Pd": Pd, "drop": drop_cache,
-             "proj": proj_cache, "heads": heads, "h": h, "scale": scale, "head_mask": head_mask}
+             "proj": proj_cache, "heads": heads, "h": h, "scale": scale}
     return y, cache
 
 
@@ -70,8 +61,6 @@ def attention_backward(dy, cache):
     dheads, dWproj, dbproj = linear_backward(dy, cache["proj"])
     # forward: heads = O.transpose(0, 2, 1, 3).reshape(N, T, D)
     dO = dheads.reshape(N, T, h, d).transpose(0, 2, 1, 3)          # [N, T, D] -> [N, h, T, d]
-    if cache["head_mask"] is not None:
-        dO = dO * cache["head_mask"]
     # gradients of q, k, v are written straight into the layout of the forward's qkv (N, T, 3, h, d):
     # dq, dk, dv below are [N, h, T, d] views of dqkv, so no transposed copies are needed
     dqkv = np.empty((N, T, 3, h, d), dtype=dO.dtype)

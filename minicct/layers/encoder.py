@@ -27,17 +27,15 @@ def _attn_params(p):
     return {k[len("self_attn."):]: p[k] for k in p if k.startswith("self_attn.")}
 
 
-def encoder_forward(x, p, num_heads, drop_path=0.0, attn_drop=0.0, dropout=0.0, train=False, rng=None,
-                    head_mask=None):
+def encoder_forward(x, p, num_heads, drop_path=0.0, attn_drop=0.0, dropout=0.0, train=False, rng=None):
     """Inputs: x [N, T, D], p the block's parameters. Returns y [N, T, D], cache.
 
     The cache also holds the activations the SNP analysis reads: cache["mha_heads"] [N, T, D] (per-head
     P v, concatenated, before proj), cache["mha_out"] [N, T, D] (a, the stream after the attention
     residual), cache["ff_hidden"] [N, T, F] (after GELU), and y itself is the block output.
-    head_mask: optional [h] 0/1 array silencing heads (see attention_forward).
     """
     h1, c_pre = layernorm_forward(x, p["pre_norm.weight"], p["pre_norm.bias"])      # [N, T, D]
-    at, c_attn = attention_forward(h1, _attn_params(p), num_heads, attn_drop, train, rng, head_mask)
+    at, c_attn = attention_forward(h1, _attn_params(p), num_heads, attn_drop, train, rng)
     at, c_dp1 = drop_path_forward(at, drop_path, rng, train, out=at)               # in place: at is ours
     a = x + at                                                                     # residual 1
     a1, c_n1 = layernorm_forward(a, p["norm1.weight"], p["norm1.bias"])              # norm1 on the stream

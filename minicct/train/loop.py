@@ -18,10 +18,11 @@ import numpy as np
 
 from .. import model as M
 from ..datasets.base import Dataset, to_model_input
-from ..layers.loss import smooth_targets, softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from ..layers.loss import smooth_targets, softmax_cross_entropy_forward
 from .augment import mix_batch, random_crop_flip
 from .checkpoint import load_checkpoint, save_checkpoint
 from .optim import SGD, AdamW, cosine_lr
+from .step import train_step
 
 
 @dataclass
@@ -68,15 +69,13 @@ class History:
 
 def evaluate(params, cfg, x_uint8, y, mean, std, batch_size=500):
     """Mean cross-entropy (no smoothing) and top-1 accuracy on uint8 images [N, H, W, 3]."""
-    total_loss, correct = 0.0, 0
-    for s in range(0, len(y), batch_size):
-        xb = to_model_input(x_uint8[s:s + batch_size], mean, std)
-        logits, _ = M.forward(params, xb, cfg, train=False)
-        loss, _ = softmax_cross_entropy_forward(logits, y[s:s + batch_size])
-        total_loss += loss * len(xb)
-        correct += int((logits.argmax(1) == y[s:s + batch_size]).sum())
+    logits = M.predict(params, x_uint8, cfg, batch_size, transform=lambda b: to_model_input(b, mean, std))
+    total_loss = 0.0
+    for s in range(0, len(y), batch_size):                         # batch means, weighted by batch size
+        loss, _ = softmax_cross_entropy_forward(logits[s:s + batch_size], y[s:s + batch_size])
+        total_loss += loss * len(y[s:s + batch_size])
     n = max(len(y), 1)
-    return total_loss / n, correct / n
+    return total_loss / n, int((logits.argmax(1) == y).sum()) / n
 
 
 class _Progress:
@@ -187,64 +186,55 @@ def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Pa
         M.check_params(params, cfg)
 
     meta = {"dataset": data.name, "epochs": tc.epochs, "seed": tc.seed}
+    running = state.get("running") if resume is not None else None   # the interrupted epoch's sums
+    running = dict(running) if running else {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
 
-    def save(epoch, step, perm_now):
+    def save(epoch, step, perm_now, running_now):
         if checkpoint is None:
             return
         state = {"epoch": epoch, "step": step, "train_config": asdict(tc), "history": asdict(history),
-                 "perm": None if perm_now is None else perm_now.tolist(),
+                 "perm": None if perm_now is None else perm_now.tolist(), "running": running_now,
                  "rng": {k: r.bit_generator.state for k, r in rngs.items()}}
         m = dict(meta, train_state=state,
                  test_acc=history.test_acc[-1] if history.test_acc else None,
                  epochs_done=epoch)
         save_checkpoint(checkpoint, params, cfg, m, opt.state_dict())
 
-    epoch, step = start_epoch, start_step
+    def lr_at(epoch, step):
+        return cosine_lr(epoch + step / steps_per_epoch, tc.lr, tc.epochs, tc.warmup_epochs, tc.warmup_lr, tc.min_lr)
+
+    step = start_step
     with _StopFlag() as flag:
         for epoch in range(start_epoch, tc.epochs):
-            t0 = time.time()
+            t0 = time.time() - running["seconds"]
             if perm is None or step == 0:
                 perm = rngs["order"].permutation(n_train)
-            seen, loss_sum, correct = 0, 0.0, 0
             while step < steps_per_epoch:
-                lr = cosine_lr(epoch + step / steps_per_epoch, tc.lr, tc.epochs, tc.warmup_epochs,
-                               tc.warmup_lr, tc.min_lr)
+                lr = lr_at(epoch, step)
                 idx = perm[step * tc.batch_size:(step + 1) * tc.batch_size]
-                xb = x_train[idx]
-                if tc.augment:
-                    xb = random_crop_flip(xb, rngs["augment"])
-                xb = to_model_input(xb, data.mean, data.std)
-                q = smooth_targets(y_train[idx], cfg.num_classes, 0.0)
-                xb, q = mix_batch(xb, q, rngs["augment"], tc.mixup, tc.cutmix)
-                logits, cache = M.forward(params, xb, cfg, train=True, rng=rngs["dropout"])
-                loss, lcache = softmax_cross_entropy_forward(logits, q, tc.smoothing)
-                if not np.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, step {step}; "
-                                             f"lower the learning rate (now {lr:.2e})")
-                grads = M.backward(softmax_cross_entropy_backward(1.0, lcache), cache)
-                opt.step(params, grads, lr)
-                history.step_losses.append(loss)
+                xb, q = _batch(x_train, y_train, idx, data, cfg, tc, rngs["augment"])
+                out = train_step(params, opt, xb, q, cfg, rngs["dropout"], lr, tc.smoothing,
+                                 step_name=f"epoch {epoch + 1}, step {step + 1}")
+                history.step_losses.append(out.loss)
                 step += 1
-                seen += len(idx)
-                loss_sum += loss * len(idx)
-                correct += int((logits.argmax(1) == y_train[idx]).sum())
-                el = time.time() - t0
-                ips = seen / max(el, 1e-9)
-                left = (steps_per_epoch - step) * tc.batch_size / max(ips, 1e-9)
-                left += (tc.epochs - epoch - 1) * steps_per_epoch * tc.batch_size / max(ips, 1e-9)
-                prog.update(f"epoch {epoch + 1}/{tc.epochs} step {step}/{steps_per_epoch} loss {loss_sum / seen:.3f} "
-                            f"acc {correct / seen:.3f} {ips:.0f} img/s lr {lr:.2e} time left {left / 60:.1f} min")
+                running["seen"] += len(idx)
+                running["loss_sum"] += out.loss * len(idx)
+                running["correct"] += int((out.logits.argmax(1) == y_train[idx]).sum())
+                running["seconds"] = time.time() - t0
+                prog.update(_status(epoch, step, steps_per_epoch, tc, running, lr))
                 if flag.stop:
-                    save(epoch, step, perm)
+                    save(epoch, step, perm, dict(running))
                     prog.line(f"\ninterrupted at epoch {epoch + 1}, step {step}"
                               + (f"; checkpoint saved to {checkpoint} (resume with --resume {checkpoint})"
                                  if checkpoint else ""))
                     raise KeyboardInterrupt
+            lr = lr_at(epoch, steps_per_epoch - 1)                 # the lr of the epoch's last step
             test_loss, test_acc = evaluate(params, cfg, data.x_test, data.y_test, data.mean, data.std,
                                            tc.eval_batch_size)
+            seen = running["seen"]
             history.epoch.append(epoch + 1)
-            history.train_loss.append(loss_sum / max(seen, 1))
-            history.train_acc.append(correct / max(seen, 1))
+            history.train_loss.append(running["loss_sum"] / max(seen, 1))
+            history.train_acc.append(running["correct"] / max(seen, 1))
             history.test_loss.append(test_loss)
             history.test_acc.append(test_acc)
             history.lr.append(lr)
@@ -253,10 +243,30 @@ def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Pa
                       f"{test_loss:9.4f} {test_acc:8.3f} {lr:9.2e} {history.seconds[-1]:7.1f}s "
                       f"{seen / history.seconds[-1]:6.0f} img/s")
             step, perm = 0, None
-            save(epoch + 1, 0, None)
+            running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            save(epoch + 1, 0, None, None)
     meta.update(test_acc=history.test_acc[-1] if history.test_acc else None, epochs_done=tc.epochs,
                 history=asdict(history), train_config=asdict(tc))
     return params, history, meta
+
+
+def _batch(x_train, y_train, idx, data, cfg, tc, rng):
+    """The training batch idx: augmented (crop + flip), normalised, mixed (mixup / cutmix) -> (x [B, C, S, S], q [B, K])."""
+    xb = x_train[idx]
+    if tc.augment:
+        xb = random_crop_flip(xb, rng)
+    xb = to_model_input(xb, data.mean, data.std)
+    q = smooth_targets(y_train[idx], cfg.num_classes, 0.0)
+    return mix_batch(xb, q, rng, tc.mixup, tc.cutmix)
+
+
+def _status(epoch, step, steps_per_epoch, tc, running, lr):
+    """The progress line: position, running loss and accuracy, speed, time left."""
+    seen = max(running["seen"], 1)
+    ips = seen / max(running["seconds"], 1e-9)
+    left = ((steps_per_epoch - step) + (tc.epochs - epoch - 1) * steps_per_epoch) * tc.batch_size / max(ips, 1e-9)
+    return (f"epoch {epoch + 1}/{tc.epochs} step {step}/{steps_per_epoch} loss {running['loss_sum'] / seen:.3f} "
+            f"acc {running['correct'] / seen:.3f} {ips:.0f} img/s lr {lr:.2e} time left {left / 60:.1f} min")
 
 
 HEADER = f"{'epoch':>5} {'train loss':>10} {'train acc':>9} {'test loss':>9} {'test acc':>8} {'lr':>9} {'time':>8} {'speed':>11}"
