@@ -122,3 +122,23 @@ def test_train_step_with_workers_matches_one_worker():
         runs.append(p)
     for k in runs[0]:
         np.testing.assert_allclose(runs[1][k], runs[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_capture_to_disk_equals_predict_and_trains_a_readout_from_disk(tmp_path):
+    from minicct.analysis.capture_disk import capture_to_disk
+    from minicct.analysis.readout import train_readout
+    cfg = TINY
+    params = M.init_params(cfg, 0)
+    x = np.random.default_rng(2).standard_normal((23, 3, 12, 12)).astype(np.float32)
+    y = np.arange(23) % 5
+    sites = ["enc1.out", "enc0.ff_hidden", "pooled"]
+    _, ref = M.predict(params, x, cfg, batch_size=4, capture=sites, workers=1)
+    got = capture_to_disk(params, x, cfg, sites, tmp_path, batch_size=4, chunk=7, workers=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{s}.npy" for s in sites)   # no .part left
+    for k in sites:
+        assert isinstance(got[k], np.memmap)
+        np.testing.assert_array_equal(got[k], ref[k])
+    # the read-out reads the memmap by positioned reads: the same result as from the array in memory
+    r_disk = train_readout(got["enc1.out"], y, 5, epochs=2, batch_size=6, seed=1)
+    r_mem = train_readout(np.array(ref["enc1.out"]), y, 5, epochs=2, batch_size=6, seed=1)
+    np.testing.assert_array_equal(r_disk.W, r_mem.W)
