@@ -11,11 +11,14 @@ On the committed classroom checkpoint (offline, on the embedded dataset), first 
   6. noise       ones outside the blocks; signal = ones inside; SNR = <signal> / <noise>  (node_noise, node_signal, snr)
 then the same for the tokenizer and every encoder in one call (run_snp), with the authors' read-out on the
 flattened tokens ("flat"), on the token average ("mean") and through a fresh sequence pooling ("seqpool", the
-CCT's own head) [the last two: INF]. Then one node's clusters with label names, and whether the clusters follow
-the dataset's ground-truth groups (shape, colour family, layout) more often than chance.
+CCT's own head) [the last two: INF].
+Then: one node's clusters with label names, and whether the clusters follow the dataset's ground-truth groups
+(shape, colour family, layout) more often than chance (label-permutation p-value, Holm over the groupings).
+Every read-out is trained afresh for each of --seeds seeds; the table shows mean [95 % interval over seeds] and
+the checks at the end are decided on those intervals (minicct.analysis.stats), not on one seed.
 
 Run:  python lessons/03_snp.py  [--site out|mha_heads|ff_hidden|mha_out] [--threshold 0.3] [--checkpoint PATH]
-      [--dataset embedded|cifar100|...] [--epochs 10] [--n-train N] [--out runs/03_snp]
+      [--dataset embedded|cifar100|...] [--seeds 3] [--epochs 10] [--n-train N] [--out runs/03_snp]
 """
 import argparse
 import os
@@ -29,14 +32,19 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 
+import numpy as np  # noqa: E402
+
 from minicct.analysis.clusters import greedy_clusters, node_noise, node_signal, snr  # noqa: E402
-from minicct.analysis.readout import READOUT_EPOCHS, train_readout  # noqa: E402
-from minicct.analysis.report import capture, group_agreement, run_snp  # noqa: E402
-from minicct.analysis.snp import AFCC_THRESHOLD, node_fields, normalise_threshold  # noqa: E402
+from minicct.analysis.nulls import group_permutation_test, holm  # noqa: E402
+from minicct.analysis.replicate import format_positions_table, positions_summary, seeded_snp  # noqa: E402
+from minicct.analysis.readout import train_readout  # noqa: E402
+from minicct.analysis.report import capture, group_agreement  # noqa: E402
+from minicct.analysis.snp import node_fields, normalise_threshold  # noqa: E402
+from minicct.analysis.stats import summarise  # noqa: E402
 from minicct.datasets import load  # noqa: E402
 from minicct.plots import pick_node  # noqa: E402
-from minicct.sites import SITES, Site, site_names  # noqa: E402
-from minicct.train.checkpoint import load_checkpoint  # noqa: E402
+from minicct.io.checkpoints import load_any_checkpoint  # noqa: E402
+from minicct.sites import Site, site_names  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,44 +70,32 @@ def one_site_step_by_step(A_tr, y_tr, A_te, y_te, K, site, args):
     print(f"     snr                   SNR = <signal> / <noise> = {snr(signal, noise):.2f}\n")
 
 
-def show_node(last, names):
-    """One node's clusters by label name (the last encoder, the authors' read-out)."""
-    n = pick_node(last)
-    print(f"\nNode {n} of {last.site.label()}, {last.mode} read-out: {len(last.stats.clusters[n])} clusters, "
-          f"noise {last.stats.noise[n]}, picks label '{names[last.single['top_label'][n]]}' for "
-          f"{100 * last.single['top_fraction'][n]:.0f}% of the test images")
-    for c in sorted(last.stats.clusters[n], key=len, reverse=True):
-        print(f"   {{{', '.join(names[i] for i in c)}}}")
-
-
-def show_groups(results, groups):
-    """Multi-label clusters inside one ground-truth group, per encoder, against chance. Returns the groups the
-    last encoder's clusters follow more than chance (p < 0.01)."""
-    print("\nMulti-label clusters whose labels all share one ground-truth group (flat read-out), against chance\n"
-          "(chance = same-size random label sets, exact):")
-    print(f"{'encoder':<10}" + "".join(f"{g:>26}" for g in groups))
-    for r in results:
-        agree = group_agreement([c for node in r.stats.clusters for c in node], groups)
-        print(f"{r.depth:<10}" + "".join(f"{100 * a['inside']:7.1f}% vs {100 * a['chance']:5.1f}% (n={a['n']:4d})"
-                                         for a in agree.values()))
-    above = [g for g, a in agree.items() if a["n"] and a["inside"] > a["chance"] and a["p_value"] < 0.01]
-    print("last encoder, one-sided label-permutation p-value of the count inside: "
-          + ", ".join(f"{g} p = {a['p_value']:.2g} ({a['p_method']})" for g, a in agree.items()))
-    print(f"last encoder: clusters follow {', '.join(above) or 'no group'} more often than chance (p < 0.01)")
-    return above
-
-
 def main(argv=None):
-    args = parse_args(argv)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=str(ROOT / "data" / "checkpoints" / "classroom.npz"))
+    ap.add_argument("--dataset", default="embedded")
+    ap.add_argument("--site", default="out", choices=["out", "mha_heads", "mha_out", "ff_hidden"])
+    ap.add_argument("--threshold", type=float, default=0.3)
+    ap.add_argument("--epochs", type=int, default=10, help="read-out training epochs (authors: 200)")
+    ap.add_argument("--modes", default="flat,mean,seqpool",
+                    help="read-outs: flat (the authors'), mean (token average), seqpool (the CCT's own pooling)")
+    ap.add_argument("--n-train", type=int, default=None, help="training images for the read-outs (all)")
+    ap.add_argument("--seed", type=int, default=0, help="first read-out seed")
+    ap.add_argument("--seeds", type=int, default=3, help="read-out seeds (>= 2 for intervals)")
+    ap.add_argument("--out", default="runs/03_snp", help="folder for the figures")
+    args = ap.parse_args(argv)
+
     t0 = time.time()
-    params, cfg, meta, _ = load_checkpoint(args.checkpoint)
+    params, cfg, meta = load_any_checkpoint(args.checkpoint)   # .npz, .pth or training checkpoint
     data = load(args.dataset)
-    K = data.num_classes
     print(f"checkpoint {args.checkpoint}: {cfg.num_layers} encoders x {cfg.num_heads} heads, D={cfg.embedding_dim}, "
           f"test accuracy {100 * meta.get('test_acc', float('nan')):.1f}% ({meta.get('dataset')}, "
           f"{meta.get('epochs')} epochs, seed {meta.get('seed')})")
-    print(f"dataset {data.name}: {len(data.y_train)} train / {len(data.y_test)} test images, {K} labels\n")
+    print(f"dataset {data.name}: {len(data.y_train)} train / {len(data.y_test)} test images, {data.num_classes} labels\n")
 
+    modes = tuple(args.modes.split(","))
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    K = data.num_classes
     x_tr, y_tr, x_te, y_te = data.x_train[:args.n_train], data.y_train[:args.n_train], data.x_test, data.y_test
     names = site_names(cfg.num_layers, (args.site,))                       # ["tokens", "enc0.out", ...]
     A_tr = capture(params, cfg, x_tr, data.mean, data.std, names)          # {name: [N, T, D]}, one forward pass
@@ -107,47 +103,81 @@ def main(argv=None):
     site = Site(cfg.num_layers - 1, args.site)                             # the last encoder
     one_site_step_by_step(A_tr[site.name], y_tr, A_te[site.name], y_te, K, site, args)
 
-    modes = tuple(args.modes.split(","))
-    rep = run_snp(params, cfg, data, sites=(args.site,), modes=modes, epochs=args.epochs, threshold=args.threshold,
-                  n_train=args.n_train, seed=args.seed, out_dir=args.out, acts=(A_tr, A_te))
+    print(f"The same for the tokenizer and every encoder, {len(modes)} read-outs, {len(seeds)} read-out seeds "
+          f"(replicate.seeded_snp):")
+    vals, rep, kept = seeded_snp(params, cfg, data, site=args.site, modes=modes, seeds=seeds, epochs=args.epochs,
+                                 threshold=args.threshold, n_train=args.n_train, out_dir=args.out,
+                                 acts=(A_tr, A_te))
+
     print(f"\nPer-encoder SNP at site '{args.site}' (threshold {args.threshold}; K = {K} labels; encoder 0 = "
-          f"tokenizer output).\nacc = read-out test accuracy; clusters = clusters per node; size = mean cluster "
-          f"size; labels = labels in clusters per node;\nnoise = ones outside the cluster blocks per node (nodes "
-          f"with a cluster); SNR = <signal>/<noise>; 1-node = single-node accuracy (chance {100 / K:.0f}%)\n")
-    print(rep.format_table())
+          f"tokenizer output), mean [95 % interval over {len(seeds)} read-out seeds].\nread-out accuracy = test "
+          f"accuracy of the read-out; clusters per node; cluster size = mean size; labels in clusters per node;\n"
+          f"noise = ones outside the cluster blocks per node (nodes with a cluster); SNR = <signal>/<noise>; "
+          f"single-node accuracy (chance {100 / K:.0f}%);\ntop-label fraction = images on which a node picks its "
+          f"most frequent label\n")
+    pos = positions_summary(vals)
+    for mode in modes:
+        print(format_positions_table(pos, mode, ("accuracy", "clusters_per_node", "cluster_size", "labels_in_clusters",
+                                                 "noise", "snr", "single_node_accuracy", "single_node_top_fraction")))
 
-    flat = [r for r in rep.results if r.mode == modes[0]]
-    last = flat[-1]
-    show_node(last, data.class_names)
-    above = show_groups(flat, data.groups) if data.groups else ["(no groups)"]
-    print("\nfigures:\n" + "\n".join(f"  {f}" for f in rep.figures))
-    checks = {
-        "read-out of the last encoder well above chance": last.accuracy > 3 / K,
-        "single nodes are weak classifiers (mean single-node accuracy below the read-out's)":
-            last.single["mean_accuracy"] < last.accuracy,
-        "nodes see small clusters (mean labels in clusters per node < K/2)":
-            last.summary["mean_labels_in_clusters"] < K / 2,
-        "clusters follow at least one ground-truth group more than chance": bool(above),
+    # one node's clusters, by name: the last encoder, authors' read-out
+    last = [r for r in rep.results if r.mode == modes[0]][-1]
+    n = pick_node(last)
+    names = data.class_names
+    where = last.site.label()
+    print(f"\nNode {n} of {where}, {last.mode} read-out: {len(last.stats.clusters[n])} clusters, "
+          f"noise {last.stats.noise[n]}, picks label '{names[last.single['top_label'][n]]}' for "
+          f"{100 * last.single['top_fraction'][n]:.0f}% of the test images")
+    for c in sorted(last.stats.clusters[n], key=len, reverse=True):
+        print(f"   {{{', '.join(names[i] for i in c)}}}")
+
+    # clusters against the ground-truth groups
+    ok_groups = False
+    if data.groups:
+        print(f"\nMulti-label clusters whose labels all share one ground-truth group ({modes[0]} read-out, first "
+              f"seed), against chance\n(chance = same-size random label sets, exact):")
+        print(f"{'encoder':<10}" + "".join(f"{g:>26}" for g in data.groups))
+        for p, r in enumerate([r for r in rep.results if r.mode == modes[0]]):
+            agree = group_agreement([c for node in r.stats.clusters for c in node], data.groups)
+            cells = "".join(f"{100 * a['inside']:7.1f}% vs {100 * a['chance']:5.1f}% (n={a['n']:4d})"
+                            for a in agree.values())
+            print(f"{p:<10}{cells}")
+        pooled = [c for seed in seeds for node in kept[(seed, last.name, last.mode)].stats.clusters for c in node]
+        tests = {g: group_permutation_test(pooled, np.asarray(gv), seed=args.seed) for g, gv in data.groups.items()}
+        p_holm, reject = holm([t["p_value"] for t in tests.values()])
+        print(f"last encoder, clusters of all {len(seeds)} seeds pooled, one-sided label-permutation p (Holm over "
+              f"{len(tests)} groupings): " + ", ".join(f"{g} {100 * t['fraction']:.0f}% vs {100 * t['null_mean']:.0f}%"
+                                                      f" p_Holm = {p:.2g}" for (g, t), p in zip(tests.items(), p_holm)))
+        above = [g for g, r in zip(tests, reject) if r]
+        print(f"last encoder: clusters follow {', '.join(above) or 'no group'} more often than chance (Holm p <= 0.05)")
+        ok_groups = bool(above)
+
+    print("\nfigures:")
+    for f in rep.figures:
+        print(f"  {f}")
+    ci = lambda q: summarise(vals[last.mode][q][:, -1])              # last encoder, over seeds
+    acc, single, top, lab = ci("accuracy"), ci("single_node_accuracy"), ci("single_node_top_fraction"), \
+        ci("labels_in_clusters")
+    print(f"\nsanity check (measured in this run; the lesson fails if it fails):")
+    sane = (acc.lo if np.isfinite(acc.lo) else acc.mean) > 3 / K
+    print(f"  {'PASS' if sane else 'FAIL'}  read-out of the last encoder well above chance: {acc.fmt(100, 1)} % "
+          f"(interval above {300 / K:.0f} %)")
+    print(f"claims, last encoder, {last.mode} read-out, decided on the interval over {len(seeds)} seeds:")
+    claims = {
+        "single nodes classify near chance (P-M): single-node accuracy interval below 2/K = "
+        f"{200 / K:.0f} %: {single.fmt(100, 1)} %": single.hi < 2 / K,
+        "a node picks mostly one label (P-M: 'selects a single output label'): top-label fraction interval above "
+        f"50 %: {top.fmt(100, 1)} %": top.lo > 0.5,
+        f"nodes see small clusters (P-T): labels in clusters per node, interval below K/4 = {K / 4:g}: {lab.fmt()}":
+            lab.hi < K / 4,
     }
-    print("\nchecks (measured in this run):\n" + "\n".join(f"  {'PASS' if ok else 'FAIL'}  {text}"
-                                                         for text, ok in checks.items()))
+    if data.groups:
+        claims["clusters follow at least one ground-truth group more than chance (label permutation, Holm)"] = ok_groups
+    for text, ok in claims.items():
+        word = "HOLDS " if ok else "FAILS " if len(seeds) > 1 or "ground-truth" in text else "NO CI "
+        print(f"  {word}  {text}")
     print(f"done in {time.time() - t0:.0f} s")
-    return 0 if all(checks.values()) else 1
-
-
-def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default=str(ROOT / "data" / "checkpoints" / "classroom.npz"))
-    ap.add_argument("--dataset", default="embedded")
-    ap.add_argument("--site", default="out", choices=list(SITES))
-    ap.add_argument("--threshold", type=float, default=AFCC_THRESHOLD)
-    ap.add_argument("--epochs", type=int, default=READOUT_EPOCHS, help="read-out training epochs (authors: 200)")
-    ap.add_argument("--modes", default="flat,mean,seqpool",
-                    help="read-outs: flat (the authors'), mean (token average), seqpool (the CCT's own pooling)")
-    ap.add_argument("--n-train", type=int, default=None, help="training images for the read-outs (all)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="runs/03_snp", help="folder for the figures")
-    return ap.parse_args(argv)
+    return 0 if sane else 1
 
 
 if __name__ == "__main__":

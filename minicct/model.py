@@ -71,6 +71,34 @@ class CCTConfig:
     stochastic_depth: float = 0.1
 
     def __post_init__(self):
+        """Every field checked at the boundary: a bad value raises a ValueError naming the field, its value and
+        the allowed range (a zero stride or head count would otherwise surface as a ZeroDivisionError)."""
+        def whole(name, lo, optional=False):
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"CCTConfig.{name} must be an integer >= {lo}"
+                                 f"{' (or None for the default)' if optional else ''}, got {v!r}")
+        for name in ("img_size", "n_input_channels", "n_conv_layers", "kernel_size", "pooling_kernel_size",
+                     "pooling_stride", "in_planes", "embedding_dim", "num_layers", "num_heads", "num_classes"):
+            whole(name, 1)
+        whole("pooling_padding", 0)
+        whole("stride", 1, optional=True)
+        whole("padding", 0, optional=True)
+        r = self.mlp_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float, np.number)) or not math.isfinite(r) or r <= 0:
+            raise ValueError(f"CCTConfig.mlp_ratio must be a finite number > 0, got {r!r}")
+        if int(self.embedding_dim * r) < 1:
+            raise ValueError(f"CCTConfig.mlp_ratio={r!r} gives a feed-forward width of 0 at "
+                             f"embedding_dim={self.embedding_dim}")
+        for name in ("dropout", "attention_dropout", "stochastic_depth"):
+            p = getattr(self, name)
+            if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0 <= p < 1:
+                raise ValueError(f"CCTConfig.{name} must be a probability in [0, 1), got {p!r}")
+        if self.pooling_padding * 2 > self.pooling_kernel_size:
+            raise ValueError(f"CCTConfig.pooling_padding={self.pooling_padding} must be at most half of "
+                             f"pooling_kernel_size={self.pooling_kernel_size} (as in torch's max-pool)")
         if self.positional_embedding not in ("learnable", "sine", "none"):
             raise ValueError(f"positional_embedding must be 'learnable', 'sine' or 'none', "
                              f"got {self.positional_embedding!r}")
@@ -430,7 +458,8 @@ def capture_sites(cfg: CCTConfig) -> list:
     return names + ["pooled"]
 
 
-def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=None, start_encoder=None):
+def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=None, start_encoder=None,
+            workers=None, out=None):
     """Evaluation-mode logits for many inputs, batch_size at a time: the one batched evaluation loop.
 
     x: float images [N, C, S, S]; or anything `transform` turns into them batch by batch (e.g. uint8 images
@@ -438,7 +467,14 @@ def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=N
     residual stream z [N, T, D] entering encoder e (forward_from).
     capture: optional collection of activation names; then returns (logits [N, K] float32,
     {name: float32 array [N, ...]}), the activations of all inputs stacked.
+    workers: batches computed at once on that many threads (minicct.parallel; None: the usable CPUs); every
+    batch is computed whole by one worker, so the result is bit for bit that of one worker.
+    out: optional {name: writable float32 array [N, ...]} (e.g. np.memmap files) that captured activations are
+    written into batch by batch instead of new arrays (minicct.analysis.capture_to_disk).
     """
+    import threading
+
+    from .parallel import map_batches
     if capture is not None:
         capture = list(capture)
         unknown = set(capture) - set(capture_sites(cfg))
@@ -447,21 +483,30 @@ def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=N
     N = len(x)
     dtype = params["classifier.fc.weight"].dtype
     logits = np.empty((N, cfg.num_classes), dtype=np.float32)
-    acts = {}
-    for s in range(0, N, batch_size):
-        xb = x[s:s + batch_size]
+    for name, arr in (out or {}).items():
+        if name not in (capture or ()) or len(arr) != N or arr.dtype != np.float32:
+            raise ValueError(f"out[{name!r}] must be a float32 array [N={N}, ...] for a captured name "
+                             f"(capture={capture}), got {getattr(arr, 'dtype', None)} {getattr(arr, 'shape', None)}")
+    acts = dict(out or {})
+    lock = threading.Lock()
+
+    def one(sl):
+        xb = x[sl]
         if transform is not None:
             xb = np.asarray(transform(xb)).astype(dtype, copy=False)
         if start_encoder is None:
-            out, cache = forward(params, xb, cfg, train=False, capture=capture or False)
+            z, cache = forward(params, xb, cfg, train=False, capture=capture or False)
         else:
-            out, cache = forward_from(params, np.asarray(xb), cfg, start_encoder, capture=capture or False)
-        logits[s:s + len(xb)] = out
+            z, cache = forward_from(params, np.asarray(xb), cfg, start_encoder, capture=capture or False)
+        logits[sl] = z
         for name in capture or ():
             a = cache["acts"][name]
-            if name not in acts:
-                acts[name] = np.empty((N,) + a.shape[1:], dtype=np.float32)
-            acts[name][s:s + len(xb)] = a
+            with lock:
+                if name not in acts:
+                    acts[name] = np.empty((N,) + a.shape[1:], dtype=np.float32)
+            acts[name][sl] = a
+
+    map_batches(one, N, batch_size, workers)
     if capture is None:
         return logits
     for name in capture:                                  # N = 0: empty arrays of the right rank
