@@ -5,7 +5,8 @@ What happens (minicct/train/loop.py):
     layouts; the layout is a long-range relation between two objects) and cached under data/;
   * the classroom model (minicct.model.CLASSROOM: 2 conv stages -> 64 tokens, sine positional embedding,
     4 encoders x 2 heads, D = 64) is trained with SGD (Nesterov momentum 0.9), warm-up + cosine, label
-    smoothing 0.1, random crop + flip;
+    smoothing 0.1, random crop + flip; every step is one call of train_step (minicct/train/step.py):
+    logits = forward(x) -> loss = CE(logits, y) -> grads = backward -> optimizer update;
   * every epoch: train loss/accuracy, test loss/accuracy, speed; a checkpoint (.npz) is written atomically,
     so Ctrl-C loses nothing (resume with --resume);
   * at the end: the loss/accuracy plot (PNG) and the checkpoint path.
