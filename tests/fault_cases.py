@@ -657,7 +657,7 @@ def census(repo: str, only=None, timeout=120.0) -> dict:
         if only and only not in name:
             continue
         tmp = tempfile.mkdtemp(prefix="fault-case-")
-        env = dict(os.environ, MINICCT_DATA=str(data), MINICCT_OFFLINE="1", PYTHONPATH=repo,
+        env = dict(os.environ, MINICCT_DATA=str(data), PYTHONPATH=repo,
                    OPENBLAS_NUM_THREADS="1")
         t0 = time.time()
         try:
@@ -690,7 +690,18 @@ if __name__ == "__main__":
     ap.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]))
     ap.add_argument("--only", default=None, help="run the cases whose name contains this")
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per case")
+    ap.add_argument("--summarise", nargs="+", default=None, help="print the table of these --json files")
     a = ap.parse_args()
-    rows = census(str(Path(a.repo).resolve()), a.only)
+    if a.summarise:
+        rows = {}
+        for f in a.summarise:
+            rows.update(json.loads(Path(f).read_text()))
+        counts = {c: sum(r["verdict"] == c for r in rows.values()) for c in COLUMNS}
+        print("cases tried", len(rows), " ".join(f"{c} {n}" for c, n in counts.items()))
+        big = max((r.get("peak_bytes") or 0 for k, r in rows.items() if k.startswith("pth_")), default=0)
+        print(f"largest peak RSS of a hostile .pth case: {big / 2**20:.0f} MiB")
+        sys.exit(0)
+    rows = census(str(Path(a.repo).resolve()), a.only, a.timeout)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
