@@ -10,6 +10,7 @@ error, anything else a traceback) or returns one of
     "lost"      work or a file the user had was destroyed
     "leftover"  a temporary file was left behind
     "refused"   a good input was rejected
+    "accepted"  a bad CLI value was accepted but gave a correct result (see HARMLESS_IF_ACCEPTED)
 Census (each case in its own process, address space capped at 3 GB, 120 s; peak RSS measured):
     python tests/fault_cases.py                       # this checkout
     python tests/fault_cases.py --repo /work/wt/base  # another checkout (e.g. the baseline)
@@ -24,6 +25,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import struct
 import subprocess
@@ -558,7 +560,8 @@ def case_snp_out_under_a_file(tmp):
                          "--out", str(tmp / "afile" / "snp")])
     if rc == 0:
         return "wrong"
-    if "capturing" in out and "SNR" not in out:
+    table_shown = re.search(r"^\s*site\s+readout", out, re.M) or "results:" in out
+    if "capturing" in out and not table_shown:
         return "lost"              # the whole analysis ran and its numbers were never shown
     return "traceback" if "Traceback" in err else "clear"
 
@@ -614,24 +617,29 @@ BAD_CLI = {
 }
 
 
-def _bad_cli_case(argv):
+# accepted by a CLI that does not check them, these give a correct (if slow or re-counted) result: not "wrong"
+HARMLESS_IF_ACCEPTED = {"evaluate_limit_too_many", "snp_memory_gb_0"}
+
+
+def _bad_cli_case(argv, name):
     def fn(tmp):
         a = list(argv)
         if a[0] == "train":
             a += ["--out", str(tmp / "m.npz")]
         if a[0] == "snp":
             a += ["--out", str(tmp / "snp")]
-        return _cli_verdict(a)
+        v = _cli_verdict(a)
+        return "accepted" if v == "wrong" and name in HARMLESS_IF_ACCEPTED else v
     return fn
 
 
 for _name, _argv in BAD_CLI.items():
-    CASES["cli_" + _name] = (4 if "config" not in _name and "dir" not in _name else 10, "cli", _bad_cli_case(_argv))
+    CASES["cli_" + _name] = (4 if "config" not in _name and "dir" not in _name else 10, "cli", _bad_cli_case(_argv, _name))
 
 
 # ---------------------------------------------------------------------------------------------- census
 
-COLUMNS = ("ok", "clear", "traceback", "wrong", "lost", "leftover", "refused", "memory")
+COLUMNS = ("ok", "clear", "traceback", "wrong", "lost", "leftover", "refused", "memory", "accepted")
 
 
 def _child(name, tmp, repo):
