@@ -320,7 +320,7 @@ def cmd_snp(args):
 
 
 def cmd_snp_arrays(args):
-    from .io.features import analyse_features, head_analysis, read_features
+    from .io.features import analyse_features, format_table, head_analysis, read_features
 
     fs = read_features(args.features)
     print(f"{args.features}: {len(fs.sites)} sites, {len(fs.y_train)} train / {len(fs.y_test)} test rows, "
@@ -330,7 +330,7 @@ def cmd_snp_arrays(args):
     rep = analyse_features(fs, modes=tuple(args.modes.split(",")), epochs=args.epochs, threshold=args.threshold,
                            seed=args.seed, n_train=args.n_train)
     print()
-    print(rep.format_table())
+    print(format_table(rep))
     if args.head_dim:
         rows = head_analysis(rep, args.head_dim, seed=args.seed)
         if not rows:
@@ -389,22 +389,22 @@ def cmd_export(args):
 def cmd_replicate(args):
     from .analysis.replicate import format_claims_table, format_positions_table, replicate, write_outputs
     from .datasets import load
-    from .train.checkpoint import load_checkpoint
 
-    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
     seeds = list(range(args.seed, args.seed + args.seeds))
     models = []
     if args.pretrained:
         from .pretrained import load_pretrained
-        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download)
+        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download, allow_http=args.allow_http)
         models.append((args.pretrained, params, cfg))
     else:
-        for path in args.checkpoint:
-            params, cfg, _, _ = load_checkpoint(path)
+        for path in args.checkpoint:                   # .npz, .pth or training checkpoint alike
+            params, cfg, _ = _load_any(path, args, model=args.model)
             models.append((path, params, cfg))
     t_all = time.time()
     for name, params, cfg in models:
         t0 = time.time()
+        data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
+        _check_data_fits(data, cfg, name)
         title = (f"{Path(name).name}: {cfg.num_layers} encoders x {cfg.num_heads} heads, {data.name}, "
                  f"read-out seeds {seeds[0]}..{seeds[-1]}")
         print(f"\n== {title}", flush=True)
@@ -529,8 +529,12 @@ def main(argv=None):
                        "contradicted / inconclusive). Writes claims.json, claims.md and claims.png.")
     p.add_argument("--checkpoint", nargs="+", default=[c for c in ("data/checkpoints/classroom.npz",
                    "data/checkpoints/classroom_4heads.npz") if Path(c).exists()] or ["data/checkpoints/classroom.npz"],
-                   help="one or more minicct checkpoints (default: the committed classroom checkpoints)")
+                   help="one or more checkpoints: minicct .npz, PyTorch .pth state_dicts or timm/SHI-Labs training "
+                        "checkpoints (default: the committed classroom checkpoints)")
+    _add_checkpoint_args(p, what="--init")              # --heads, --ema (for .pth files)
+    p.add_argument("--model", default=None, help="variant name to build for a .pth (classes come from the file)")
     p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
+    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
     _add_data_args(p)
     p.add_argument("--seeds", type=positive_int, default=3, help="number of read-out seeds (default 3; >= 2 for verdicts)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="first read-out seed (default 0)")

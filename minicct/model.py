@@ -452,7 +452,8 @@ def capture_sites(cfg: CCTConfig) -> list:
     return names + ["pooled"]
 
 
-def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=None, start_encoder=None):
+def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=None, start_encoder=None,
+            workers=None, out=None):
     """Evaluation-mode logits for many inputs, batch_size at a time: the one batched evaluation loop.
 
     x: float images [N, C, S, S]; or anything `transform` turns into them batch by batch (e.g. uint8 images
@@ -460,7 +461,14 @@ def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=N
     residual stream z [N, T, D] entering encoder e (forward_from).
     capture: optional collection of activation names; then returns (logits [N, K] float32,
     {name: float32 array [N, ...]}), the activations of all inputs stacked.
+    workers: batches computed at once on that many threads (minicct.parallel; None: the usable CPUs); every
+    batch is computed whole by one worker, so the result is bit for bit that of one worker.
+    out: optional {name: writable float32 array [N, ...]} (e.g. np.memmap files) that captured activations are
+    written into batch by batch instead of new arrays (minicct.analysis.capture_to_disk).
     """
+    import threading
+
+    from .parallel import map_batches
     if capture is not None:
         capture = list(capture)
         unknown = set(capture) - set(capture_sites(cfg))
@@ -469,21 +477,30 @@ def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=N
     N = len(x)
     dtype = params["classifier.fc.weight"].dtype
     logits = np.empty((N, cfg.num_classes), dtype=np.float32)
-    acts = {}
-    for s in range(0, N, batch_size):
-        xb = x[s:s + batch_size]
+    for name, arr in (out or {}).items():
+        if name not in (capture or ()) or len(arr) != N or arr.dtype != np.float32:
+            raise ValueError(f"out[{name!r}] must be a float32 array [N={N}, ...] for a captured name "
+                             f"(capture={capture}), got {getattr(arr, 'dtype', None)} {getattr(arr, 'shape', None)}")
+    acts = dict(out or {})
+    lock = threading.Lock()
+
+    def one(sl):
+        xb = x[sl]
         if transform is not None:
             xb = np.asarray(transform(xb)).astype(dtype, copy=False)
         if start_encoder is None:
-            out, cache = forward(params, xb, cfg, train=False, capture=capture or False)
+            z, cache = forward(params, xb, cfg, train=False, capture=capture or False)
         else:
-            out, cache = forward_from(params, np.asarray(xb), cfg, start_encoder, capture=capture or False)
-        logits[s:s + len(xb)] = out
+            z, cache = forward_from(params, np.asarray(xb), cfg, start_encoder, capture=capture or False)
+        logits[sl] = z
         for name in capture or ():
             a = cache["acts"][name]
-            if name not in acts:
-                acts[name] = np.empty((N,) + a.shape[1:], dtype=np.float32)
-            acts[name][s:s + len(xb)] = a
+            with lock:
+                if name not in acts:
+                    acts[name] = np.empty((N,) + a.shape[1:], dtype=np.float32)
+            acts[name][sl] = a
+
+    map_batches(one, N, batch_size, workers)
     if capture is None:
         return logits
     for name in capture:                                  # N = 0: empty arrays of the right rank

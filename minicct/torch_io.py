@@ -15,12 +15,19 @@ A tensor is a strided view of its storage: element `idx` (a tuple) sits at stora
 `offset + sum(idx[i] * stride[i])`. Several tensors of one state_dict may share a storage (views of each other).
 
 Security: a pickle can call any importable function. `_RestrictedUnpickler` overrides `find_class` and
-`persistent_load` so that only what a state_dict needs resolves (OrderedDict, torch storage types, the tensor and
-parameter rebuild functions, which are re-implemented here in NumPy); anything else raises
-`UnsafeCheckpointError` (a `pickle.UnpicklingError`) naming the refused `module.name` before it can run.
+`persistent_load` so that only what a checkpoint needs resolves (OrderedDict, torch storage types, the tensor and
+parameter rebuild functions, which are re-implemented here in NumPy, and argparse.Namespace, which becomes the inert
+record `TrainingArgs`: nothing of argparse is imported); anything else raises `UnsafeCheckpointError` (a
+`pickle.UnpicklingError`) naming the refused `module.name` before it can run.
+
+Training checkpoints (timm / SHI-Labs train.py: epoch, arch, state_dict, state_dict_ema, optimizer, version, metric,
+args, amp_scaler) are read lazily: `persistent_load` returns a storage reference and the rebuild functions a tensor
+reference; only the tensors of the chosen state_dict are then read from the zip (the optimizer's moments never
+are). Storage locations ('cpu', 'cuda:0', ...) are ignored.
 
 Public API:
-    load_state_dict(path) -> dict[str, np.ndarray]      (ordered as in the file)
+    load_state_dict(path, ema=False) -> dict[str, np.ndarray]      (ordered as in the file)
+    load_checkpoint_state(path, ema=False) -> (state, info)       (info: arch, epoch, metric, args, ..., report)
     save_state_dict(state, path)                          (torch.load(path, weights_only=True) reads it back)
     to_params(state, expected_shapes) -> dict[str, np.ndarray]   (checked names/shapes, float32)
     from_params(params) -> dict[str, np.ndarray]

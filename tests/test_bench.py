@@ -44,14 +44,19 @@ def test_step_flops_equal_a_hand_count():
 
 def test_benchmark_command_runs_one_real_step_of_a_tiny_model():
     cmd = [sys.executable, "-m", "minicct.bench", "--config", "cct_2_3x2_32@2:3", "--steps", "1", "--warmup", "0",
-           "--breakdown-steps", "1", "--matmul-size", "64", "--threads", "1", "--no-torch", "--no-snp", "--json", "-"]
+           "--breakdown-steps", "1", "--matmul-size", "64", "--threads", "1", "--no-torch", "--no-snp", "--json", "-",
+           "--rounds", "2"]
     for s in TINY_SET:
         cmd += ["--set", s]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
-    (entry,) = res["cases"]
+    entry, plain = res["cases"]                                          # as configured, then without regularisation
+    assert entry["reg"] == "attn-drop 0.1 drop-path 0.1" and plain["reg"] == "none"
+    assert plain["case"]["overrides"]["attention_dropout"] == 0.0
     r = entry["numpy"]
+    assert len(r["round_step_s"]) == 2 and r["step_s"] == min(r["round_step_s"])   # fastest of 2 rounds
+    assert r["workers"] == 1 and "corename" in r["blas"]
     assert "error" not in r, r.get("error")
     assert r["flops"]["step"] == 154656                                 # the hand count above
     assert len(r["step_times_s"]) == 1 and r["step_s"] > 0 and r["images_per_s"] > 0
@@ -123,3 +128,29 @@ def test_snp_timing_pipeline_on_a_tiny_checkpoint(tmp_path):
     assert all(0.0 <= v["readout_test_acc"] <= 1.0 for v in r["sites"].values())
     s = r["seconds"]
     assert s["total"] >= s["capture"] + s["analysis"] and s["analysis"] > 0
+
+
+def test_measuring_processes_run_without_the_openblas_overrides(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "262144")
+    env = bench._child_env(2, REPO)
+    assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env and env["OPENBLAS_NUM_THREADS"] == "2"
+    kept = bench._child_env(2, REPO, keep_openblas_env=True)
+    assert kept["OPENBLAS_CORETYPE"] == "Haswell" and kept["OPENBLAS_L2_SIZE"] == "262144"
+
+
+def test_regularisation_pairs_and_targets():
+    cases = bench.with_and_without_regularisation([bench.Case.parse("cct_7_3x1_32@32:100"),
+                                                   bench.Case.parse("classroom@128")])
+    assert [c.config().attention_dropout for c in cases] == [0.1, 0.0, 0.0]    # classroom has none: measured once
+    def entry(case, reg, step, torch_step):
+        n = {"step_s": step, "step_mem_mb": 10.0, "gflops": 40.0, "matmul_fraction": 0.4}
+        return {"case": {"name": case, "batch": 32, "overrides": {} if reg != "none" else dict(bench.NO_REG)},
+                "label": case, "reg": reg, "threads": 2, "numpy": n, "torch": {"step_s": torch_step},
+                "time_ratio": step / torch_step, "mem_ratio": 0.5}
+    res = {"threads": [2], "cases": [entry("cct_7_3x1_32", "attn-drop 0.1", 1.2, 2.0),
+                                     entry("cct_7_3x1_32", "none", 1.0, 1.5)]}
+    got = {name: (value, ok) for name, value, ok in bench.targets(res)}
+    assert got["cct_7_3x1_32, 2 thr: attention dropout + drop-path add <= 15% to a step"] == ("+20%", False)
+    assert got["cct_7_3x1_32 [none], 2 thr: step time <= 0.6x PyTorch"] == ("0.67x", False)
+    assert got["cct_7_3x1_32 [attn-drop 0.1], 2 thr: step time <= 0.6x PyTorch"] == ("0.60x", True)

@@ -105,13 +105,13 @@ def test_gradcheck_eval(h):
 def test_gradcheck_with_regularisation_on():
     rng = np.random.default_rng(20)
     x, p = rng.standard_normal((N, T, D)), _params(rng)
-    _, cache = encoder_forward(x, p, 2, train=True, rng=np.random.default_rng(11), **ON)
+    _, cache = encoder_forward(x, p, 2, train=True, rng=np.random.default_rng(0), **ON)
     # the seed is chosen so that every mask acts: each drop-path keeps one sample and drops the other,
     # each dropout zeros some entries
     for k in ("dp1", "dp2"):
         assert sorted(cache[k][0].ravel()) == [0.0, 1.0]
     assert all((~cache[k][0]).any() for k in ("d1", "d2")) and (~cache["attn"]["drop"][0]).any()
-    errs = _check(x, p, 2, seed=11, train=True, **ON)
+    errs = _check(x, p, 2, seed=0, train=True, **ON)
     assert max(errs.values()) <= 1e-7, errs
 
 

@@ -25,6 +25,7 @@ Shape legend: N images, T tokens, D nodes, K classes.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,6 +196,38 @@ def _step_grads(Ab, yb, params, mode):
     return loss, logits, grads
 
 
+class _RowReader:
+    """Mini-batches of rows of A as float32. For a float32 np.memmap backed by a file (e.g. analysis.capture_disk),
+    positioned reads (os.preadv, one per run of consecutive rows) into the reused buffer, so the file's pages stay
+    in the page cache and do not pile up in the process's resident memory; other arrays: readout's _rows."""
+
+    def __init__(self, A):
+        self.A, self.fd = A, None
+        if (isinstance(A, np.memmap) and A.dtype == np.float32 and A.flags.c_contiguous
+                and getattr(A, "filename", None) and hasattr(os, "preadv")):
+            self.fd = os.open(A.filename, os.O_RDONLY)
+            self.row_bytes = int(np.prod(A.shape[1:])) * 4
+
+    def take(self, idx, buf):
+        if self.fd is None:
+            return _rows(self.A, idx, buf)
+        out = buf[: len(idx)]
+        flat = out.reshape(len(idx), -1)
+        starts = np.flatnonzero(np.diff(idx, prepend=-2) != 1)     # runs of consecutive rows (idx ascending)
+        ends = np.append(starts[1:], len(idx))
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            want = (b - a) * self.row_bytes
+            got = os.preadv(self.fd, [memoryview(flat[a:b]).cast("B")], self.A.offset + int(idx[a]) * self.row_bytes)
+            if got != want:
+                raise OSError(f"short read from {self.A.filename}: {got} of {want} bytes (file truncated?)")
+        return out
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def train_readout(A_train, y_train, num_classes, epochs=READOUT_EPOCHS, lr=0.01, momentum=0.975, nesterov=True,
                   weight_decay=1e-3, lr_decay=0.975, batch_size=100, seed=0, A_test=None, y_test=None,
                   progress=None, pooled=False, mode="flat", mask=None, W_init=None, pool_init=None):
@@ -272,13 +305,28 @@ def train_readout(A_train, y_train, num_classes, epochs=READOUT_EPOCHS, lr=0.01,
     hist = {"train_loss": [], "train_acc": [], "test_acc": [], "lr": []}
     pool = (pool_w, pool_b) if mode == "seqpool" else None  # the same arrays the optimiser updates in place
 
+    reader = _RowReader(A_train)
+    try:
+        _epochs(epochs, lr, lr_decay, rng, N, batch_size, reader, buf, y_train, params, mode, opt, m, W, hist,
+                A_test, y_test, pool, progress)
+    finally:
+        reader.close()
+    return Readout(W=W, mode=mode, train_loss=np.asarray(hist["train_loss"]),
+                   train_acc=np.asarray(hist["train_acc"]), test_acc=np.asarray(hist["test_acc"]),
+                   lr=np.asarray(hist["lr"]), pool_w=pool_w, pool_b=pool_b,
+                   mask=None if mask is None else np.asarray(mask).astype(bool))
+
+
+def _epochs(epochs, lr, lr_decay, rng, N, batch_size, reader, buf, y_train, params, mode, opt, m, W, hist,
+            A_test, y_test, pool, progress):
+    """The epochs of train_readout (SGD over shuffled mini-batches, test accuracy after each epoch)."""
     for epoch in range(epochs):
         lr_e = lr * lr_decay ** (epoch + 1)                  # AFCC: lr *= 0.975 before every epoch
         perm = rng.permutation(N)
         loss_sum = correct = 0.0
         for s in range(0, N, batch_size):
             idx = np.sort(perm[s:s + batch_size])            # ascending rows: memmap-friendly, same batch
-            Ab = _rows(A_train, idx, buf)                     # [B, T, D] float32
+            Ab = reader.take(idx, buf)                        # [B, T, D] float32
             yb = y_train[idx]
             loss, logits, grads = _step_grads(Ab, yb, params, mode)
             opt.step(params, grads, lr=lr_e)
@@ -298,8 +346,3 @@ def train_readout(A_train, y_train, num_classes, epochs=READOUT_EPOCHS, lr=0.01,
                   f"loss {rec['train_loss']:.4f}  train acc {rec['train_acc']:.4f}{test}", flush=True)
         elif progress is not None:
             progress(rec)
-
-    return Readout(W=W, mode=mode, train_loss=np.asarray(hist["train_loss"]),
-                   train_acc=np.asarray(hist["train_acc"]), test_acc=np.asarray(hist["test_acc"]),
-                   lr=np.asarray(hist["lr"]), pool_w=pool_w, pool_b=pool_b,
-                   mask=None if mask is None else np.asarray(mask).astype(bool))

@@ -69,7 +69,7 @@ def attention_backward(dy, cache):
     dPd = dO @ v.transpose(0, 1, 3, 2)                              # [N, h, T, d] @ [N, h, d, T] -> [N, h, T, T]
     np.matmul(Pd.transpose(0, 1, 3, 2), dO, out=dv)                 # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
     # forward: Pd = dropout(P)
-    dP = dropout_backward(dPd, cache["drop"])
+    dP = dropout_backward(dPd, cache["drop"], out=dPd)               # in place: dPd is ours
     # forward: P = softmax(S)
     dS = softmax_backward(P, dP, axis=-1)
     # forward: S = qs k^T with qs = q * scale (the cached q)

@@ -36,7 +36,7 @@ def encoder_forward(x, p, num_heads, drop_path=0.0, attn_drop=0.0, dropout=0.0, 
     """
     h1, c_pre = layernorm_forward(x, p["pre_norm.weight"], p["pre_norm.bias"])      # [N, T, D]
     at, c_attn = attention_forward(h1, _attn_params(p), num_heads, attn_drop, train, rng)
-    at, c_dp1 = drop_path_forward(at, drop_path, rng, train)
+    at, c_dp1 = drop_path_forward(at, drop_path, rng, train, out=at)               # in place: at is ours
     a = x + at                                                                     # residual 1
     a1, c_n1 = layernorm_forward(a, p["norm1.weight"], p["norm1.bias"])              # norm1 on the stream
     f, c_l1 = linear_forward(a1, p["linear1.weight"], p["linear1.bias"])             # [N, T, D] -> [N, T, F]
@@ -44,7 +44,7 @@ def encoder_forward(x, p, num_heads, drop_path=0.0, attn_drop=0.0, dropout=0.0, 
     gd, c_d1 = dropout_forward(g, dropout, rng, train)                              # dropout1
     f2, c_l2 = linear_forward(gd, p["linear2.weight"], p["linear2.bias"])            # [N, T, F] -> [N, T, D]
     f2, c_d2 = dropout_forward(f2, dropout, rng, train)                             # dropout2
-    f2, c_dp2 = drop_path_forward(f2, drop_path, rng, train)
+    f2, c_dp2 = drop_path_forward(f2, drop_path, rng, train, out=f2)
     y = a1 + f2                                                                    # residual 2, onto LN_1(a)
     cache = {"pre": c_pre, "attn": c_attn, "dp1": c_dp1, "n1": c_n1, "l1": c_l1, "gelu": c_gelu,
              "d1": c_d1, "l2": c_l2, "d2": c_d2, "dp2": c_dp2,

@@ -5,6 +5,9 @@
     grads  = d loss / d params               model.backward                  dict, keys of params
     params = optimizer(params, grads, lr)    train.optim (SGD / AdamW)       in place
 
+The first three run in minicct.parallel.shard_grads, on `workers` slices of the batch at once (threads, one
+BLAS thread each; gradients summed; one worker = exactly these lines on the whole batch).
+
 Used by the training loop (train/loop.py), the benchmark and the lessons.
 Shape legend: N batch, C channels, S image side, K classes.
 """
@@ -14,8 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import model as M
-from ..layers.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from ..parallel import step_grads
 
 
 @dataclass
@@ -27,23 +29,23 @@ class StepResult:
     grads: dict
 
 
-def train_step(params, optimizer, x, y, cfg, rng=None, lr=None, smoothing=0.0, step_name="step"):
+def train_step(params, optimizer, x, y, cfg, rng=None, lr=None, smoothing=0.0, step_name="step", workers=None):
     """forward -> loss -> backward -> optimizer, on one batch. Updates `params` in place.
 
     Inputs: params (dict), optimizer (train.optim.SGD or AdamW, holding its own state), x [N, C, S, S] float,
     y int labels [N] or soft targets [N, K], cfg, rng (np.random.Generator for dropout / drop-path),
     lr (None: the optimizer's), smoothing (label smoothing of the cross-entropy).
     step_name: how an error names this step (e.g. "epoch 3, step 17").
+    workers: batch-parallel workers (None: minicct.parallel.default_workers(), the usable CPUs); the result
+    equals one worker's up to float32 rounding, dropout masks included.
     Raises FloatingPointError, naming the step, when the loss or an updated parameter is not finite (the
     parameters are then already changed; reload the last checkpoint).
     Returns StepResult(loss, logits [N, K], grads).
     """
-    logits, cache = M.forward(params, x, cfg, train=True, rng=rng)              # [N, K]
-    loss, lcache = softmax_cross_entropy_forward(logits, y, smoothing)
+    loss, logits, grads = step_grads(params, x, y, cfg, rng, smoothing, workers)   # forward, loss, backward
     if not np.isfinite(loss):
         raise FloatingPointError(f"loss became {loss} at {step_name}; lower the learning rate"
                                  + (f" (now {lr:.2e})" if lr is not None else ""))
-    grads = M.backward(softmax_cross_entropy_backward(1.0, lcache), cache)     # dict like params
     if lr is None:
         optimizer.step(params, grads)
     else:

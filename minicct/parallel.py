@@ -1,0 +1,304 @@
+"""Batch-parallel workers: both (all) CPU cores for the training step, evaluation and activation capture.
+
+How: a batch is cut into `workers` contiguous shards; each shard runs in its own thread; NumPy releases the GIL
+inside its element-wise loops and BLAS calls, so the shards run on different cores while sharing the
+parameters (no copies, no pickling as with processes). Each worker must use ONE BLAS thread (w workers each
+running a w-threaded BLAS would oversubscribe the cores). OpenBLAS's thread count is process-wide; it is set
+through OpenBLAS's own C API (`openblas_set_num_threads`, found with ctypes in the library NumPy loaded) for
+the duration of a parallel section and restored afterwards (`blas_threads`). Where NumPy uses another BLAS
+(MKL, Accelerate) that cannot be set this way, `default_workers()` is 1 (set workers or MINICCT_WORKERS to
+override).
+
+Results equal those of one worker:
+  * evaluation / capture (`map_batches`): every batch is computed whole by one worker, at the same batch
+    boundaries as serially -> bit for bit the same.
+  * training step (`step_grads`): each shard's gradient is that of its share of the mean loss (dlogits scaled
+    by n_shard / N); the shards' gradients are summed -> equal to one worker up to float32 rounding (the sum
+    over the batch is split in a different order). Dropout / drop-path masks are the same as one worker's:
+    every element of a mask consumes exactly 16 bits of the generator's raw stream
+    (layers/regularization.keep_mask), so shard [a, b) jumps (`bit_generator.advance`) to its part of each
+    mask. Needs a bit generator with `advance` (PCG64 -- np.random.default_rng's --, PCG64DXSM, Philox).
+
+    workers = None -> default_workers(): MINICCT_WORKERS if set, else the usable CPUs (1 without BLAS control).
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+
+from .layers.regularization import raw_to_uint16
+
+# ------------------------------------------------------------------------------------------ BLAS control
+
+_BLAS = None            # (ctypes lib, symbol prefix, symbol suffix, path) or False when not found
+_BLAS_LOCK = threading.Lock()
+
+
+def _openblas():
+    """The OpenBLAS library NumPy loaded, via ctypes: (lib, prefix, suffix, path), or None."""
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = False
+        paths = []
+        try:
+            with open("/proc/self/maps") as f:
+                paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
+        except OSError:
+            pass
+        base = os.path.dirname(np.__file__)
+        paths += sorted(glob.glob(os.path.join(base, "..", "numpy.libs", "*openblas*")))
+        paths += sorted(glob.glob(os.path.join(base, ".dylibs", "*openblas*")))
+        for path in paths:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for pre in ("scipy_openblas", "openblas"):
+                for suf in ("64_", ""):
+                    if hasattr(lib, f"{pre}_set_num_threads{suf}") and hasattr(lib, f"{pre}_get_num_threads{suf}"):
+                        _BLAS = (lib, pre, suf, path)
+                        return _BLAS
+    return _BLAS or None
+
+
+def _fn(name, restype=ctypes.c_int):
+    lib, pre, suf, _ = _openblas()
+    f = getattr(lib, f"{pre}_{name}{suf}")
+    f.restype = restype
+    return f
+
+
+def blas_controllable() -> bool:
+    """True when NumPy's BLAS is an OpenBLAS whose thread count this module can set."""
+    return _openblas() is not None
+
+
+def get_blas_threads():
+    """OpenBLAS's current thread count, or None when it cannot be read."""
+    return int(_fn("get_num_threads")()) if blas_controllable() else None
+
+
+def set_blas_threads(n: int):
+    """Set OpenBLAS's (process-wide) thread count; no-op without BLAS control."""
+    if blas_controllable():
+        _fn("set_num_threads", None).argtypes = [ctypes.c_int]
+        _fn("set_num_threads", None)(int(n))
+
+
+_DEPTH = 0
+
+
+@contextmanager
+def blas_threads(n: int):
+    """Run the body with OpenBLAS at n threads, then restore the previous count (nested sections: outermost
+    restores)."""
+    global _DEPTH
+    with _BLAS_LOCK:
+        before = get_blas_threads()
+        _DEPTH += 1
+        if before is not None and before != n:
+            set_blas_threads(n)
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _DEPTH -= 1
+            if _DEPTH == 0 and before is not None and before != n:
+                set_blas_threads(before)
+
+
+def blas_info() -> dict:
+    """What NumPy's BLAS is and does here: library, OpenBLAS config string and kernel (core) name, threads,
+    and the OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides of this process's environment."""
+    info = {"library": None, "config": None, "corename": None, "threads": None,
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")}
+    if blas_controllable():
+        info["library"] = os.path.basename(_openblas()[3])
+        for key, name in (("config", "get_config"), ("corename", "get_corename")):
+            try:
+                info[key] = _fn(name, ctypes.c_char_p)().decode()
+            except AttributeError:
+                pass
+        info["threads"] = get_blas_threads()
+    return info
+
+
+# ------------------------------------------------------------------------------------------ workers
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """MINICCT_WORKERS if set, else the usable CPUs when the BLAS threads can be controlled, else 1."""
+    env = os.environ.get("MINICCT_WORKERS")
+    if env:
+        return resolve_workers(int(env))
+    return usable_cpus() if blas_controllable() else 1
+
+
+def resolve_workers(workers) -> int:
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be a positive integer (or None for the usable CPUs), got {workers!r}")
+    return int(workers)
+
+
+def split(n: int, workers: int) -> list:
+    """Contiguous shards of range(n) as slices, sizes differing by at most 1, none empty (<= workers)."""
+    k = max(1, min(int(workers), int(n)))
+    edges = [n * i // k for i in range(k + 1)]
+    return [slice(edges[i], edges[i + 1]) for i in range(k)]
+
+
+_POOLS = {}
+
+
+def _pool(n_threads):
+    if n_threads not in _POOLS:
+        _POOLS[n_threads] = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="minicct")
+    return _POOLS[n_threads]
+
+
+def run(fn, items, workers=None) -> list:
+    """[fn(item) for item in items] on `workers` threads (one BLAS thread each), results in item order.
+
+    The calling thread computes items too. Exceptions are raised after every item has finished (no worker
+    is left writing into shared arrays).
+    """
+    items = list(items)
+    w = min(resolve_workers(workers), len(items))
+    if w <= 1:
+        return [fn(it) for it in items]
+    lock = threading.Lock()
+    nxt = [0]
+    out = [None] * len(items)
+    errors = []
+
+    def drain():
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(items) or errors:
+                return
+            try:
+                out[i] = fn(items[i])
+            except BaseException as e:                      # noqa: BLE001  re-raised below
+                errors.append(e)
+
+    with blas_threads(1):
+        futures = [_pool(w - 1).submit(drain) for _ in range(w - 1)]
+        drain()
+        for f in futures:
+            f.result()
+    if errors:
+        raise errors[0]
+    return out
+
+
+# ------------------------------------------------------------------------------------ shard random streams
+
+class ShardStream:
+    """The part [a, b) (rows of the first axis) of the masks a batch of N would draw from one generator.
+
+    Implements `uniform16(n)` (layers/regularization.uniform16): a mask call of n values for this shard is a
+    call of n / (b - a) * N values for the batch; the shard jumps to its rows, draws them, and jumps to the
+    end of the batch's call, so after the forward every shard's stream stands where the batch's would.
+    """
+
+    def __init__(self, bit_generator, a, b, n):
+        if not hasattr(bit_generator, "advance"):
+            raise ValueError(f"batch-parallel dropout needs a bit generator with advance() (PCG64, the default of "
+                             f"np.random.default_rng; PCG64DXSM; Philox), got {type(bit_generator).__name__}; "
+                             f"use workers=1 or np.random.default_rng(seed)")
+        self.bit_generator = type(bit_generator)()
+        self.bit_generator.state = bit_generator.state
+        self.a, self.b, self.n = a, b, n
+
+    def uniform16(self, count):
+        rows = self.b - self.a
+        if count % rows:
+            raise ValueError(f"shard random stream: a mask of {count} values does not split into {rows} rows")
+        per = count // rows                                      # values per sample
+        start, stop, total = self.a * per, self.b * per, -(-(per * self.n) // 4)
+        r0, r1 = start // 4, -(-stop // 4)                       # raw outputs holding values [start, stop)
+        bg = self.bit_generator
+        if r0:
+            bg.advance(r0)
+        raw = bg.random_raw(r1 - r0)
+        if total - r1:
+            bg.advance(total - r1)
+        off = start - 4 * r0
+        return raw_to_uint16(raw)[off:off + count]
+
+    def __getattr__(self, name):
+        raise AttributeError(f"a shard random stream only supplies dropout / drop-path masks (uniform16); "
+                             f"{name!r} was asked for: a layer drew randomness another way")
+
+
+def shard_streams(rng, shards, n):
+    """One ShardStream per shard, all starting at rng's current state (None when rng is None)."""
+    if rng is None:
+        return [None] * len(shards)
+    return [ShardStream(rng.bit_generator, s.start, s.stop, n) for s in shards]
+
+
+def finish_streams(rng, streams):
+    """Move rng to where one worker's forward would have left it (all shard streams end there)."""
+    if rng is not None and streams and streams[0] is not None:
+        rng.bit_generator.state = streams[0].bit_generator.state
+
+
+# ------------------------------------------------------------------------------------------ jobs
+
+def shard_grads(params, x, targets, cfg, rng, smoothing, weight):
+    """forward (train) + cross-entropy + backward on one shard; the loss gradient scaled by `weight`
+    (n_shard / N: this shard's share of the batch mean). Returns (loss of the shard, logits, grads)."""
+    from . import model as M
+    from .layers.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+    logits, cache = M.forward(params, x, cfg, train=True, rng=rng)
+    loss, lcache = softmax_cross_entropy_forward(logits, targets, smoothing)
+    grads = M.backward(softmax_cross_entropy_backward(weight, lcache), cache)
+    return loss, logits, grads
+
+
+def step_grads(params, x, targets, cfg, rng=None, smoothing=0.0, workers=None):
+    """Mean cross-entropy over the batch and its parameter gradients, the batch split over `workers` threads.
+
+    Inputs: x [N, C, S, S] float32, targets int [N] or soft [N, K], rng (dropout / drop-path generator).
+    Returns (loss, logits [N, K], grads {name: array}); with one worker exactly forward -> loss -> backward.
+    """
+    N = x.shape[0]
+    shards = split(N, resolve_workers(workers))
+    if len(shards) == 1:
+        return shard_grads(params, x, targets, cfg, rng, smoothing, 1.0)
+    streams = shard_streams(rng, shards, N)
+    out = run(lambda i: shard_grads(params, x[shards[i]], targets[shards[i]], cfg, streams[i], smoothing,
+                                    (shards[i].stop - shards[i].start) / N),
+              range(len(shards)), len(shards))
+    finish_streams(rng, streams)
+    grads = out[0][2]
+    for _, _, g in out[1:]:
+        for k, v in g.items():
+            grads[k] += v                                   # shard order: the same sum at every run
+    loss = sum(o[0] * (s.stop - s.start) for o, s in zip(out, shards)) / N
+    return float(loss), np.concatenate([o[1] for o in out]), grads
+
+
+def map_batches(fn, n, batch_size, workers=None) -> list:
+    """[fn(slice) for each batch slice of range(n)], the batches spread over `workers` threads; the batch
+    boundaries do not depend on workers (so each result is bit for bit that of one worker)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    slices = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    return run(fn, slices, workers)
