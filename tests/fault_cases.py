@@ -634,7 +634,8 @@ def _bad_cli_case(argv, name):
 
 
 for _name, _argv in BAD_CLI.items():
-    CASES["cli_" + _name] = (4 if "config" not in _name and "dir" not in _name else 10, "cli", _bad_cli_case(_argv, _name))
+    _defect = 4 if "config" not in _name and "dir" not in _name else 10
+    CASES["cli_" + _name] = (_defect, "cli", _bad_cli_case(_argv, _name))
 
 
 # ---------------------------------------------------------------------------------------------- census
