@@ -490,7 +490,8 @@ def main(argv=None):
     p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
     _add_data_args(p)
     p.add_argument("--site", default="out", choices=["out", "mha_heads", "mha_out", "ff_hidden", "all"])
-    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool", help="read-out modes, comma separated: flat,mean,seqpool")
+    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
+                   help="read-out modes, comma separated: flat,mean,seqpool")
     p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
     p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
     p.add_argument("--n-train", type=positive_int, default=None, help="training images for the read-outs (default all)")
@@ -536,11 +537,14 @@ def main(argv=None):
     p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
     p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
     _add_data_args(p)
-    p.add_argument("--seeds", type=positive_int, default=3, help="number of read-out seeds (default 3; >= 2 for verdicts)")
+    p.add_argument("--seeds", type=positive_int, default=3,
+                   help="number of read-out seeds (default 3; >= 2 for verdicts)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="first read-out seed (default 0)")
-    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool", help="read-out modes, comma separated; flat is required")
+    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
+                   help="read-out modes, comma separated; flat is required")
     p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
-    p.add_argument("--retrain-epochs", type=positive_int, default=1, help="masked retraining epochs for ANDC and baselines")
+    p.add_argument("--retrain-epochs", type=positive_int, default=1,
+                   help="masked retraining epochs for ANDC and baselines")
     p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
     p.add_argument("--n-train", type=positive_int, default=None, help="training images for the read-outs (default all)")
     p.add_argument("--draws", type=positive_int, default=200, help="random node partitions for the head nulls")

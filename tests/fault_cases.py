@@ -10,6 +10,7 @@ error, anything else a traceback) or returns one of
     "lost"      work or a file the user had was destroyed
     "leftover"  a temporary file was left behind
     "refused"   a good input was rejected
+    "accepted"  a bad CLI value was accepted but gave a correct result (see HARMLESS_IF_ACCEPTED)
 Census (each case in its own process, address space capped at 3 GB, 120 s; peak RSS measured):
     python tests/fault_cases.py                       # this checkout
     python tests/fault_cases.py --repo /work/wt/base  # another checkout (e.g. the baseline)
@@ -24,6 +25,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import struct
 import subprocess
@@ -558,7 +560,8 @@ def case_snp_out_under_a_file(tmp):
                          "--out", str(tmp / "afile" / "snp")])
     if rc == 0:
         return "wrong"
-    if "capturing" in out and "SNR" not in out:
+    table_shown = re.search(r"^\s*site\s+readout", out, re.M) or "results:" in out
+    if "capturing" in out and not table_shown:
         return "lost"              # the whole analysis ran and its numbers were never shown
     return "traceback" if "Traceback" in err else "clear"
 
@@ -614,24 +617,30 @@ BAD_CLI = {
 }
 
 
-def _bad_cli_case(argv):
+# accepted by a CLI that does not check them, these give a correct (if slow or re-counted) result: not "wrong"
+HARMLESS_IF_ACCEPTED = {"evaluate_limit_too_many", "snp_memory_gb_0"}
+
+
+def _bad_cli_case(argv, name):
     def fn(tmp):
         a = list(argv)
         if a[0] == "train":
             a += ["--out", str(tmp / "m.npz")]
         if a[0] == "snp":
             a += ["--out", str(tmp / "snp")]
-        return _cli_verdict(a)
+        v = _cli_verdict(a)
+        return "accepted" if v == "wrong" and name in HARMLESS_IF_ACCEPTED else v
     return fn
 
 
 for _name, _argv in BAD_CLI.items():
-    CASES["cli_" + _name] = (4 if "config" not in _name and "dir" not in _name else 10, "cli", _bad_cli_case(_argv))
+    _defect = 4 if "config" not in _name and "dir" not in _name else 10
+    CASES["cli_" + _name] = (_defect, "cli", _bad_cli_case(_argv, _name))
 
 
 # ---------------------------------------------------------------------------------------------- census
 
-COLUMNS = ("ok", "clear", "traceback", "wrong", "lost", "leftover", "refused", "memory")
+COLUMNS = ("ok", "clear", "traceback", "wrong", "lost", "leftover", "refused", "memory", "accepted")
 
 
 def _child(name, tmp, repo):
@@ -657,7 +666,7 @@ def census(repo: str, only=None, timeout=120.0) -> dict:
         if only and only not in name:
             continue
         tmp = tempfile.mkdtemp(prefix="fault-case-")
-        env = dict(os.environ, MINICCT_DATA=str(data), MINICCT_OFFLINE="1", PYTHONPATH=repo,
+        env = dict(os.environ, MINICCT_DATA=str(data), PYTHONPATH=repo,
                    OPENBLAS_NUM_THREADS="1")
         t0 = time.time()
         try:
@@ -690,7 +699,18 @@ if __name__ == "__main__":
     ap.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]))
     ap.add_argument("--only", default=None, help="run the cases whose name contains this")
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per case")
+    ap.add_argument("--summarise", nargs="+", default=None, help="print the table of these --json files")
     a = ap.parse_args()
-    rows = census(str(Path(a.repo).resolve()), a.only)
+    if a.summarise:
+        rows = {}
+        for f in a.summarise:
+            rows.update(json.loads(Path(f).read_text()))
+        counts = {c: sum(r["verdict"] == c for r in rows.values()) for c in COLUMNS}
+        print("cases tried", len(rows), " ".join(f"{c} {n}" for c, n in counts.items()))
+        big = max((r.get("peak_bytes") or 0 for k, r in rows.items() if k.startswith("pth_")), default=0)
+        print(f"largest peak RSS of a hostile .pth case: {big / 2**20:.0f} MiB")
+        sys.exit(0)
+    rows = census(str(Path(a.repo).resolve()), a.only, a.timeout)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))

@@ -207,3 +207,22 @@ def test_sigint_at_every_step_resumes_to_the_same_run(tmp_path, monkeypatch):
         np.testing.assert_allclose(hist.train_loss, full.train_loss, rtol=1e-12, err_msg=f"k={k}")
         for name in params:
             np.testing.assert_array_equal(params[name], full_params[name], err_msg=f"k={k} {name}")
+
+
+def test_capture_to_disk_leaves_no_part_file_when_interrupted(tmp_path, monkeypatch):
+    from minicct import model as M
+    from minicct.analysis import capture_disk
+    cfg = fc.tiny_cfg()
+    params = M.init_params(cfg, np.random.default_rng(0))
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(capture_disk.M, "predict", interrupted)
+    x = np.zeros((4, 3, 16, 16), np.float32)
+    with pytest.raises(KeyboardInterrupt):
+        capture_disk.capture_to_disk(params, x, cfg, ["pooled"], tmp_path / "acts")
+    assert not list((tmp_path / "acts").iterdir())
+    monkeypatch.undo()
+    out = capture_disk.capture_to_disk(params, x, cfg, ["pooled"], tmp_path / "acts")
+    assert out["pooled"].shape == (4, cfg.embedding_dim) and sorted(p.name for p in (tmp_path / "acts").iterdir()) \
+        == ["pooled.npy"]

@@ -13,12 +13,12 @@ Shape legend: N images, T tokens, D nodes, F feed-forward width.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .. import model as M
+from ..io.atomic import commit
 
 
 def site_shape(cfg, name) -> tuple:
@@ -47,24 +47,31 @@ def capture_to_disk(params, x, cfg, sites, directory, batch_size=256, transform=
     N = len(x)
     chunk = int(chunk or 8 * batch_size)
     parts = {name: directory / f"{name}.npy.part" for name in sites}
-    layout = {}
-    for name in sites:                                              # header + preallocated file
-        mm = np.lib.format.open_memmap(parts[name], mode="w+", dtype=np.float32, shape=(N,) + site_shape(cfg, name))
-        layout[name] = (mm.offset, int(np.prod(site_shape(cfg, name))) * 4)
-        del mm
-    for s in range(0, N, chunk):
-        e = min(s + chunk, N)
-        maps = {name: np.memmap(parts[name], dtype=np.float32, mode="r+", offset=layout[name][0] + s * layout[name][1],
-                                shape=(e - s,) + site_shape(cfg, name)) for name in sites}
-        M.predict(params, x[s:e], cfg, batch_size, capture=sites, transform=transform, workers=workers, out=maps)
-        for mm in maps.values():
-            mm.flush()
-        del maps                                                    # unmapped: resident memory stays one chunk
-        if progress is not None:
-            progress(e, N)
+    try:
+        layout = {}
+        for name in sites:                                              # header + preallocated file
+            mm = np.lib.format.open_memmap(parts[name], mode="w+", dtype=np.float32,
+                                           shape=(N,) + site_shape(cfg, name))
+            layout[name] = (mm.offset, int(np.prod(site_shape(cfg, name))) * 4)
+            del mm
+        for s in range(0, N, chunk):
+            e = min(s + chunk, N)
+            maps = {name: np.memmap(parts[name], dtype=np.float32, mode="r+",
+                                    offset=layout[name][0] + s * layout[name][1],
+                                    shape=(e - s,) + site_shape(cfg, name)) for name in sites}
+            M.predict(params, x[s:e], cfg, batch_size, capture=sites, transform=transform, workers=workers, out=maps)
+            for mm in maps.values():
+                mm.flush()
+            del maps                                                    # unmapped: resident memory stays one chunk
+            if progress is not None:
+                progress(e, N)
+    except BaseException:                                           # no half-written .part left behind
+        for p in parts.values():
+            p.unlink(missing_ok=True)
+        raise
     out = {}
     for name in sites:
         final = directory / f"{name}.npy"
-        os.replace(parts[name], final)
+        commit(parts[name], final)                                 # minicct.io.atomic: fsync, rename, fsync folder
         out[name] = np.load(final, mmap_mode="r")
     return out

@@ -229,9 +229,8 @@ def _stream_once(url, part: Path, size, progress, timeout, name, max_bytes=None)
                 # have it unpacked on the way (the md5 is that of the file, not of its content)
                 for chunk in r.raw.stream(CHUNK, decode_content=False):
                     if have + got + len(chunk) > cap:
-                        raise DownloadError(f"{r.url} sent more than the {cap} bytes "
-                                            f"{'expected' if size is not None else 'accepted for a file of unknown size'}"
-                                            f"; stopped.")
+                        what = "expected" if size is not None else "accepted for a file of unknown size"
+                        raise DownloadError(f"{r.url} sent more than the {cap} bytes {what}; stopped.")
                     if not resumed and got == 0 and _looks_like_html(chunk[:64]):
                         raise DownloadError(f"the server sent an HTML page from {r.url} instead of the data file "
                                             f"(it starts with {chunk[:20]!r}).")
