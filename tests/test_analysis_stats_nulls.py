@@ -177,3 +177,27 @@ def test_two_stage_bootstrap_of_paired_accuracy():
     rng = np.random.default_rng(1)
     noise = rng.integers(0, 2, (3, 1000)) - rng.integers(0, 2, (3, 1000))
     assert verdict_from(bootstrap_summary(noise.astype(float), seed=0)) == INCONCLUSIVE
+
+
+def test_head_verdicts_need_significance_on_either_side():
+    """Null-test verdicts: supported / contradicted only when a majority of tests are significant (Holm) on
+    the claimed / the opposite side; a statistic that sits at its null is inconclusive, not contradicted."""
+    from minicct.analysis.replicate import _null_verdict, opposite_tail_p
+
+    rng = np.random.default_rng(0)
+    null = rng.standard_normal(999)
+    # opposite tail: far below the null -> smallest attainable p; far above -> 1
+    assert opposite_tail_p(-10.0, null, "greater") == 1 / 1000
+    assert opposite_tail_p(10.0, null, "greater") == 1.0
+    assert opposite_tail_p(10.0, null, "less") == 1 / 1000
+    # written out: (1 + #{null <= obs}) / (1 + n)
+    assert opposite_tail_p(0.3, null) == (1 + int((null <= 0.3).sum())) / 1000
+
+    def verdict(observed):
+        p = [(1 + int((null >= o).sum())) / 1000 for o in observed]
+        p_other = [opposite_tail_p(o, null) for o in observed]
+        return _null_verdict(holm(p)[0], holm(p_other)[0])
+
+    assert verdict([5.0, 5.0, 5.0, 0.0]) == SUPPORTED           # planted: 3 of 4 far above chance
+    assert verdict([-5.0, -5.0, -5.0, 0.0]) == CONTRADICTED     # planted the other way
+    assert verdict([-0.1, 0.05, -0.2, 0.1]) == INCONCLUSIVE     # at the null: neither side

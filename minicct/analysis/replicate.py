@@ -123,12 +123,13 @@ def head_ablation_tests(params, cfg, data, heads_L, full_logits, A_test, n_perm=
     the same size (interventions.designated_drop), then Holm over the L x h heads, and the minimum detectable
     gap (80 % power at the strictest Holm level alpha / m, from the median null spread).
     A_test: captured test activations with "tokens" and enc{e}.out (for the residual stream entering e).
-    Returns a dict: encoder, head, designated [m, K], gap, p, p_holm, reject, n_positive, m, mde, acc_drop.
+    Returns a dict: encoder, head, designated [m, K], gap, p, p_holm, reject, p_other / p_holm_other (the
+    opposite tail: designated labels hurt LESS than random label sets), n_positive, m, mde, acc_drop.
     """
     L, h = cfg.num_layers, cfg.num_heads
     D, d = cfg.embedding_dim, cfg.head_dim
     y = data.y_test
-    out = {k: [] for k in ("encoder", "head", "designated", "gap", "p", "null_sd", "acc_drop")}
+    out = {k: [] for k in ("encoder", "head", "designated", "gap", "p", "p_other", "null_sd", "acc_drop")}
     for e in range(L):
         c = sum(partition_counts(Lx, np.arange(D).reshape(h, d)) for Lx in heads_L[e])       # [h, K]
         Ld = designated_labels(c, rule="max")
@@ -138,12 +139,16 @@ def head_ablation_tests(params, cfg, data, heads_L, full_logits, A_test, n_perm=
             _, _, gap, p, null = I.designated_drop(ab.drop, Ld[g], n_perm, seed=seed + 1000 * e + g,
                                                    return_null=True)
             for k, v in (("encoder", e), ("head", g), ("designated", Ld[g]), ("gap", gap),
-                         ("p", p if np.isfinite(p) else 1.0), ("acc_drop", ab.acc_full - ab.acc_ablated),
+                         ("p", p if np.isfinite(p) else 1.0),
+                         ("p_other", opposite_tail_p(gap, null) if np.isfinite(gap) else 1.0),
+                         ("acc_drop", ab.acc_full - ab.acc_ablated),
                          ("null_sd", float(null.std(ddof=1)) if null.size > 1 else float("nan"))):
                 out[k].append(v)
     m = len(out["p"])
     p_adj, rej = holm(out["p"], alpha)
+    p_adj_other, _ = holm(out["p_other"], alpha)
     out.update(p_holm=[float(x) for x in p_adj], reject=[bool(x) for x in rej], m=m,
+               p_holm_other=[float(x) for x in p_adj_other],
                n_positive=int(sum(gp > 0 for gp in out["gap"])),
                mde=min_detectable_effect(float(np.nanmedian(out["null_sd"])), alpha / m))
     return out
@@ -280,13 +285,27 @@ def _pct(s):
     return s.fmt(100, 1)
 
 
-def _null_verdict(p_adj, observed, null_median, alpha=0.05):
-    """Verdict over several null tests (encoders): supported if a majority reject after Holm; contradicted
-    if in a majority the real statistic is not beyond the null median; inconclusive otherwise."""
+def opposite_tail_p(observed, null, alternative="greater"):
+    """One-sided p of the OTHER tail of a null sample: (1 + #{null <= observed}) / (1 + n) for alternative
+    "greater" (is the real statistic significantly BELOW chance?), mirrored for "less". [INF]"""
+    null = np.asarray(null, dtype=np.float64)
+    null = null[np.isfinite(null)]
+    if alternative == "greater":
+        hits = int(np.count_nonzero(null <= observed + 1e-12))
+    else:
+        hits = int(np.count_nonzero(null >= observed - 1e-12))
+    return (1 + hits) / (1 + null.size)
+
+
+def _null_verdict(p_adj, p_adj_other, alpha=0.05):
+    """Verdict over several null tests (encoders or heads), each tested on both tails with Holm over the tests:
+    supported if a majority are significant on the claimed side, contradicted if a majority are significant on
+    the opposite side (the real heads are significantly LESS specialised than chance), inconclusive otherwise.
+    A statistic that merely sits near its null is inconclusive, not contradicted: read it with its power (MDE)."""
     m = len(p_adj)
     if sum(p <= alpha for p in p_adj) > m / 2:
         return SUPPORTED
-    if sum(not b for b in (o > n for o, n in zip(observed, null_median))) > m / 2:
+    if sum(p <= alpha for p in p_adj_other) > m / 2:
         return CONTRADICTED
     return INCONCLUSIVE
 
@@ -408,30 +427,32 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
         for key, res, word, alt in (("heads_break_symmetry", si_res, "specialisation index", 1),
                                     ("few_heads", hp_res, "heads per recognised label (SHP diagonal)", -1)):
             p_adj, _ = holm([r["p_value"] for r in res])
-            med = [float(np.median(r["null"])) for r in res]
-            v = _null_verdict(p_adj, [alt * r["observed"] for r in res], [alt * m for m in med])
+            p_other, _ = holm([opposite_tail_p(r["observed"], r["null"], "greater" if alt > 0 else "less")
+                               for r in res])
+            v = _null_verdict(p_adj, p_other)
             meas = "; ".join(f"enc {e + 1}: {r['observed']:.3f} vs {r['null_mean']:.3f} +- {r['null_sd']:.3f} "
                              f"(p_Holm {p:.2g})" for e, (r, p) in enumerate(zip(res, p_adj)))
             rows.append(_row(key, f"{word} of the real heads, per encoder (flat read-out of mha_heads, averaged "
                              f"over {S} seeds)", meas, f"{n_draws} random partitions of the {D} nodes into "
                              f"groups of {d} (shuffled-node control)", v,
-                             "supported if a majority of encoders differ from the null (Holm p <= 0.05, one-sided); "
-                             "contradicted if in a majority the real heads are not beyond the null median"))
+                             "supported if a majority of encoders are beyond the null on the claimed side (Holm p <= "
+                             "0.05, one-sided); contradicted if a majority are beyond it on the opposite side; "
+                             "inconclusive otherwise"))
             head_rows[key] = [{"observed": r["observed"], "null_mean": r["null_mean"], "null_sd": r["null_sd"],
                                "p_value": r["p_value"], "p_holm": float(p)} for r, p in zip(res, p_adj)]
         # 6. head ablation: designated labels from the seed-summed counts, Holm over all heads, MDE
         abl = head_ablation_tests(params, cfg, data, heads_L, full_logits, A_te, n_perm, seed=seeds[0])
         ps, gaps, n_pos, m, p_adj, rej, mde = (abl[k] for k in ("p", "gap", "n_positive", "m", "p_holm", "reject",
                                                                  "mde"))
-        v = (SUPPORTED if sum(rej) > m / 2 else CONTRADICTED if n_pos <= m / 2 and not any(rej) else INCONCLUSIVE)
+        v = _null_verdict(abl["p_holm"], abl["p_holm_other"])
         rows.append(_row("heads_expert", "zeroing a head: mean per-label accuracy drop on its designated labels "
                          "minus on the others",
                          f"gap > 0 in {n_pos}/{m} heads; significant after Holm in {sum(rej)}/{m}; "
                          f"median gap {100 * float(np.nanmedian(gaps)):.1f} points; minimum detectable gap "
                          f"{100 * mde:.1f} points (80 % power at alpha 0.05/{m})",
                          f"{n_perm} random label sets of the same size per head", v,
-                         "supported if a majority of heads are significant after Holm; contradicted if at most half "
-                         "have a positive gap and none is significant"))
+                         "supported if a majority of heads have a gap significantly > 0 after Holm; contradicted if "
+                         "a majority have a gap significantly < 0 after Holm; inconclusive otherwise (see the MDE)"))
         head_rows["ablation"] = {"p": ps, "p_holm": list(p_adj), "gap": gaps, "mde": mde}
     # 7. clusters vs ground-truth groups (clusters of the last encoder, all seeds pooled)
     if data.groups:
