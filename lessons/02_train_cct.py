@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 from minicct import model as M  # noqa: E402
 from minicct.datasets import load  # noqa: E402
 from minicct.plots import plot_history  # noqa: E402
-from minicct.train.checkpoint import save_checkpoint  # noqa: E402
+from minicct.io.npz_checkpoint import save_checkpoint  # noqa: E402
 from minicct.train.loop import HEADER, TrainConfig, train  # noqa: E402
 
 # The classroom recipe: SGD with Nesterov momentum 0.9, warm-up then cosine, label smoothing 0.1, crop + flip.

@@ -5,7 +5,7 @@
 
 The earlier lessons ran the analysis on the small classroom model. Here it runs on the network the paper's
 authors studied: CCT-7/3x1 trained by Hassani et al. for 300 epochs on CIFAR-100 (published top-1 80.92%),
-loaded from the official PyTorch checkpoint without PyTorch (minicct/pretrained.py, minicct/torch_io.py).
+loaded from the official PyTorch checkpoint without PyTorch (minicct/io/pretrained.py, minicct/io/torch_io.py).
 
     1. plan and run-time estimate: the forward speed is measured on this machine (random weights), then
            forward seconds  = images pushed through the network / measured images per second
@@ -35,10 +35,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
 
 from minicct import model as M
-from minicct import pretrained as P
+from minicct.io import pretrained as P
 from minicct.analysis.report import SITES, group_agreement, run_snp, site_names
 from minicct.datasets import load
-from minicct.datasets.download import DownloadError
+from minicct.io.download import DownloadError
 from minicct.train.loop import evaluate
 
 LESSON_DATASETS = ("cifar10", "cifar100")

@@ -135,7 +135,7 @@ def _add_checkpoint_args(p, default=None, what="--checkpoint"):
 def _load_any(path, args, model=None):
     """load_any_checkpoint with the CLI options; prints the one-line report. Returns (params, cfg, meta)."""
     from .io.checkpoints import load_any_checkpoint
-    from .torch_io import UnsafeCheckpointError
+    from .io.torch_io import UnsafeCheckpointError
     try:
         params, cfg, meta = load_any_checkpoint(path, heads=args.heads, model=model, ema=args.ema)
     except UnsafeCheckpointError as e:      # a pickle.UnpicklingError: reported like every other bad input
@@ -147,7 +147,7 @@ def _load_any(path, args, model=None):
 def _load_model(args):
     """The model of evaluate / snp: --pretrained NAME or --checkpoint FILE (any kind)."""
     if getattr(args, "pretrained", None):
-        from .pretrained import load_pretrained
+        from .io.pretrained import load_pretrained
         return load_pretrained(args.pretrained, download=not args.no_download,
                                allow_http=getattr(args, "allow_http", False))
     if not args.checkpoint:
@@ -185,7 +185,7 @@ def cmd_train(args):
     from . import model as M
     from .datasets import load
     from .plots import plot_history
-    from .train.checkpoint import save_checkpoint
+    from .io.npz_checkpoint import save_checkpoint
     from .train.loop import HEADER, TrainConfig, train
 
     out = _check_output_file(args.out, "--out")           # before any work: never lose a run to its path
@@ -262,7 +262,7 @@ def cmd_evaluate(args):
         if args.limit > len(y):
             raise ValueError(f"--limit {args.limit} but {data.name} has {len(y)} test images")
         x, y = x[:args.limit], y[:args.limit]
-    from .pretrained import estimate_eval_seconds, format_seconds
+    from .io.pretrained import estimate_eval_seconds, format_seconds
     print(f"evaluating {len(y)} images, estimated {format_seconds(estimate_eval_seconds(cfg, len(y)))} ...",
           flush=True)
     t0 = time.time()
@@ -368,8 +368,8 @@ def torch_snippet(cfg, out) -> str:
 
 
 def cmd_export(args):
-    from .torch_io import from_params, save_state_dict
-    from .train.checkpoint import save_checkpoint
+    from .io.torch_io import from_params, save_state_dict
+    from .io.npz_checkpoint import save_checkpoint
 
     params, cfg, meta = _load_any(args.checkpoint, args, model=args.model)
     out = Path(args.out)
@@ -393,7 +393,7 @@ def cmd_replicate(args):
     seeds = list(range(args.seed, args.seed + args.seeds))
     models = []
     if args.pretrained:
-        from .pretrained import load_pretrained
+        from .io.pretrained import load_pretrained
         params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download, allow_http=args.allow_http)
         models.append((args.pretrained, params, cfg))
     else:

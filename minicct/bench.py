@@ -451,7 +451,7 @@ def snp_analysis(checkpoint, epochs=3, data=None, max_capture_bytes=None) -> dic
     """
     from .analysis import report
     from .datasets import load
-    from .train.checkpoint import load_checkpoint
+    from .io.npz_checkpoint import load_checkpoint
     t0 = time.perf_counter()
     params, cfg, meta, _ = load_checkpoint(checkpoint)
     data = data if data is not None else load(meta.get("dataset", "embedded"))

@@ -11,7 +11,7 @@
 
 Parameters live in one dict whose keys are the official state_dict keys (`tokenizer.conv_layers.0.0.weight`,
 `classifier.blocks.3.self_attn.qkv.weight`, ...), in the official order, with the official shapes, so
-official checkpoints map one to one (minicct/torch_io.py). Gradients come back in a dict with the same keys.
+official checkpoints map one to one (minicct/io/torch_io.py). Gradients come back in a dict with the same keys.
 
 One path per job: `forward` (a batch, with the cache for `backward`), `forward_from` (the tail from a stored
 residual stream: encoders e..L-1 and the head; forward runs its own tail through it), `predict` (the one batched

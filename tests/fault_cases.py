@@ -51,7 +51,7 @@ def case(defect, group="lib"):
 
 
 def clear_types():
-    from minicct.datasets.download import DownloadError
+    from minicct.io.download import DownloadError
     return (ValueError, OSError, DownloadError, pickle.UnpicklingError)
 
 
@@ -166,7 +166,7 @@ def case_pth_stride0_total(tmp):
     """40 broadcast (stride-0) tensors of 2**27 float64 each from one 8-byte storage: a 1 KB file, 40 GiB."""
     entries = [(f"t{i}", _tensor("DoubleStorage", "0", 1, 0, (2**27,), (0,))) for i in range(40)]
     path = write_pth(tmp / "stride0.pth", _state_dict_pickle(entries), {"0": b"\0" * 8})
-    from minicct.torch_io import load_state_dict
+    from minicct.io.torch_io import load_state_dict
     load_state_dict(path)
     return "wrong"
 
@@ -176,7 +176,7 @@ def case_pth_transposed_views(tmp):
     """120 transposed views of one 4 MB storage: each view copied -> 480 MB from a 4 MB file."""
     entries = [(f"t{i}", _tensor("FloatStorage", "0", 1 << 20, 0, (1024, 1024), (1, 1024))) for i in range(120)]
     path = write_pth(tmp / "views.pth", _state_dict_pickle(entries), {"0": b"\0" * (4 << 20)})
-    from minicct.torch_io import load_state_dict
+    from minicct.io.torch_io import load_state_dict
     load_state_dict(path)
     return "wrong"
 
@@ -197,7 +197,7 @@ def case_pth_deflate_bomb(tmp):
             for _ in range(n // len(zero)):
                 f.write(zero)
         zf.writestr("archive/version", b"3\n")
-    from minicct.torch_io import load_state_dict
+    from minicct.io.torch_io import load_state_dict
     load_state_dict(path)
     return "wrong"
 
@@ -206,7 +206,7 @@ def case_pth_deflate_bomb(tmp):
 def case_npz_unused_big_entry(tmp):
     """A valid checkpoint plus an unused 320 MiB entry (deflated to ~0.3 MB): load must not inflate it."""
     from minicct import model as M
-    from minicct.train.checkpoint import load_checkpoint, save_checkpoint
+    from minicct.io.npz_checkpoint import load_checkpoint, save_checkpoint
     cfg = tiny_cfg()
     path = save_checkpoint(tmp / "big.npz", M.init_params(cfg, np.random.default_rng(0)), cfg)
     n = 320 << 20
@@ -228,7 +228,7 @@ def case_npz_unused_big_entry(tmp):
 def case_npz_param_header_lies(tmp):
     """A parameter entry whose .npy header claims (2**20, 2**20) float32 (4 TiB) in a few bytes."""
     from minicct import model as M
-    from minicct.train.checkpoint import load_checkpoint, save_checkpoint
+    from minicct.io.npz_checkpoint import load_checkpoint, save_checkpoint
     cfg = tiny_cfg()
     path = save_checkpoint(tmp / "lie.npz", M.init_params(cfg, np.random.default_rng(0)), cfg)
     name = "param/classifier.fc.bias.npy"
@@ -250,7 +250,7 @@ def case_npz_param_header_lies(tmp):
 def case_npz_nan_parameters(tmp):
     """A checkpoint whose parameters are all NaN: evaluate must refuse it, naming a parameter."""
     from minicct import model as M
-    from minicct.train.checkpoint import save_checkpoint
+    from minicct.io.npz_checkpoint import save_checkpoint
     cfg = M.get_config("classroom", num_classes=20)
     params = {k: np.full(s, np.nan, np.float32) for k, s in M.param_shapes(cfg).items()}
     path = save_checkpoint(tmp / "nan.npz", params, cfg)
@@ -261,7 +261,7 @@ def case_npz_nan_parameters(tmp):
 
 @case(9)
 def case_cifar_pickle_nested_key(tmp):
-    from minicct.datasets.safe_pickle import restricted_load
+    from minicct.io.safe_pickle import restricted_load
     restricted_load(nested_key_pickle())
     return "wrong"
 
@@ -270,7 +270,7 @@ def case_cifar_pickle_nested_key(tmp):
 def case_pth_pickle_nested_key(tmp):
     pkl = nested_key_pickle()
     path = write_pth(tmp / "nested.pth", pkl, {})
-    from minicct.torch_io import load_state_dict
+    from minicct.io.torch_io import load_state_dict
     load_state_dict(path)
     return "wrong"
 
@@ -283,7 +283,7 @@ def case_cifar_pickle_topdown_chain(tmp):
     for _ in range(100_000):  # push the current innermost list, make a new one, memoize it, append it, pop
         ops += [pickle.BINGET + b"\x00", pickle.EMPTY_LIST, pickle.BINPUT + b"\x00", pickle.APPEND, pickle.POP]
     ops += [pickle.STOP]
-    from minicct.datasets.safe_pickle import restricted_load
+    from minicct.io.safe_pickle import restricted_load
     obj = restricted_load(b"".join(ops))
     repr(obj)
     return "wrong"
@@ -391,7 +391,7 @@ def _md5(b):
 
 @case(7)
 def case_download_gzip_encoded(tmp):
-    from minicct.datasets.download import DownloadError, download
+    from minicct.io.download import DownloadError, download
     with local_server() as url:
         try:
             path = download(url + "/gz", tmp / "f.gz", _md5(GZ_FILE), len(GZ_FILE), progress=False)
@@ -402,7 +402,7 @@ def case_download_gzip_encoded(tmp):
 
 @case(7)
 def case_download_redirect(tmp):
-    from minicct.datasets.download import download
+    from minicct.io.download import download
     with local_server() as url:
         path = download(url + "/redirect", tmp / "f", _md5(PAYLOAD), len(PAYLOAD), progress=False)
     return "ok" if path.read_bytes() == PAYLOAD else "wrong"
@@ -410,7 +410,7 @@ def case_download_redirect(tmp):
 
 @case(7)
 def case_download_truncated(tmp):
-    from minicct.datasets.download import download
+    from minicct.io.download import download
     with local_server() as url:
         download(url + "/truncated", tmp / "f", _md5(PAYLOAD), len(PAYLOAD), progress=False, retries=1)
     return "wrong"
@@ -418,7 +418,7 @@ def case_download_truncated(tmp):
 
 @case(7)
 def case_download_announces_less(tmp):
-    from minicct.datasets.download import download
+    from minicct.io.download import download
     with local_server() as url:
         download(url + "/announces-less", tmp / "f", _md5(PAYLOAD), len(PAYLOAD), progress=False)
     return "wrong"
@@ -426,7 +426,7 @@ def case_download_announces_less(tmp):
 
 @case(7)
 def case_download_stall(tmp):
-    from minicct.datasets.download import download
+    from minicct.io.download import download
     with local_server() as url:
         download(url + "/stall", tmp / "f", _md5(PAYLOAD), len(PAYLOAD), progress=False, timeout=(2, 0.5),
                  retries=0)
@@ -436,7 +436,7 @@ def case_download_stall(tmp):
 @case(7)
 def case_download_endless_no_md5(tmp):
     """No Content-Length, no md5, no size: the body must stop at the cap (set to 4 MiB here), not at 64 MiB."""
-    from minicct.datasets import download as dl
+    from minicct.io import download as dl
     dl.MAX_UNKNOWN_BYTES = 4 << 20
     with local_server() as url:
         path = dl.download(url + "/endless", tmp / "f", None, progress=False)
@@ -445,7 +445,7 @@ def case_download_endless_no_md5(tmp):
 
 @case(7)
 def case_download_target_is_directory(tmp):
-    from minicct.datasets.download import download
+    from minicct.io.download import download
     target = tmp / "f"
     target.mkdir()
     try:
@@ -461,7 +461,7 @@ def case_download_target_is_directory(tmp):
 @case(7)
 def case_download_handwritten_stamp(tmp):
     """A wrong file with a hand-written .md5ok stamp (expected md5, its size and mtime) must be hashed."""
-    from minicct.datasets.download import RemoteFile, fetch
+    from minicct.io.download import RemoteFile, fetch
     path = tmp / "f"
     path.write_bytes(b"x" * len(PAYLOAD))
     st = path.stat()
@@ -474,7 +474,7 @@ def case_download_handwritten_stamp(tmp):
 def case_cifar_cache_cut_short(tmp):
     """cifar10.npz with the right source string but 100 of the 50 000 training images."""
     from minicct.datasets import cifar
-    from minicct.datasets.download import atomic_savez
+    from minicct.io.download import atomic_savez
     rng = np.random.default_rng(0)
     atomic_savez(tmp / "cifar10.npz", source=np.array(cifar.CIFAR10.md5),
                  x_train=rng.integers(0, 255, (100, 32, 32, 3), dtype=np.uint8), y_train=np.arange(100) % 10,
@@ -489,7 +489,7 @@ def case_cifar_cache_cut_short(tmp):
 _SAVER = """
 import sys, numpy as np
 sys.path.insert(0, sys.argv[1])
-from minicct.train.checkpoint import save_checkpoint
+from minicct.io.npz_checkpoint import save_checkpoint
 from minicct import model as M
 cfg = M.get_config("cct_2_3x2_32")
 p = M.init_params(cfg, np.random.default_rng(0))
@@ -504,7 +504,7 @@ def case_kill9_during_saves(tmp):
     """SIGKILL a process that saves a checkpoint in a loop, at 4 random moments; then one normal save.
     The checkpoint must stay loadable every time, and no temporary may remain after the normal save."""
     from minicct import model as M
-    from minicct.train.checkpoint import load_checkpoint, save_checkpoint
+    from minicct.io.npz_checkpoint import load_checkpoint, save_checkpoint
     repo = str(Path(sys.modules["minicct"].__file__).resolve().parents[1])
     target = tmp / "run" / "model.npz"
     target.parent.mkdir()

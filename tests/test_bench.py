@@ -11,7 +11,7 @@ import pytest
 from minicct import bench
 from minicct import model as M
 from minicct.datasets import Dataset
-from minicct.train.checkpoint import save_checkpoint
+from minicct.io.npz_checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SET = ["img_size=8", "in_planes=4", "embedding_dim=8", "num_heads=2", "mlp_ratio=1.0"]

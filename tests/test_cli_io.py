@@ -14,8 +14,8 @@ from minicct import model as M
 from minicct.analysis.report import capture, site_names
 from minicct.datasets import load
 from minicct.io.features import write_features
-from minicct.torch_io import load_state_dict
-from minicct.train.checkpoint import save_checkpoint
+from minicct.io.torch_io import load_state_dict
+from minicct.io.npz_checkpoint import save_checkpoint
 from minicct.train.loop import evaluate
 
 FIX = Path(__file__).resolve().parent / "fixtures"
@@ -69,7 +69,7 @@ def test_export_round_trip_and_torch_loads_it(tmp_path, capsys):
     assert "weights_only=True" in out and "in_planes=32" in out and "from src.cct import CCT" in out
     assert cli.main(["export", "--checkpoint", str(tmp_path / "c.pth"), "--model", "classroom",
                      "--out", str(tmp_path / "c.npz")]) == 0
-    from minicct.train.checkpoint import load_checkpoint
+    from minicct.io.npz_checkpoint import load_checkpoint
     p0, cfg0, _, _ = load_checkpoint(ck)
     p1, cfg1, _, _ = load_checkpoint(tmp_path / "c.npz")
     assert M.param_shapes(cfg1) == M.param_shapes(cfg0) and all(np.array_equal(p0[k], p1[k]) for k in p0)
@@ -95,7 +95,7 @@ def test_train_init_fine_tunes_from_a_training_checkpoint(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "5 classes in" in out and "3 in npz:mine.npz: classifier.fc starts afresh" in out
-    from minicct.train.checkpoint import load_checkpoint
+    from minicct.io.npz_checkpoint import load_checkpoint
     params, cfg, meta, _ = load_checkpoint(tmp_path / "ft.npz")
     assert cfg.num_classes == 3 and cfg.embedding_dim == 16 and meta["init"].endswith("train_ckpt_cuda.pth")
 

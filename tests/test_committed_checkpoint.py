@@ -5,7 +5,7 @@ import pytest
 
 from minicct import model as M
 from minicct.datasets import load
-from minicct.train.checkpoint import load_checkpoint
+from minicct.io.npz_checkpoint import load_checkpoint
 from minicct.train.loop import evaluate
 
 CKPT = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "classroom.npz"

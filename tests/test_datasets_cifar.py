@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from minicct.datasets import cifar
-from minicct.datasets.download import RemoteFile
-from minicct.datasets.safe_pickle import restricted_load
+from minicct.io.download import RemoteFile
+from minicct.io.safe_pickle import restricted_load
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

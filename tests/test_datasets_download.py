@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minicct.datasets import download as dl
-from minicct.datasets.download import DownloadError, RemoteFile
+from minicct.io import download as dl
+from minicct.io.download import DownloadError, RemoteFile
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, size=2_500_000, dtype=np.uint8).tobytes()
 MD5 = hashlib.md5(PAYLOAD).hexdigest()

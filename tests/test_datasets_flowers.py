@@ -14,7 +14,7 @@ import scipy.io
 from PIL import Image
 
 from minicct.datasets import flowers
-from minicct.datasets.download import RemoteFile
+from minicct.io.download import RemoteFile
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers102_official_labels"
 

@@ -18,7 +18,7 @@ from minicct.io import atomic
 @pytest.mark.parametrize("name", sorted(fc.CASES))
 def test_fault_case(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("minicct.datasets.download.MAX_UNKNOWN_BYTES", 2 << 30)  # cases that lower it restore
+    monkeypatch.setattr("minicct.io.download.MAX_UNKNOWN_BYTES", 2 << 30)  # cases that lower it restore
     verdict = fc.run_case(name, tmp_path)
     assert verdict in ("ok", "clear"), f"{name}: {verdict}"
 
@@ -131,7 +131,7 @@ def test_sweep_removes_dead_writers_temporaries_only(tmp_path):
 
 def test_stamp_not_trusted_after_a_copy_with_preserved_mtime(tmp_path):
     """Replacing a verified file by another of the same size and mtime (cp -p) must be noticed."""
-    from minicct.datasets import download as dl
+    from minicct.io import download as dl
     path = tmp_path / "f"
     path.write_bytes(b"a" * 100)
     md5 = dl.file_md5(path)
@@ -147,7 +147,7 @@ def test_stamp_not_trusted_after_a_copy_with_preserved_mtime(tmp_path):
 def test_pickle_scan_accepts_real_pickles_and_bounds_containers():
     import pickle
 
-    from minicct.datasets.safe_pickle import check_pickle_structure
+    from minicct.io.safe_pickle import check_pickle_structure
     obj = {b"data": list(range(1000)), b"labels": [(i, {"a": [i]}) for i in range(100)]}
     for proto in range(0, 6):
         check_pickle_structure(pickle.dumps(obj, protocol=proto))
@@ -164,7 +164,7 @@ def test_pth_views_share_storage_without_copies(tmp_path):
                ("b", fc._tensor("FloatStorage", "0", 8, 4, (4,), (1,))),
                ("t", fc._tensor("FloatStorage", "0", 8, 0, (2, 2), (1, 2)))]
     path = fc.write_pth(tmp_path / "v.pth", fc._state_dict_pickle(entries), {"0": raw})
-    from minicct.torch_io import load_state_dict
+    from minicct.io.torch_io import load_state_dict
     sd = load_state_dict(path)
     assert np.array_equal(sd["a"], [[0, 1], [2, 3]]) and np.array_equal(sd["b"], [4, 5, 6, 7])
     assert np.array_equal(sd["t"], [[0, 2], [1, 3]]) and sd["t"].flags.c_contiguous

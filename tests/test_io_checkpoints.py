@@ -8,8 +8,8 @@ import pytest
 
 from minicct import model as M
 from minicct.io.checkpoints import infer_config, load_any_checkpoint
-from minicct.torch_io import from_params, save_state_dict
-from minicct.train.checkpoint import save_checkpoint
+from minicct.io.torch_io import from_params, save_state_dict
+from minicct.io.npz_checkpoint import save_checkpoint
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]

@@ -23,10 +23,10 @@ import pytest
 import minicct.datasets as datasets_pkg
 from minicct import __main__ as cli
 from minicct import model as M
-from minicct import pretrained as P
-from minicct.datasets import download as dl
+from minicct.io import pretrained as P
+from minicct.io import download as dl
 from minicct.datasets.base import Dataset, to_model_input
-from minicct.torch_io import from_params, save_state_dict
+from minicct.io.torch_io import from_params, save_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = (("embedding_dim", 16), ("num_heads", 2), ("num_layers", 1), ("img_size", 16), ("in_planes", 8),

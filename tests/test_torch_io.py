@@ -1,4 +1,4 @@
-"""Tests of minicct.torch_io: reading/writing torch.save zip checkpoints without torch.
+"""Tests of minicct.io.torch_io: reading/writing torch.save zip checkpoints without torch.
 
 Fixtures (tests/fixtures/, made by make_torch_fixture.py with real torch; see the README there):
 tiny_cct.pth + tiny_cct_expected.npz, tensors.pth + tensors_expected.npz, legacy.pth, wrapped.pth.
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minicct import torch_io
-from minicct.torch_io import CheckpointError, UnsafeCheckpointError, load_state_dict, save_state_dict
+from minicct.io import torch_io
+from minicct.io.torch_io import CheckpointError, UnsafeCheckpointError, load_state_dict, save_state_dict
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 TINY = FIX / "tiny_cct.pth"

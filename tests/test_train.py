@@ -7,7 +7,7 @@ import pytest
 from minicct import model as M
 from minicct.datasets.base import Dataset, channel_stats
 from minicct.train import augment
-from minicct.train.checkpoint import load_checkpoint, save_checkpoint
+from minicct.io.npz_checkpoint import load_checkpoint, save_checkpoint
 from minicct.train.loop import TrainConfig, train
 from minicct.train.optim import SGD, AdamW, cosine_lr, decay_mask
 

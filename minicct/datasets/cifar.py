@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .base import Dataset, data_dir
-from .download import RemoteFile, atomic_savez, fetch, load_npz_cache
-from .safe_pickle import restricted_load
+from ..io.download import RemoteFile, atomic_savez, fetch, load_npz_cache
+from ..io.safe_pickle import restricted_load
 
 CIFAR10 = RemoteFile(url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                      filename="cifar-10-python.tar.gz", md5="c58f30108f718f92721af3b95e74349a", size=170498071)

@@ -166,7 +166,7 @@ def _decode(file: Path, size: int) -> np.ndarray:
 def load_folder_dataset(path, img_size: int = 32, root=None, mean=None, std=None, progress=True) -> Dataset:
     """A Dataset from an image folder PATH/{train,test}/<class>/*.{png,jpg,jpeg} at img_size x img_size
     (layout and cache in the module docstring). root: cache folder (default data_dir()/custom)."""
-    from .download import atomic_savez, load_npz_cache
+    from ..io.download import atomic_savez, load_npz_cache
 
     path = Path(path)
     if not path.is_dir():

@@ -20,7 +20,7 @@ import scipy.io
 from PIL import Image
 
 from .base import Dataset, data_dir
-from .download import RemoteFile, atomic_savez, fetch, load_npz_cache
+from ..io.download import RemoteFile, atomic_savez, fetch, load_npz_cache
 
 _BASE = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"  # answers 301 -> thor.robots.ox.ac.uk
 FLOWERS_IMAGES = RemoteFile(_BASE + "102flowers.tgz", "102flowers.tgz", "52808999861908f626f3c1f4e79d11fa", 344862509)

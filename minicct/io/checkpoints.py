@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import model as M
-from ..torch_io import CheckpointError, UnsafeCheckpointError, load_checkpoint_state, to_params
+from .torch_io import CheckpointError, UnsafeCheckpointError, load_checkpoint_state, to_params
 
 __all__ = ["infer_config", "load_any_checkpoint", "checkpoint_kind", "config_summary", "CheckpointError",
            "UnsafeCheckpointError"]
@@ -181,7 +181,7 @@ def load_any_checkpoint(path, heads: int | None = None, model: str | None = None
     "kind" ('npz' | 'state_dict' | 'training checkpoint'), "file", "config_from", "report" (one line), and for
     .pth files the torch_io info (arch, epoch, metric, args, weights, skipped); for .npz the checkpoint's meta.
     """
-    from ..train.checkpoint import load_checkpoint
+    from .npz_checkpoint import load_checkpoint
 
     path = Path(path)
     kind = checkpoint_kind(path)

@@ -139,7 +139,7 @@ def read_features(path) -> FeatureSet:
 
 def write_features(path, sites: dict, y_train, y_test, class_names=None) -> Path:
     """Write a features file atomically. sites: name -> (A_train [N_train, T, D] or [N_train, D], A_test)."""
-    from ..datasets.download import atomic_savez
+    from .download import atomic_savez
 
     arrays = {"y_train": np.asarray(y_train, np.int64), "y_test": np.asarray(y_test, np.int64)}
     for name, (a_tr, a_te) in sites.items():

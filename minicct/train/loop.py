@@ -20,7 +20,7 @@ from .. import model as M
 from ..datasets.base import Dataset, to_model_input
 from ..layers.loss import smooth_targets, softmax_cross_entropy_forward
 from .augment import mix_batch, random_crop_flip
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..io.npz_checkpoint import load_checkpoint, save_checkpoint
 from .optim import SGD, AdamW, cosine_lr
 from .step import train_step
 

@@ -47,9 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import model as M
-from .datasets import download as dl
-from .datasets.base import data_dir
+from .. import model as M
+from . import download as dl
+from ..datasets.base import data_dir
 from .torch_io import CheckpointError, UnsafeCheckpointError, load_state_dict, to_params
 
 __all__ = [
@@ -227,7 +227,7 @@ def _write_record(path: Path, digest: str, source: str) -> None:
     """`<file>.sha256.json`, atomically (temp file + os.replace)."""
     rec = {"sha256": digest, "size": path.stat().st_size, "file": path.name, "source": source,
            "recorded_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    from .io.atomic import atomic_write_text
+    from .atomic import atomic_write_text
     atomic_write_text(_record_path(path), json.dumps(rec, indent=1) + "\n")
 
 

@@ -563,7 +563,7 @@ def _read_archive(path: Path, select, expected_shapes: dict | None = None):
     copies tensors need are limited to the file's storage bytes -- or, with `expected_shapes` (name -> shape),
     to the expected model's size, refusing a copied tensor of a shape the model does not have before making it.
     """
-    from .datasets.safe_pickle import check_pickle_structure
+    from .safe_pickle import check_pickle_structure
     with _open_archive(path) as zf:
         prefix = _find_prefix(zf, path)
         names = set(zf.namelist())
@@ -894,7 +894,7 @@ def save_state_dict(state: dict, path) -> None:
                 write(f"data/{i}", a.tobytes(), align=True)
             write("version", b"3\n")
 
-    from .io.atomic import atomic_write
+    from .atomic import atomic_write
     atomic_write(path, write_archive)
 
 

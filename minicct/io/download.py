@@ -9,7 +9,7 @@ The body is read raw (no Content-Encoding decoding); a body of unknown size stop
 When the network is not reachable, the error says where to put a file fetched by other means: the loaders use
 any file at that path whose md5 matches.
 
-`md5=None` is for files whose checksum nobody publishes (the official CCT weights, minicct/pretrained.py): the
+`md5=None` is for files whose checksum nobody publishes (the official CCT weights, minicct/io/pretrained.py): the
 download is still streamed, HTML-rejecting and atomic; the caller verifies the content itself.
 Setting the environment variable `MINICCT_OFFLINE=1` forbids every download (files already in place are used);
 the error then carries the same manual-download instructions. Tests and offline machines use it.
@@ -32,8 +32,8 @@ import numpy as np
 import requests
 import urllib3
 
-from ..io.atomic import atomic_write, atomic_write_text, check_target, commit
-from .base import data_dir
+from .atomic import atomic_write, atomic_write_text, check_target, commit
+from ..datasets.base import data_dir
 
 CHUNK = 1 << 20  # bytes per read and per md5 update
 MAX_UNKNOWN_BYTES = 2 << 30  # cap on a download whose size nobody states (no size given, no md5)

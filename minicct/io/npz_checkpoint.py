@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..io.atomic import atomic_write
+from .atomic import atomic_write
 from ..model import CCTConfig, check_params, param_shapes
 
 MAX_META_BYTES = 64 << 20    # the JSON metadata (config, history, training state); a real one is < 10 MB
