@@ -36,7 +36,7 @@ from minicct.analysis.replicate import seed_sweep  # noqa: E402
 from minicct.analysis.report import capture  # noqa: E402
 from minicct.analysis.stats import trend_verdict  # noqa: E402
 from minicct.datasets import load  # noqa: E402
-from minicct.train.checkpoint import load_checkpoint  # noqa: E402
+from minicct.io.checkpoints import load_any_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRENDS = (("accuracy", "read-out accuracy %", 100, "rise"), ("noise", "noise per node", 1, "fall"),
@@ -76,7 +76,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     t0 = time.time()
-    params, cfg, meta, _ = load_checkpoint(args.checkpoint)
+    params, cfg, meta = load_any_checkpoint(args.checkpoint)   # .npz, .pth or training checkpoint
     data = load(args.dataset)
     sites, modes = tuple(args.sites.split(",")), tuple(args.modes.split(","))
     L, seeds = cfg.num_layers, list(range(args.seeds))
@@ -86,20 +86,21 @@ def main(argv=None):
     A_te = capture(params, cfg, data.x_test, data.mean, data.std, names)
     print(f"checkpoint {args.checkpoint}: {L} encoders x {cfg.num_heads} heads; read-outs of {args.epochs} epochs on "
           f"{len(y_tr)} images, seeds {seeds}; mean [95 % interval over seeds]\n")
-    verdicts = []
+    verdicts, rule = [], ""
     for site in sites:
         order = ["tokens"] + [f"enc{e}.{site}" for e in range(L)]
         vals, _ = seed_sweep(A_tr, y_tr, A_te, data.y_test, cfg.num_classes, order, modes, seeds, args.epochs,
                              args.threshold)
         for mode in modes:
-            print(f"site {site}, {mode} read-out" + "".join(f"{'tok' if p == 0 else 'enc ' + str(p):>20}"
+            print(f"site {site}, {mode} read-out" + "".join(f"{'tok' if p == 0 else 'enc ' + str(p):>22}"
                                                          for p in range(L + 1)))
             for q, label, scale, want in TRENDS:
                 t = trend_verdict(vals[mode][q] * scale, want)
-                print(f"  {label:<22}" + "".join(f"{s.fmt(1, 1 if scale > 1 else 2):>20}" for s in t["per_position"]))
+                print(f"  {label:<22}" + "".join(f"{s.fmt(1, 1 if scale > 1 else 2):>22}" for s in t["per_position"]))
             for q, label, scale, want in TRENDS:
                 t = trend_verdict(vals[mode][q] * scale, want)
                 verdicts.append(t["verdict"])
+                rule = t["rule"]
                 print(f"  -> {q} {want}s along the encoders: {t['verdict'].upper()}  (last - first "
                       f"{t['total'].fmt()}; steps significantly {want}: {t['steps_with']} of {L}, against: "
                       f"{t['steps_against']})")
@@ -109,7 +110,7 @@ def main(argv=None):
             print()
         fig = plot(vals, modes, site, L, Path(args.out) / f"along_encoders_{site}.png")
         print(f"plot: {fig}")
-    print(f"\nrule: {trend_verdict(np.zeros((2, 2)))['rule']}")
+    print(f"\nrule (for 'falls' read 'below 0'): {rule}")
     print(f"verdicts: {verdicts.count('supported')} supported, {verdicts.count('contradicted')} contradicted, "
           f"{verdicts.count('inconclusive')} inconclusive of {len(verdicts)} trends ({time.time() - t0:.0f} s)")
     return 0

@@ -53,7 +53,7 @@ from minicct.analysis.snp import node_fields, normalise_threshold  # noqa: E402
 from minicct.datasets import load  # noqa: E402
 from minicct.model import predict  # noqa: E402
 from minicct.plots import plot_head_label_sets  # noqa: E402
-from minicct.train.checkpoint import load_checkpoint  # noqa: E402
+from minicct.io.checkpoints import load_any_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def main(argv=None):
         raise SystemExit("--shuffles must be at least 20 (mean and spread of the control)")
 
     t0 = time.time()
-    params, cfg, meta, _ = load_checkpoint(args.checkpoint)
+    params, cfg, meta = load_any_checkpoint(args.checkpoint)   # .npz, .pth or training checkpoint
     data = load(args.dataset)
     if data.num_classes != cfg.num_classes:
         raise SystemExit(f"dataset {data.name} has {data.num_classes} classes, the checkpoint {cfg.num_classes}")

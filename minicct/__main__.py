@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 
@@ -13,6 +16,75 @@ from pathlib import Path
 # the classroom model sat for epochs at the colour-only solution of the embedded dataset (see lesson 02).
 REFERENCE_RECIPE = dict(optimizer="adamw", lr=5.5e-4, weight_decay=0.06)
 CLASSROOM_RECIPE = dict(optimizer="sgd", lr=0.05, weight_decay=5e-4)
+
+
+# ---------------------------------------------------------------------------------------------- validators
+# argparse `type=` functions: a bad number stops the command before any work, with a message naming the
+# option's range (argparse prefixes the option name: "argument --lr: must be a finite number > 0, got 'nan'").
+
+def _number(text, kind):
+    try:
+        v = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+    if kind is float and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def _ranged(kind, lo=None, hi=None, lo_open=False, hi_open=False, what=""):
+    def check(text):
+        v = _number(text, kind)
+        if (lo is not None and (v < lo or (lo_open and v == lo))) or \
+                (hi is not None and (v > hi or (hi_open and v == hi))):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+    check.__name__ = what  # argparse shows it in "invalid <name> value" messages
+    return check
+
+
+positive_int = _ranged(int, lo=1, what="an integer >= 1")
+nonneg_int = _ranged(int, lo=0, what="an integer >= 0")
+positive_float = _ranged(float, lo=0, lo_open=True, what="a finite number > 0")
+nonneg_float = _ranged(float, lo=0, what="a finite number >= 0")
+fraction = _ranged(float, lo=0, hi=1, what="a number in [0, 1]")
+smoothing_fraction = _ranged(float, lo=0, hi=1, hi_open=True, what="a number in [0, 1)")
+image_size = _ranged(int, lo=8, hi=1024, what="an integer in 8..1024")
+
+
+def _modes(text):
+    """--modes: a comma-separated subset of flat,mean,seqpool (returned normalised, as text)."""
+    modes = [m.strip() for m in text.split(",")]
+    bad = [m for m in modes if m not in ("flat", "mean", "seqpool")]
+    if not modes or bad:
+        raise argparse.ArgumentTypeError(f"read-out modes must be a comma-separated subset of flat,mean,seqpool; "
+                                         f"got {text!r}")
+    return ",".join(modes)
+
+
+def _check_output_file(path, what):
+    """Before any work: a file can be written at `path` (not a folder, no file in the way, folder writable)."""
+    from .io.atomic import check_target
+    try:
+        return check_target(path)
+    except OSError as e:
+        raise ValueError(f"{what} {path} cannot be written: {e}") from e
+
+
+def _check_output_dir(path, what):
+    """Before any work: `path` is (or can become) a writable folder."""
+    import tempfile
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a folder; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{what} {path} cannot be written: {e}") from e
+    return path
 
 
 def _dataset_kwargs(args, model_img_size=None):
@@ -39,8 +111,8 @@ def _add_data_args(p):
                    help="embedded (default, offline), cifar10, cifar100, flowers102, npz:PATH (your arrays: "
                         "x_train, y_train, x_test, y_test [, class_names, mean, std]) or folder:PATH "
                         "(PATH/{train,test}/<class>/*.png|jpg|jpeg, resized to the model's size)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the embedded dataset (default 0)")
-    p.add_argument("--img-size", type=int, default=None,
+    p.add_argument("--data-seed", type=nonneg_int, default=0, help="seed of the embedded dataset (default 0)")
+    p.add_argument("--img-size", type=image_size, default=None,
                    help="image size after resizing: Flowers-102 (default 64) and folder:PATH (default: the model's)")
     p.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
 
@@ -52,7 +124,7 @@ def _add_checkpoint_args(p, default=None, what="--checkpoint"):
                        help="a minicct .npz, a plain PyTorch .pth state_dict, or a timm/SHI-Labs training "
                             "checkpoint (model_best.pth.tar, checkpoint-299.pth.tar)" +
                             (f" (default {default})" if default else ""))
-    p.add_argument("--heads", type=int, default=None,
+    p.add_argument("--heads", type=positive_int, default=None,
                    help="attention heads of a .pth whose arch is unknown (heads cannot be read from tensor shapes)")
     if what == "--checkpoint":
         p.add_argument("--model", default=None,
@@ -116,18 +188,38 @@ def cmd_train(args):
     from .train.checkpoint import save_checkpoint
     from .train.loop import HEADER, TrainConfig, train
 
-    overrides = json.loads(args.config_json) if args.config_json else {}
+    out = _check_output_file(args.out, "--out")           # before any work: never lose a run to its path
+    if out.exists() and not args.overwrite and not (args.resume and Path(args.resume).resolve() == out.resolve()):
+        raise ValueError(f"--out {out} already holds a file; refusing to replace it. Continue that run with "
+                         f"--resume {out}, pass --overwrite to replace it, or choose another --out")
+    if args.plot:
+        _check_output_file(args.plot, "--plot")
+    if args.resume and not Path(args.resume).is_file():
+        raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint")
+    overrides = {}
+    if args.config_json:
+        try:
+            overrides = json.loads(args.config_json)
+        except ValueError as e:
+            raise ValueError(f"--config-json is not valid JSON ({e}); e.g. '{{\"num_layers\": 2}}'") from e
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--config-json must be a JSON object of CCTConfig fields, got {args.config_json!r}")
     init = None
-    if args.init:
-        params0, icfg, _ = _load_any(args.init, args, model=args.model)
-        data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, icfg.img_size))
-        cfg = M.CCTConfig.from_dict(dict(icfg.to_dict(), num_classes=data.num_classes, **overrides))
-        init = _init_from(args, params0, icfg, cfg, data)
-        args.model = args.model or "init"
-    else:
-        args.model = args.model or "classroom"
-        data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
-        cfg = M.get_config(args.model, num_classes=data.num_classes, img_size=data.img_size, **overrides)
+    try:
+        if args.init:
+            params0, icfg, _ = _load_any(args.init, args, model=args.model)
+            data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, icfg.img_size))
+            cfg = M.CCTConfig.from_dict(dict(icfg.to_dict(), num_classes=data.num_classes, **overrides))
+            init = _init_from(args, params0, icfg, cfg, data)
+            args.model = args.model or "init"
+        else:
+            args.model = args.model or "classroom"
+            data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
+            cfg = M.get_config(args.model, num_classes=data.num_classes, img_size=data.img_size, **overrides)
+    except TypeError as e:
+        raise ValueError(f"--config-json: {e}") from e
+    if args.max_train is not None and args.max_train > len(data.y_train):
+        raise ValueError(f"--max-train {args.max_train} but {data.name} has {len(data.y_train)} training images")
     recipe = CLASSROOM_RECIPE if args.model == "classroom" else REFERENCE_RECIPE
     optimizer = args.optimizer or recipe["optimizer"]
     lr = args.lr if args.lr is not None else recipe["lr"]
@@ -136,7 +228,6 @@ def cmd_train(args):
                      weight_decay=wd, warmup_epochs=args.warmup, smoothing=args.smoothing,
                      augment=not args.no_augment, mixup=args.mixup, cutmix=args.cutmix, seed=args.seed,
                      max_train=args.max_train)
-    out = Path(args.out)
     print(f"model {args.model}: {M.count_params(cfg):,} parameters, {cfg.seq_len} tokens, "
           f"{cfg.num_layers} encoders x {cfg.num_heads} heads, D={cfg.embedding_dim}")
     print(f"data {data.name}: {len(data.y_train)} train / {len(data.y_test)} test images, {data.num_classes} classes")
@@ -153,7 +244,7 @@ def cmd_train(args):
     save_checkpoint(out, params, cfg, meta)
     print(f"test accuracy {100 * meta['test_acc']:.2f}% after {tc.epochs} epochs ({meta['seconds']:.0f} s)")
     print(f"checkpoint: {out}")
-    if args.plot:
+    if args.plot:                                          # after the checkpoint: a failing plot loses nothing
         print(f"plot: {plot_history(hist, args.plot, f'{args.model} on {data.name}')}")
     return 0
 
@@ -167,7 +258,9 @@ def cmd_evaluate(args):
     data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
     _check_data_fits(data, cfg, args.pretrained or args.checkpoint)
     x, y = data.x_test, data.y_test
-    if args.limit:
+    if args.limit is not None:
+        if args.limit > len(y):
+            raise ValueError(f"--limit {args.limit} but {data.name} has {len(y)} test images")
         x, y = x[:args.limit], y[:args.limit]
     from .pretrained import estimate_eval_seconds, format_seconds
     print(f"evaluating {len(y)} images, estimated {format_seconds(estimate_eval_seconds(cfg, len(y)))} ...",
@@ -187,31 +280,47 @@ def cmd_evaluate(args):
 
 
 def cmd_snp(args):
+    import numpy as np
+
     from .analysis.report import group_agreement, run_snp
     from .datasets import load
 
+    out = _check_output_dir(args.out, "--out")            # before the analysis, not after it
     params, cfg, _ = _load_model(args)
     data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
     _check_data_fits(data, cfg, args.pretrained or args.checkpoint)
+    if args.n_train is not None and args.n_train > len(data.y_train):
+        raise ValueError(f"--n-train {args.n_train} but {data.name} has {len(data.y_train)} training images")
+    if args.n_train is not None and len(np.unique(data.y_train[:args.n_train])) < data.num_classes:
+        raise ValueError(f"--n-train {args.n_train}: the first {args.n_train} training images do not cover all "
+                         f"{data.num_classes} classes; the read-outs need every class (use more images)")
     sites = ("mha_heads", "mha_out", "ff_hidden", "out") if args.site == "all" else (args.site,)
     rep = run_snp(params, cfg, data, sites=sites, modes=tuple(args.modes.split(",")), epochs=args.epochs,
-                  threshold=args.threshold, n_train=args.n_train, seed=args.seed, out_dir=args.out,
+                  threshold=args.threshold, n_train=args.n_train, seed=args.seed, out_dir=None,
                   max_capture_bytes=args.memory_gb * 1e9)
     print()
     print(rep.format_table())
+    results = out / "snp_results.json"                    # the numbers first: a failing figure cannot lose them
+    from .io.atomic import atomic_write_text
+    table = {k: v.tolist() for k, v in rep.table().items()}
+    atomic_write_text(results, json.dumps({"command": " ".join(sys.argv), "table": table,
+                                           "seconds": rep.seconds}, indent=1) + "\n")
+    print(f"results: {results}")
     if data.groups:
         last = [r for r in rep.results if r.mode == "flat" and r.depth == cfg.num_layers] or rep.results
         agree = group_agreement([c for r in last for node in r.stats.clusters for c in node], data.groups)
         for g, a in agree.items():
             print(f"multi-label clusters inside one '{g}' group: {100 * a['inside']:.1f}% of {a['n']} "
                   f"(chance {100 * a['chance']:.1f}%)")
+    from . import plots
+    rep.figures = plots.snp_figures(rep, out)
     for f in rep.figures:
         print(f"figure: {f}")
     return 0
 
 
 def cmd_snp_arrays(args):
-    from .io.features import analyse_features, head_analysis, read_features
+    from .io.features import analyse_features, format_table, head_analysis, read_features
 
     fs = read_features(args.features)
     print(f"{args.features}: {len(fs.sites)} sites, {len(fs.y_train)} train / {len(fs.y_test)} test rows, "
@@ -221,7 +330,7 @@ def cmd_snp_arrays(args):
     rep = analyse_features(fs, modes=tuple(args.modes.split(",")), epochs=args.epochs, threshold=args.threshold,
                            seed=args.seed, n_train=args.n_train)
     print()
-    print(rep.format_table())
+    print(format_table(rep))
     if args.head_dim:
         rows = head_analysis(rep, args.head_dim, seed=args.seed)
         if not rows:
@@ -280,22 +389,22 @@ def cmd_export(args):
 def cmd_replicate(args):
     from .analysis.replicate import format_claims_table, format_positions_table, replicate, write_outputs
     from .datasets import load
-    from .train.checkpoint import load_checkpoint
 
-    data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args))
     seeds = list(range(args.seed, args.seed + args.seeds))
     models = []
     if args.pretrained:
         from .pretrained import load_pretrained
-        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download)
+        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download, allow_http=args.allow_http)
         models.append((args.pretrained, params, cfg))
     else:
-        for path in args.checkpoint:
-            params, cfg, _, _ = load_checkpoint(path)
+        for path in args.checkpoint:                   # .npz, .pth or training checkpoint alike
+            params, cfg, _ = _load_any(path, args, model=args.model)
             models.append((path, params, cfg))
     t_all = time.time()
     for name, params, cfg in models:
         t0 = time.time()
+        data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
+        _check_data_fits(data, cfg, name)
         title = (f"{Path(name).name}: {cfg.num_layers} encoders x {cfg.num_heads} heads, {data.name}, "
                  f"read-out seeds {seeds[0]}..{seeds[-1]}")
         print(f"\n== {title}", flush=True)
@@ -332,6 +441,7 @@ def cmd_info(args):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m minicct", description="minicct: a NumPy Compact Convolutional "
                                  "Transformer and the single-nodal-performance analysis.")
+    ap.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("train", help="train a CCT", description="Train a CCT variant on a dataset; writes an "
@@ -340,21 +450,22 @@ def main(argv=None):
                    "(python -m minicct info lists them)")
     p.add_argument("--config-json", default=None, help='JSON of CCTConfig overrides, e.g. \'{"num_layers": 2}\'')
     _add_data_args(p)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--optimizer", default=None, choices=["adamw", "sgd"],
                    help="default: sgd (Nesterov 0.9) for classroom, adamw (the reference's) otherwise")
-    p.add_argument("--lr", type=float, default=None, help="default: 0.05 for sgd/classroom, 5.5e-4 for adamw")
-    p.add_argument("--weight-decay", type=float, default=None, help="default: 5e-4 classroom, 0.06 otherwise")
-    p.add_argument("--warmup", type=float, default=0.5, help="warm-up epochs (default 0.5)")
-    p.add_argument("--smoothing", type=float, default=0.1, help="label smoothing (default 0.1)")
+    p.add_argument("--lr", type=positive_float, default=None, help="default: 0.05 for sgd/classroom, 5.5e-4 for adamw")
+    p.add_argument("--weight-decay", type=nonneg_float, default=None, help="default: 5e-4 classroom, 0.06 otherwise")
+    p.add_argument("--warmup", type=nonneg_float, default=0.5, help="warm-up epochs (default 0.5)")
+    p.add_argument("--smoothing", type=smoothing_fraction, default=0.1, help="label smoothing (default 0.1)")
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0 = off)")
-    p.add_argument("--cutmix", type=float, default=0.0, help="cutmix Beta alpha (0 = off)")
-    p.add_argument("--max-train", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixup", type=nonneg_float, default=0.0, help="mixup Beta alpha (0 = off)")
+    p.add_argument("--cutmix", type=nonneg_float, default=0.0, help="cutmix Beta alpha (0 = off)")
+    p.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training images")
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--out", default="runs/model.npz", help="checkpoint path (default runs/model.npz)")
     p.add_argument("--resume", default=None, help="continue from this checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
     p.add_argument("--init", default=None, help="fine-tune: start from this checkpoint's weights (.npz, .pth or a "
                    "training checkpoint; its config is used; a different class count gets a fresh fc)")
     _add_checkpoint_args(p, what="--init")
@@ -368,8 +479,8 @@ def main(argv=None):
     p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror "
                    "(unauthenticated; the file is still checked by its tensors and sha256 record)")
     _add_data_args(p)
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
+    p.add_argument("--batch-size", type=positive_int, default=250)
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test images")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("snp", help="the single-nodal-performance analysis of a checkpoint",
@@ -379,13 +490,13 @@ def main(argv=None):
     p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
     _add_data_args(p)
     p.add_argument("--site", default="out", choices=["out", "mha_heads", "mha_out", "ff_hidden", "all"])
-    p.add_argument("--modes", default="flat,mean,seqpool", help="read-out modes, comma separated: flat,mean,seqpool")
-    p.add_argument("--epochs", type=int, default=10, help="read-out training epochs (default 10)")
-    p.add_argument("--threshold", type=float, default=0.3, help="threshold on V/max (default 0.3, authors')")
-    p.add_argument("--n-train", type=int, default=None, help="training images for the read-outs (default all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/snp", help="folder for the figures")
-    p.add_argument("--memory-gb", type=float, default=5.0,
+    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool", help="read-out modes, comma separated: flat,mean,seqpool")
+    p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
+    p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
+    p.add_argument("--n-train", type=positive_int, default=None, help="training images for the read-outs (default all)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--out", default="runs/snp", help="folder for the results (snp_results.json) and figures")
+    p.add_argument("--memory-gb", type=positive_float, default=5.0,
                    help="memory for captured activations; less means more forward passes (default 5)")
     p.set_defaults(func=cmd_snp)
 
@@ -394,13 +505,14 @@ def main(argv=None):
                        description="Read-outs, node fields, clusters, noise, SNR (and with --head-dim the head "
                        "analysis) of every site in a features file. " + FORMAT_HELP)
     p.add_argument("features", help="FEATURES.npz (layout above)")
-    p.add_argument("--modes", default="flat,mean,seqpool", help="read-out modes, comma separated: flat,mean,seqpool")
-    p.add_argument("--epochs", type=int, default=10, help="read-out training epochs (default 10)")
-    p.add_argument("--threshold", type=float, default=0.3, help="threshold on V/max (default 0.3, authors')")
-    p.add_argument("--n-train", type=int, default=None, help="training rows for the read-outs (default all)")
-    p.add_argument("--head-dim", type=int, default=None,
+    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
+                   help="read-out modes, comma separated: flat,mean,seqpool")
+    p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
+    p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
+    p.add_argument("--n-train", type=positive_int, default=None, help="training rows for the read-outs (default all)")
+    p.add_argument("--head-dim", type=positive_int, default=None,
                    help="nodes per attention head: also report head specialisation for sites with D = h x head_dim")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.set_defaults(func=cmd_snp_arrays)
 
     p = sub.add_parser("export", help="write a checkpoint as a PyTorch state_dict (or as a minicct .npz)",
@@ -417,30 +529,54 @@ def main(argv=None):
                        "contradicted / inconclusive). Writes claims.json, claims.md and claims.png.")
     p.add_argument("--checkpoint", nargs="+", default=[c for c in ("data/checkpoints/classroom.npz",
                    "data/checkpoints/classroom_4heads.npz") if Path(c).exists()] or ["data/checkpoints/classroom.npz"],
-                   help="one or more minicct checkpoints (default: the committed classroom checkpoints)")
+                   help="one or more checkpoints: minicct .npz, PyTorch .pth state_dicts or timm/SHI-Labs training "
+                        "checkpoints (default: the committed classroom checkpoints)")
+    _add_checkpoint_args(p, what="--init")              # --heads, --ema (for .pth files)
+    p.add_argument("--model", default=None, help="variant name to build for a .pth (classes come from the file)")
     p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
+    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
     _add_data_args(p)
-    p.add_argument("--seeds", type=int, default=3, help="number of read-out seeds (default 3; >= 2 for verdicts)")
-    p.add_argument("--seed", type=int, default=0, help="first read-out seed (default 0)")
-    p.add_argument("--modes", default="flat,mean,seqpool", help="read-out modes, comma separated; flat is required")
-    p.add_argument("--epochs", type=int, default=10, help="read-out training epochs (default 10)")
-    p.add_argument("--retrain-epochs", type=int, default=1, help="masked retraining epochs for ANDC and baselines")
-    p.add_argument("--threshold", type=float, default=0.3, help="threshold on V/max (default 0.3, authors')")
-    p.add_argument("--n-train", type=int, default=None, help="training images for the read-outs (default all)")
-    p.add_argument("--draws", type=int, default=200, help="random node partitions for the head nulls")
-    p.add_argument("--n-perm", type=int, default=2000, help="random label sets per head ablation")
+    p.add_argument("--seeds", type=positive_int, default=3, help="number of read-out seeds (default 3; >= 2 for verdicts)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="first read-out seed (default 0)")
+    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool", help="read-out modes, comma separated; flat is required")
+    p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
+    p.add_argument("--retrain-epochs", type=positive_int, default=1, help="masked retraining epochs for ANDC and baselines")
+    p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
+    p.add_argument("--n-train", type=positive_int, default=None, help="training images for the read-outs (default all)")
+    p.add_argument("--draws", type=positive_int, default=200, help="random node partitions for the head nulls")
+    p.add_argument("--n-perm", type=positive_int, default=2000, help="random label sets per head ablation")
     p.add_argument("--out", default="runs/replicate", help="output folder (one subfolder per checkpoint)")
     p.set_defaults(func=cmd_replicate)
 
     p = sub.add_parser("info", help="list the model variants and their parameter counts")
     p.set_defaults(func=cmd_info)
 
+    for sp in sub.choices.values():  # --debug also after the subcommand; SUPPRESS keeps a top-level one
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # every failure: one clear last line and a non-zero exit code
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error_message(e)}", file=sys.stderr)
         return 1
+
+
+def error_message(e: BaseException) -> str:
+    """The text a user sees for an exception: our own errors carry their message; an unexpected type is named,
+    with the hint to rerun with --debug."""
+    if isinstance(e, MemoryError):
+        return ("out of memory; use a smaller --batch-size, --memory-gb, --n-train or model "
+                "(rerun with --debug for the traceback)")
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.strerror}: {e.filename}"
+    if isinstance(e, (ValueError, OSError, RuntimeError)) and str(e):
+        return str(e)
+    return f"{type(e).__name__}: {e} (unexpected; rerun with --debug for the traceback and report it)"
 
 
 if __name__ == "__main__":

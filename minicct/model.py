@@ -66,6 +66,34 @@ class CCTConfig:
     stochastic_depth: float = 0.1
 
     def __post_init__(self):
+        """Every field checked at the boundary: a bad value raises a ValueError naming the field, its value and
+        the allowed range (a zero stride or head count would otherwise surface as a ZeroDivisionError)."""
+        def whole(name, lo, optional=False):
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"CCTConfig.{name} must be an integer >= {lo}"
+                                 f"{' (or None for the default)' if optional else ''}, got {v!r}")
+        for name in ("img_size", "n_input_channels", "n_conv_layers", "kernel_size", "pooling_kernel_size",
+                     "pooling_stride", "in_planes", "embedding_dim", "num_layers", "num_heads", "num_classes"):
+            whole(name, 1)
+        whole("pooling_padding", 0)
+        whole("stride", 1, optional=True)
+        whole("padding", 0, optional=True)
+        r = self.mlp_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float, np.number)) or not math.isfinite(r) or r <= 0:
+            raise ValueError(f"CCTConfig.mlp_ratio must be a finite number > 0, got {r!r}")
+        if int(self.embedding_dim * r) < 1:
+            raise ValueError(f"CCTConfig.mlp_ratio={r!r} gives a feed-forward width of 0 at "
+                             f"embedding_dim={self.embedding_dim}")
+        for name in ("dropout", "attention_dropout", "stochastic_depth"):
+            p = getattr(self, name)
+            if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0 <= p < 1:
+                raise ValueError(f"CCTConfig.{name} must be a probability in [0, 1), got {p!r}")
+        if self.pooling_padding * 2 > self.pooling_kernel_size:
+            raise ValueError(f"CCTConfig.pooling_padding={self.pooling_padding} must be at most half of "
+                             f"pooling_kernel_size={self.pooling_kernel_size} (as in torch's max-pool)")
         if self.positional_embedding not in ("learnable", "sine", "none"):
             raise ValueError(f"positional_embedding must be 'learnable', 'sine' or 'none', "
                              f"got {self.positional_embedding!r}")

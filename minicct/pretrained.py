@@ -39,10 +39,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,15 +227,8 @@ def _write_record(path: Path, digest: str, source: str) -> None:
     """`<file>.sha256.json`, atomically (temp file + os.replace)."""
     rec = {"sha256": digest, "size": path.stat().st_size, "file": path.name, "source": source,
            "recorded_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    target = _record_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(rec, indent=1) + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .io.atomic import atomic_write_text
+    atomic_write_text(_record_path(path), json.dumps(rec, indent=1) + "\n")
 
 
 def _check_identity(path: Path, digest: str, sha256: str | None, record: dict | None, fresh: bool) -> str:
@@ -268,7 +259,7 @@ def _check_identity(path: Path, digest: str, sha256: str | None, record: dict | 
 def _read_params(path: Path, cfg: M.CCTConfig, entry: PretrainedWeights, fresh: bool) -> dict:
     """Structural check: parse the state_dict and match every key and shape to the model (float32 out)."""
     try:
-        state = load_state_dict(path)
+        state = load_state_dict(path, expected_shapes=M.param_shapes(cfg))  # refuses other shapes first
         return to_params(state, M.param_shapes(cfg))
     except (CheckpointError, UnsafeCheckpointError, ValueError) as exc:
         if fresh:

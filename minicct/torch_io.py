@@ -15,12 +15,19 @@ A tensor is a strided view of its storage: element `idx` (a tuple) sits at stora
 `offset + sum(idx[i] * stride[i])`. Several tensors of one state_dict may share a storage (views of each other).
 
 Security: a pickle can call any importable function. `_RestrictedUnpickler` overrides `find_class` and
-`persistent_load` so that only what a state_dict needs resolves (OrderedDict, torch storage types, the tensor and
-parameter rebuild functions, which are re-implemented here in NumPy); anything else raises
-`UnsafeCheckpointError` (a `pickle.UnpicklingError`) naming the refused `module.name` before it can run.
+`persistent_load` so that only what a checkpoint needs resolves (OrderedDict, torch storage types, the tensor and
+parameter rebuild functions, which are re-implemented here in NumPy, and argparse.Namespace, which becomes the inert
+record `TrainingArgs`: nothing of argparse is imported); anything else raises `UnsafeCheckpointError` (a
+`pickle.UnpicklingError`) naming the refused `module.name` before it can run.
+
+Training checkpoints (timm / SHI-Labs train.py: epoch, arch, state_dict, state_dict_ema, optimizer, version, metric,
+args, amp_scaler) are read lazily: `persistent_load` returns a storage reference and the rebuild functions a tensor
+reference; only the tensors of the chosen state_dict are then read from the zip (the optimizer's moments never
+are). Storage locations ('cpu', 'cuda:0', ...) are ignored.
 
 Public API:
-    load_state_dict(path) -> dict[str, np.ndarray]      (ordered as in the file)
+    load_state_dict(path, ema=False) -> dict[str, np.ndarray]      (ordered as in the file)
+    load_checkpoint_state(path, ema=False) -> (state, info)       (info: arch, epoch, metric, args, ..., report)
     save_state_dict(state, path)                          (torch.load(path, weights_only=True) reads it back)
     to_params(state, expected_shapes) -> dict[str, np.ndarray]   (checked names/shapes, float32)
     from_params(params) -> dict[str, np.ndarray]
@@ -36,7 +43,6 @@ import pickle
 import re
 import struct
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -160,13 +166,38 @@ class _Callable(_Frozen):
         return self.qualname
 
 
+class _Budget:
+    """Memory bound of one load: the bytes tensors may copy in total (beyond the storages themselves), and
+    optionally the tensor shapes the caller expects (anything else is refused before it is materialised)."""
+
+    __slots__ = ("limit", "used", "shapes")
+
+    def __init__(self, limit: int, shapes=None):
+        self.limit, self.used, self.shapes = int(limit), 0, shapes
+
+    def check_shape(self, size: tuple, key: str):
+        if self.shapes is not None and size not in self.shapes:
+            raise CheckpointError(f"a tensor of shape {size} (storage {key!r}) is not a parameter of the expected "
+                                  f"model (shapes {sorted(self.shapes)[:8]}...); refusing before reading it. "
+                                  f"Check that the weights and the model config match.")
+
+    def take(self, nbytes: int, what: str):
+        if self.used + nbytes > self.limit:
+            raise CheckpointError(
+                f"{what} would bring the memory copied while loading to {self.used + nbytes} bytes, more than the "
+                f"{self.limit} bytes the file's storages (or the expected model) justify; the file is crafted or "
+                f"corrupt. Refusing.")
+        self.used += nbytes
+
+
 class _Storage(_Frozen):
-    """One storage record: its raw bytes, byte order and (for typed storages) element dtype code."""
+    """One storage record: its raw bytes (a writable uint8 array), byte order, (for typed storages) element dtype
+    code, and the memory budget of the load it belongs to."""
 
-    __slots__ = ("key", "raw", "code", "byteorder")
+    __slots__ = ("key", "raw", "code", "byteorder", "budget")
 
-    def __init__(self, key: str, raw: bytes, code: str | None, byteorder: str):
-        super().__init__(key=key, raw=raw, code=code, byteorder=byteorder)
+    def __init__(self, key: str, raw, code: str | None, byteorder: str, budget: "_Budget | None" = None):
+        super().__init__(key=key, raw=raw, code=code, byteorder=byteorder, budget=budget)
 
 
 def _stored_dtype(code: str, byteorder: str) -> np.dtype:
@@ -179,9 +210,13 @@ _MAX_EXPANDED = 2**27  # largest stride-0 (broadcast) tensor materialised beyond
 
 
 def _tensor_from_storage(storage, storage_offset, size, stride, code: str | None = None) -> np.ndarray:
-    """Copy the strided view `storage[offset + sum(idx * stride)]` of shape `size` into a new native array.
+    """The strided view `storage[offset + sum(idx * stride)]` of shape `size` as a C-contiguous native array.
 
-    Every index is checked against the storage length first (a crafted file cannot read past it).
+    Every index is checked against the storage length first (a crafted file cannot read past it). A view that
+    is already C-contiguous in native byte order is returned as a view of the storage (no copy: tensors sharing
+    a storage share memory, as in torch); anything else (transposed, broadcast, big-endian, bfloat16) is copied,
+    and every copy is charged to the load's budget before it is made, so that the total a file can make this
+    allocate is bounded by its real storage bytes (or by the expected model's size), not by the shapes it claims.
     bfloat16 comes back as float32 (bit pattern << 16, exact).
     """
     if not isinstance(storage, _Storage):
@@ -190,11 +225,12 @@ def _tensor_from_storage(storage, storage_offset, size, stride, code: str | None
     if code is None:
         raise CheckpointError(f"storage {storage.key!r} is untyped and no dtype was given")
     dt = _stored_dtype(code, storage.byteorder)
-    if len(storage.raw) % dt.itemsize:
+    raw = storage.raw if isinstance(storage.raw, np.ndarray) else np.frombuffer(storage.raw, np.uint8)
+    if raw.size % dt.itemsize:
         raise CheckpointError(
-            f"storage {storage.key!r} has {len(storage.raw)} bytes, not a multiple of the {dt.itemsize}-byte element"
+            f"storage {storage.key!r} has {raw.size} bytes, not a multiple of the {dt.itemsize}-byte element"
         )
-    flat = np.frombuffer(storage.raw, dtype=dt)  # [numel] read-only view of the record
+    flat = raw.view(dt)  # [numel] view of the record
 
     def _ints(v, what):
         if not isinstance(v, (tuple, list)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
@@ -204,8 +240,9 @@ def _tensor_from_storage(storage, storage_offset, size, stride, code: str | None
     size, stride = _ints(size, "size"), _ints(stride, "stride")
     if not isinstance(storage_offset, int) or isinstance(storage_offset, bool) or storage_offset < 0:
         raise CheckpointError(f"tensor storage offset must be an int >= 0, got {storage_offset!r}")
-    if len(size) != len(stride) or any(n < 0 for n in size) or any(s < 0 for s in stride):
+    if len(size) != len(stride) or len(size) > 32 or any(n < 0 for n in size) or any(s < 0 for s in stride):
         raise CheckpointError(f"invalid tensor geometry: size {size}, stride {stride}")
+    budget = storage.budget
     n_out = math.prod(size)
     if n_out > max(flat.size, _MAX_EXPANDED):
         raise CheckpointError(
@@ -213,19 +250,26 @@ def _tensor_from_storage(storage, storage_offset, size, stride, code: str | None
             f"(broadcast views beyond {_MAX_EXPANDED} elements are not supported)"
         )
     if n_out == 0:
-        out = np.empty(size, dtype=dt)
-    else:
-        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))  # largest storage index touched
-        if last >= flat.size:
-            raise CheckpointError(
-                f"tensor (offset {storage_offset}, size {size}, stride {stride}) reaches element {last} of storage "
-                f"{storage.key!r} which has only {flat.size} elements: the file is corrupt; re-download it"
-            )
-        view = np.lib.stride_tricks.as_strided(
-            flat[storage_offset:], shape=size, strides=[s * dt.itemsize for s in stride], writeable=False
+        return np.empty(size, dtype=np.float32 if code == "bf16" else dt.newbyteorder("="))
+    last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))  # largest storage index touched
+    if last >= flat.size:
+        raise CheckpointError(
+            f"tensor (offset {storage_offset}, size {size}, stride {stride}) reaches element {last} of storage "
+            f"{storage.key!r} which has only {flat.size} elements: the file is corrupt; re-download it"
         )
-        out = np.array(view, order="C")  # contiguous copy, still in stored byte order
-    out = out.astype(out.dtype.newbyteorder("="), copy=False)
+    contiguous = stride == _contiguous_strides(size) or n_out == 1
+    native = dt.isnative or dt.itemsize == 1
+    if contiguous and native and code != "bf16":
+        return flat[storage_offset:storage_offset + n_out].reshape(size)  # a view: no copy needed
+    out_bytes = n_out * (4 if code == "bf16" else dt.itemsize)
+    if budget is not None:  # views cost nothing; a copy must have a shape of the model and fit the budget
+        budget.check_shape(size, storage.key)
+        budget.take(out_bytes, f"tensor of size {size} from storage {storage.key!r} ({out_bytes} bytes)")
+    view = np.lib.stride_tricks.as_strided(
+        flat[storage_offset:], shape=size, strides=[s * dt.itemsize for s in stride], writeable=False
+    )
+    out = np.empty(size, dtype=dt.newbyteorder("="))  # one contiguous native copy
+    out[...] = view
     if code == "bf16":
         out = (out.astype(np.uint32) << 16).view(np.float32)  # bfloat16 = top half of a float32
     return out
@@ -448,6 +492,43 @@ def _find_prefix(zf: zipfile.ZipFile, path: Path) -> str:
     return pkls[0][: -len("/data.pkl")]
 
 
+_MAX_PKL_BYTES = 64 << 20   # data.pkl of a state_dict is a few KB to a few MB (names and tensor records)
+_MAX_DEFLATE_RATIO = 16     # torch.save never compresses; weights barely do (~1.1x): more is a zip bomb
+_COPY_SLACK = 1 << 20       # bytes of copies (transposed/broadcast/bf16 tensors) allowed beyond the storages
+
+
+def _check_sizes(zf: zipfile.ZipFile, path: Path) -> int:
+    """Refuse members whose declared size their compressed bytes cannot hold; return the storage bytes."""
+    total = 0
+    for info in zf.infolist():
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_DEFLATE_RATIO * max(info.compress_size, 1):
+            raise CheckpointError(f"{path}: member {info.filename!r} claims {info.file_size} bytes in "
+                                  f"{info.compress_size} compressed bytes (a zip bomb? torch.save does not "
+                                  f"compress); {_CORRUPT}")
+        if "/data/" in info.filename:
+            total += info.file_size
+    return total
+
+
+def _read_storage(zf: zipfile.ZipFile, name: str, nbytes: int, path: Path) -> np.ndarray:
+    """A storage member into a writable uint8 array of exactly `nbytes`, read in 1 MiB pieces (no second copy)."""
+    out = np.empty(nbytes, np.uint8)
+    try:
+        with zf.open(name) as f:
+            pos = 0
+            while pos < nbytes:
+                piece = f.read(min(1 << 20, nbytes - pos))
+                if not piece:
+                    break
+                out[pos:pos + len(piece)] = np.frombuffer(piece, np.uint8)
+                pos += len(piece)
+            if pos != nbytes or f.read(1):
+                raise CheckpointError(f"{path}: storage member {name!r} holds other than {nbytes} bytes; {_CORRUPT}")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, struct.error) as e:
+        raise CheckpointError(f"{path}: member {name!r} cannot be read ({e}); {_CORRUPT}") from e
+    return out
+
+
 def _materialise(ref, read_storage) -> np.ndarray:
     """Read one _TensorRef (or pass an array through): its storage record from the zip, then the strided copy."""
     if isinstance(ref, np.ndarray):
@@ -471,15 +552,27 @@ def _count_tensors(obj, depth=0) -> int:
     return 0
 
 
-def _read_archive(path: Path, select):
+def _read_archive(path: Path, select, expected_shapes: dict | None = None):
     """Unpickle a torch zip checkpoint lazily, let `select(obj)` pick what to read, and materialise that.
 
     `select(obj) -> (dict name -> _TensorRef, info)`; only the storages those tensors view are read from the zip.
     Returns (dict name -> np.ndarray in the same order, info).
+
+    Memory is bounded before anything is inflated or copied: members must be no larger than their compressed
+    bytes allow, data.pkl is scanned for nesting depth and container sizes (datasets.safe_pickle), and the
+    copies tensors need are limited to the file's storage bytes -- or, with `expected_shapes` (name -> shape),
+    to the expected model's size, refusing a copied tensor of a shape the model does not have before making it.
     """
+    from .datasets.safe_pickle import check_pickle_structure
     with _open_archive(path) as zf:
         prefix = _find_prefix(zf, path)
         names = set(zf.namelist())
+        limit = _check_sizes(zf, path) + _COPY_SLACK
+        shapes = None
+        if expected_shapes is not None:
+            shapes = {tuple(int(n) for n in v) for v in expected_shapes.values()}
+            limit = min(limit, sum(8 * math.prod(v) for v in shapes) + _COPY_SLACK)
+        budget = _Budget(limit, shapes)
         byteorder = "little"
         if f"{prefix}/byteorder" in names:
             mark = _read_member(zf, f"{prefix}/byteorder", path).decode("ascii", "replace").strip()
@@ -504,10 +597,18 @@ def _read_archive(path: Path, select):
                 raise CheckpointError(
                     f"{path}: storage {name!r} holds {info.file_size} bytes, expected {numel} x {itemsize}; {_CORRUPT}"
                 )
-            cache[key] = _Storage(key, _read_member(zf, name, path), stype.code, byteorder)
+            cache[key] = _Storage(key, _read_storage(zf, name, info.file_size, path), stype.code, byteorder, budget)
             return cache[key]
 
+        info = zf.getinfo(f"{prefix}/data.pkl")
+        if info.file_size > _MAX_PKL_BYTES:
+            raise CheckpointError(f"{path}: {prefix}/data.pkl is {info.file_size} bytes; a checkpoint's is far "
+                                  f"smaller (at most {_MAX_PKL_BYTES}); {_CORRUPT}")
         pkl = _read_member(zf, f"{prefix}/data.pkl", path)
+        try:
+            check_pickle_structure(pkl)
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(f"{path}: {prefix}/data.pkl: {e}") from e
         try:
             obj = _RestrictedUnpickler(io.BytesIO(pkl)).load()
         except (UnsafeCheckpointError, CheckpointError):
@@ -603,7 +704,7 @@ def describe(info: dict) -> str:
     return line
 
 
-def load_checkpoint_state(path, ema: bool = False):
+def load_checkpoint_state(path, ema: bool = False, expected_shapes: dict | None = None):
     """Read the model weights of a PyTorch checkpoint: a bare state_dict, or a training checkpoint (timm /
     SHI-Labs `train.py`: {'epoch', 'arch', 'state_dict', 'state_dict_ema', 'optimizer', 'version', 'metric',
     'args': argparse.Namespace, 'amp_scaler'}), written on any device ('cuda:0' locations are ignored).
@@ -621,27 +722,31 @@ def load_checkpoint_state(path, ema: bool = False):
         refs = _unwrap_state_dict(obj, path, ema=ema, info=info)
         return refs, info
 
-    state, info = _read_archive(path, select)
+    state, info = _read_archive(path, select, expected_shapes)
     info["report"] = describe(info)
     return state, info
 
 
-def load_state_dict(path, ema: bool = False) -> dict[str, np.ndarray]:
+def load_state_dict(path, ema: bool = False, expected_shapes: dict | None = None) -> dict[str, np.ndarray]:
     """Load a PyTorch state_dict checkpoint (zip format, PyTorch >= 1.6) as NumPy arrays, without torch.
 
     Args:
         path: a file written by `torch.save(model.state_dict(), path)` (or a dict holding the state_dict under
             'state_dict' / 'model_state_dict' / 'model', e.g. a timm training checkpoint; a DataParallel
             'module.' prefix is stripped). ema: take 'state_dict_ema' instead.
+        expected_shapes: optional name -> shape of the model the caller will load this into: copies are then
+            bounded by the model's size, and a copied tensor of a shape the model does not have is refused first.
     Returns:
-        dict name -> np.ndarray, in file order. Arrays are C-contiguous copies in native byte order with the stored
-        dtype (float32/float64/float16/int*/uint8/bool); bfloat16 tensors become float32 (exactly).
+        dict name -> np.ndarray, in file order. Arrays are C-contiguous and writable, in native byte order with
+        the stored dtype (float32/float64/float16/int*/uint8/bool); bfloat16 tensors become float32 (exactly).
+        A tensor that is a contiguous slice of its storage is a view of it (tensors sharing a storage share
+        memory, as in torch); others are copies, bounded in total by the file's storage bytes.
     Raises:
         CheckpointError (a ValueError): corrupt/truncated file, legacy format, or not a state_dict.
         UnsafeCheckpointError (a pickle.UnpicklingError): the pickle references anything outside the allow-list.
         FileNotFoundError: no such file.
     """
-    return load_checkpoint_state(path, ema=ema)[0]
+    return load_checkpoint_state(path, ema=ema, expected_shapes=expected_shapes)[0]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -773,9 +878,8 @@ def save_state_dict(state: dict, path) -> None:
     pw.out += pickle.STOP
 
     prefix = "archive"
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+    def write_archive(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
 
             def write(name: str, data: bytes, align: bool = False):
                 info = zipfile.ZipInfo(f"{prefix}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
@@ -789,11 +893,9 @@ def save_state_dict(state: dict, path) -> None:
             for i, (_, a, _) in enumerate(arrays):
                 write(f"data/{i}", a.tobytes(), align=True)
             write("version", b"3\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    from .io.atomic import atomic_write
+    atomic_write(path, write_archive)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from minicct import __main__ as cli
 from minicct import model as M
 from minicct.analysis.report import capture, site_names
-from minicct.datasets import load, to_model_input
+from minicct.datasets import load
 from minicct.io.features import write_features
 from minicct.torch_io import load_state_dict
 from minicct.train.checkpoint import save_checkpoint
@@ -38,7 +38,7 @@ def test_evaluate_training_checkpoint_end_to_end(tmp_path, capsys):
     rc = cli.main(["evaluate", "--checkpoint", str(FIX / "train_ckpt_cuda.pth"), "--heads", "2",
                    "--dataset", f"npz:{data_path}"])
     out = capsys.readouterr().out
-    params, cfg = M.init_params(M.CCTConfig(**TINY)), M.CCTConfig(**TINY)
+    cfg = M.CCTConfig(**TINY)
     sd = load_state_dict(FIX / "train_ckpt_cuda.pth")
     params = {k: sd[k] for k in M.param_shapes(cfg)}
     data = load(f"npz:{data_path}")

@@ -40,11 +40,12 @@ def _is_png(path):
 def test_lesson_05_runs(tiny, tmp_path, monkeypatch, capsys, fields_on):
     ckpt, data = tiny
     mod = _lesson("05_andc_pruning.py", data, monkeypatch)
-    rc = mod.main(["--checkpoint", str(ckpt), "--epochs", "1", "--retrain-epochs", "1", "--n-train", "0",
+    rc = mod.main(["--checkpoint", str(ckpt), "--epochs", "1", "--retrain-epochs", "1", "--n-train", "0", "--seeds", "2",
                    "--thresholds", "0.3,0.9", "--fields-on", fields_on, "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0
-    for text in ("1. ANDC on the read-out", "2. Threshold sweep", "3. ANDC inside the encoders", "verdicts",
+    for text in ("1. ANDC on the read-out", "2. Threshold sweep", "3. ANDC inside the encoders", "4. Verdicts over 2",
+                 "ANDC is selective", "magnitude", "=> ",
                  "ANDC ahead of the same-degree random control", "FF linear2 pruning"):
         assert text in out
     sweep = out.split("2. Threshold sweep")[1].split("3. ANDC")[0]

@@ -54,3 +54,16 @@ def test_lesson_08_runs_the_replicate_command(tiny, tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out
     assert "| claim (source) |" in out and "rows; verdicts: " in out and "Per-encoder quantities" in out
     assert (tmp_path / "claims.json").exists() and (tmp_path / "claims.png").exists()
+
+
+def test_lesson_03_prints_intervals_and_interval_checks(tiny, tmp_path, monkeypatch, capsys):
+    ckpt, data = tiny
+    mod = _lesson("03_snp.py", data, monkeypatch)
+    rc = mod.main(["--checkpoint", str(ckpt), "--seeds", "2", "--epochs", "1", "--modes", "flat", "--out",
+                   str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc in (0, 1)                                       # 1 only if the read-out is not above chance
+    assert ("PASS" in out) == (rc == 0)
+    assert "top-label fraction interval above 50 %" in out and "single-node accuracy interval below" in out
+    assert out.count("HOLDS ") + out.count("FAILS ") == 4     # three claims and the ground-truth groups
+    assert "p_Holm" in out and "read-out accuracy %" in out

@@ -570,8 +570,8 @@ def test_training_checkpoint_ema_weights_with_module_prefix_stripped():
 def test_optimizer_storages_are_never_read(monkeypatch):
     """Only the storages of the chosen state_dict are read from the zip (lazy persistent_load)."""
     read = []
-    real = torch_io._read_member
-    monkeypatch.setattr(torch_io, "_read_member", lambda zf, name, path: read.append(name) or real(zf, name, path))
+    real = torch_io._read_storage  # storages are read by _read_storage (bounded, no second copy)
+    monkeypatch.setattr(torch_io, "_read_storage", lambda zf, name, n, path: read.append(name) or real(zf, name, n, path))
     state, info = torch_io.load_checkpoint_state(FIX / "train_ckpt_cuda.pth")
     data = [n for n in read if "/data/" in n]
     assert len(data) == len(state) == info["storages_read"]

@@ -149,6 +149,127 @@ def head_ablation_tests(params, cfg, data, heads_L, full_logits, A_test, n_perm=
     return out
 
 
+def positions_summary(vals):
+    """{mode: {quantity: [Summary dict per position]}} from seed_sweep's vals (for format_positions_table)."""
+    return {mode: {q: [s.to_dict() for s in summarise_columns(X)] for q, X in per.items()} for mode, per in vals.items()}
+
+
+def seeded_snp(params, cfg, data, site="out", modes=("flat", "mean", "seqpool"), seeds=(0, 1, 2), epochs=10,
+               threshold=0.3, n_train=None, out_dir=None, batch_size=250, acts=None):
+    """The SNP analysis of lesson 03 over several read-out seeds: tokenizer + every encoder's `site`.
+
+    acts: (A_train, A_test), dicts {name: [N, T, D]} already captured for data.x_train[:n_train] and
+    data.x_test at "tokens" and every "enc{e}.{site}"; then no forward pass is run.
+
+    Returns (vals, report, kept): vals[mode][quantity] [S, E] (seed_sweep); report = an SNPReport of the first
+    seed's SiteAnalyses (figures written to out_dir when given); kept[(seed, name, mode)] every SiteAnalysis.
+    """
+    from .report import SNPReport
+    names = ["tokens"] + [f"enc{e}.{site}" for e in range(cfg.num_layers)]
+    x_tr, y_tr = data.x_train[:n_train], data.y_train[:n_train]
+    if acts is None:
+        A_tr = capture(params, cfg, x_tr, data.mean, data.std, names, batch_size)
+        A_te = capture(params, cfg, data.x_test, data.mean, data.std, names, batch_size)
+    else:
+        A_tr, A_te = acts
+        missing = [n for n in names if n not in A_tr or n not in A_te]
+        if missing:
+            raise ValueError(f"acts lacks the activations of {missing}; capture them or pass acts=None")
+    vals, kept = seed_sweep(A_tr, y_tr, A_te, data.y_test, cfg.num_classes, names, modes, seeds, epochs, threshold,
+                            keep=[(n, m) for n in names for m in modes])
+    report = SNPReport([kept[(seeds[0], n, m)] for n in names for m in modes], list(data.class_names),
+                       dict(data.groups), dict(data.group_names))
+    if out_dir is not None:
+        from .. import plots
+        report.figures = plots.snp_figures(report, out_dir)
+    return vals, report, kept
+
+
+def andc_experiment(params, cfg, A_train, y_train, A_test, y_test, seed, epochs=10, retrain_epochs=1, threshold=0.3,
+                    z0=None, out_B=None, last=None):
+    """ANDC against its same-degree baselines for one read-out seed. [INF]
+
+    Read-out: the last encoder's flat read-out (`last`, a SiteAnalysis with this seed, trained if None) is pruned
+    by its ANDC mask, by a random and by a magnitude mask of the same per-node degree, and all three and the
+    unpruned read-out are retrained retrain_epochs identically (baselines.readout_baselines).
+    FF: linear2 of every encoder is pruned at once by ANDC (labels of enc{e}.ff_hidden and enc{e}.out read-outs
+    with this seed; out_B = {e: B of enc{e}.out} if already computed) and by random / magnitude masks of the same
+    per-output-node degree; whole-model test predictions, no retraining.
+    A_train / A_test: captured activations with enc{e}.out and enc{e}.ff_hidden (and "tokens" in A_test when
+    z0, the stream entering encoder 0, is not given). Returns a dict: readout {name: bool [N_test] correct},
+    readout_before {name: accuracy before retraining}, readout_pruned (fraction), ff {name: bool [N_test]},
+    ff_pruned (fraction).
+    """
+    L, K = cfg.num_layers, cfg.num_classes
+    outs = [f"enc{e}.out" for e in range(L)]
+    if last is None:
+        last = analyse_site(A_train[outs[-1]], y_train, A_test[outs[-1]], y_test, K, "flat", epochs, threshold, seed,
+                            outs[-1])
+    M = andc_mask(last.B)                                                    # [K, D]
+    base = readout_baselines(A_train[outs[-1]], y_train, A_test[outs[-1]], y_test, K, last.readout.W, M,
+                             epochs=retrain_epochs, seed=seed)
+    out_B = dict(out_B or {})
+    out_B[L - 1] = last.B
+    pruned = {k: params for k in ("andc", "random", "magnitude")}
+    n_kept = n_total = 0
+    for e in range(L):
+        if e not in out_B:
+            out_B[e] = analyse_site(A_train[outs[e]], y_train, A_test[outs[e]], y_test, K, "flat", epochs, threshold,
+                                    seed, outs[e]).B
+        name = f"enc{e}.ff_hidden"
+        rh = analyse_site(A_train[name], y_train, A_test[name], y_test, K, "flat", epochs, threshold, seed, name)
+        Mff = ff_mask(node_labels(rh.B), node_labels(out_B[e]))              # [D, F]
+        rand, mag = ff_baseline_masks(Mff, params[f"classifier.blocks.{e}.linear2.weight"], seed=seed)
+        for k, mk in (("andc", Mff), ("random", rand), ("magnitude", mag)):
+            pruned[k] = I.prune_linear2(pruned[k], e, mk)
+        n_kept, n_total = n_kept + int(Mff.sum()), n_total + Mff.size
+    if z0 is None:
+        z0 = I.encoder_input(params, cfg, A_test, 0)
+    ff = {k: predict(p, z0, cfg, 500, start_encoder=0).argmax(1) == y_test for k, p in pruned.items()}
+    return {"readout": {k: v["correct"] for k, v in base.items()},
+            "readout_before": {k: v["acc_before"] for k, v in base.items()},
+            "readout_pruned": 1 - float(M.mean()), "ff": ff, "ff_pruned": 1 - n_kept / n_total}
+
+
+def andc_rows(runs, full_logits, y_test, num_layers, retrain_epochs=1, tolerance=0.01, seed=0):
+    """Claims-table rows of ANDC from andc_experiment runs (one per seed). Intervals of paired accuracy
+    differences come from a two-stage bootstrap over seeds and test images (stats.bootstrap_summary), so the
+    size of the test set counts as well as the read-out seed. Rules: 'without affecting the accuracy' = the
+    interval of ANDC - unpruned lies above -tolerance; 'selective' = ANDC beats both same-degree baselines
+    beyond their intervals (contradicted if a baseline beats ANDC)."""
+    L = num_layers
+    rc = {k: np.array([r["readout"][k] for r in runs], dtype=np.float64) for k in runs[0]["readout"]}   # [S, N]
+    boot = lambda diff: bootstrap_summary(diff, seed=seed)
+    s_loss, s_rand, s_mag = (boot(rc["andc"] - rc[k]) for k in ("unpruned", "random", "magnitude"))
+    v_loss, v_rand, v_mag = verdict_from(s_loss, tolerance=tolerance), verdict_from(s_rand), verdict_from(s_mag)
+    frac = summarise([r["readout_pruned"] for r in runs])
+    note = "intervals: bootstrap over seeds and test images"
+    sel = lambda a, b: (SUPPORTED if a == SUPPORTED and b == SUPPORTED else
+                        CONTRADICTED if CONTRADICTED in (a, b) else INCONCLUSIVE)
+    rows = [_row("andc", f"encoder {L} read-out: ANDC minus unpruned accuracy, both +{retrain_epochs} epoch(s)",
+                 f"{_pct(s_loss)} points ({_pct(boot(rc['andc']))} vs {_pct(boot(rc['unpruned']))} %; "
+                 f"{_pct(frac)} % of weights pruned)", f"unpruned read-out; tolerance {100 * tolerance:g} point",
+                 v_loss, f"supported if the interval is above -{100 * tolerance:g} point; contradicted if below; "
+                 + note),
+            _row("andc", f"encoder {L} read-out: ANDC is selective (minus same-degree random / magnitude)",
+                 f"vs random {_pct(s_rand)}, vs magnitude {_pct(s_mag)} points",
+                 f"random {_pct(boot(rc['random']))} %, magnitude {_pct(boot(rc['magnitude']))} % (same per-node "
+                 f"degree, retrained identically)", sel(v_rand, v_mag),
+                 "supported if ANDC beats both beyond their intervals; contradicted if a baseline beats ANDC; " + note)]
+    fc = {k: np.array([r["ff"][k] for r in runs], dtype=np.float64) for k in runs[0]["ff"]}
+    dense = np.broadcast_to((np.asarray(full_logits).argmax(1) == y_test).astype(np.float64), fc["andc"].shape)
+    s_ffl, s_r, s_m = boot(fc["andc"] - dense), boot(fc["andc"] - fc["random"]), boot(fc["andc"] - fc["magnitude"])
+    v_ffl, v_r, v_m = verdict_from(s_ffl, tolerance=tolerance), verdict_from(s_r), verdict_from(s_m)
+    rows.append(_row("andc", "FF linear2 of all encoders at once (no retraining): ANDC minus unpruned; selective",
+                     f"{_pct(s_ffl)} points ({_pct(boot(fc['andc']))} vs {100 * dense.mean():.1f} %; "
+                     f"{_pct(summarise([r['ff_pruned'] for r in runs]))} % pruned); vs random {_pct(s_r)}, "
+                     f"vs magnitude {_pct(s_m)}",
+                     f"random {_pct(boot(fc['random']))} %, magnitude {_pct(boot(fc['magnitude']))} % "
+                     f"(same per-node degree)", f"no loss: {v_ffl}; selective: {sel(v_r, v_m)}",
+                     "no loss as above; selective if ANDC beats both baselines beyond their intervals; " + note))
+    return rows
+
+
 def _row(key, quantity, measured, null, verdict, rule, **details):
     source, claim = CLAIMS[key]
     return {"id": key, "source": source, "claim": claim, "quantity": quantity, "measured": measured,
@@ -207,10 +328,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
     vals, kept = seed_sweep(A_tr, y_tr, A_te, y_te, K, pos, modes, seeds, epochs, threshold,
                             keep=[(name, "flat") for name in pos[1:]], progress=say)
     last_clusters, heads_L, heads_V = [], [[] for _ in range(L)], [[] for _ in range(L)]
-    ro = {k: [] for k in ("andc", "random", "magnitude", "unpruned")}
-    ro_before = {k: [] for k in ro}
-    ro_frac, ff_acc, ff_frac = [], {k: [] for k in ("andc", "random", "magnitude")}, []
-    ro_correct, ff_correct = {k: [] for k in ro}, {k: [] for k in ff_acc}    # per seed: bool [N_test]
+    andc_runs = []
     for si, seed in enumerate(seeds):
         B_out = {e: kept[(seed, pos[e + 1], "flat")].B for e in range(L)}
         res_last = kept.pop((seed, pos[-1], "flat"))
@@ -220,31 +338,11 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
                              seed, heads_sites[e])
             heads_L[e].append(node_labels(r.B))                 # [D, K]
             heads_V[e].append(r.V)                              # [D, K, K]
-        # ANDC on the last encoder's read-out against same-degree baselines, all retrained identically
-        M = andc_mask(res_last.B)                               # [K, D]
-        ro_frac.append(1 - M.mean())
-        base = readout_baselines(A_tr[pos[-1]], y_tr, A_te[pos[-1]], y_te, K, res_last.readout.W, M,
-                                 epochs=retrain_epochs, seed=seed)
-        for k in ro:
-            ro[k].append(base[k]["acc"])
-            ro_correct[k].append(base[k]["correct"])
-            ro_before[k].append(base[k]["acc_before"])
-        # ANDC on FF linear2 of every encoder at once, against random / magnitude masks of the same degree
-        pruned = {k: params for k in ff_acc}
-        n_kept = n_total = 0
-        for e in range(L):
-            rh = analyse_site(A_tr[ff_sites[e]], y_tr, A_te[ff_sites[e]], y_te, K, "flat", epochs, threshold, seed,
-                              ff_sites[e])
-            Mff = ff_mask(node_labels(rh.B), node_labels(B_out[e]))          # [D, F]
-            W2 = params[f"classifier.blocks.{e}.linear2.weight"]
-            rand, mag = ff_baseline_masks(Mff, W2, seed=seed)
-            for k, mk in (("andc", Mff), ("random", rand), ("magnitude", mag)):
-                pruned[k] = I.prune_linear2(pruned[k], e, mk)
-            n_kept, n_total = n_kept + int(Mff.sum()), n_total + Mff.size
-        ff_frac.append(1 - n_kept / n_total)
-        for k in ff_acc:
-            ff_correct[k].append(predict(pruned[k], z0, cfg, 500, start_encoder=0).argmax(1) == y_te)
-            ff_acc[k].append(float(ff_correct[k][-1].mean()))
+        ex = andc_experiment(params, cfg, A_tr, y_tr, A_te, y_te, seed, epochs, retrain_epochs, threshold, z0,
+                             out_B=B_out, last=res_last)
+        andc_runs.append(ex)
+        ro, ff_acc = ({k: [float(r[part][k].mean()) for r in andc_runs] for k in andc_runs[0][part]}
+                      for part in ("readout", "ff"))
         say(f"seed {seed}: last-encoder flat read-out {100 * vals['flat']['accuracy'][si, -1]:.1f}%, ANDC "
             f"{100 * ro['andc'][-1]:.1f}% (random {100 * ro['random'][-1]:.1f}%, magnitude "
             f"{100 * ro['magnitude'][-1]:.1f}%, unpruned {100 * ro['unpruned'][-1]:.1f}%); FF ANDC "
@@ -301,40 +399,8 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
                                for q, (t, _) in variants.items()), "paired differences over seeds",
                      "; ".join(f"{q[-1]}: {t['verdict']} (from enc 1: {te['verdict']})"
                                for q, (t, te) in variants.items()), trends[("flat", "snr")][0]["rule"]))
-    # 4. ANDC: intervals of paired accuracy differences from a two-stage bootstrap over seeds and test images
-    #    (the same images for both read-outs; stats.bootstrap_summary), so the test set's size counts too
-    rc = {k: np.array(v, dtype=np.float64) for k, v in ro_correct.items()}                 # [S, N_test]
-    boot = lambda diff: bootstrap_summary(diff, seed=seeds[0])
-    s_loss, s_rand, s_mag = (boot(rc["andc"] - rc[k]) for k in ("unpruned", "random", "magnitude"))
-    v_loss, v_rand, v_mag = verdict_from(s_loss, tolerance=tolerance), verdict_from(s_rand), verdict_from(s_mag)
-    frac = summarise(ro_frac)
-    interval_note = "intervals: bootstrap over seeds and test images"
-    rows.append(_row("andc", f"encoder {L} read-out: ANDC minus unpruned accuracy, both +{retrain_epochs} epoch(s)",
-                     f"{_pct(s_loss)} points ({_pct(boot(rc['andc']))} vs {_pct(boot(rc['unpruned']))} %; "
-                     f"{_pct(frac)} % of weights pruned)", f"unpruned read-out; tolerance {100 * tolerance:g} point",
-                     v_loss, f"supported if the interval is above -{100 * tolerance:g} point; contradicted if below; "
-                     + interval_note))
-    sel = (SUPPORTED if v_rand == SUPPORTED and v_mag == SUPPORTED else
-           CONTRADICTED if CONTRADICTED in (v_rand, v_mag) else INCONCLUSIVE)
-    rows.append(_row("andc", f"encoder {L} read-out: ANDC is selective (minus same-degree random / magnitude)",
-                     f"vs random {_pct(s_rand)}, vs magnitude {_pct(s_mag)} points",
-                     f"random {_pct(boot(rc['random']))} %, magnitude {_pct(boot(rc['magnitude']))} % (same per-node "
-                     f"degree, retrained identically)", sel,
-                     "supported if ANDC beats both beyond their intervals; contradicted if a baseline beats ANDC; "
-                     + interval_note))
-    fc = {k: np.array(v, dtype=np.float64) for k, v in ff_correct.items()}
-    dense = np.broadcast_to((full_logits.argmax(1) == y_te).astype(np.float64), fc["andc"].shape)
-    s_ffl, s_r, s_m = boot(fc["andc"] - dense), boot(fc["andc"] - fc["random"]), boot(fc["andc"] - fc["magnitude"])
-    v_ffl, v_r, v_m = verdict_from(s_ffl, tolerance=tolerance), verdict_from(s_r), verdict_from(s_m)
-    sel = (SUPPORTED if v_r == SUPPORTED and v_m == SUPPORTED else
-           CONTRADICTED if CONTRADICTED in (v_r, v_m) else INCONCLUSIVE)
-    rows.append(_row("andc", "FF linear2 of all encoders at once (no retraining): ANDC minus unpruned; selective",
-                     f"{_pct(s_ffl)} points ({_pct(boot(fc['andc']))} vs {100 * acc_model:.1f} %; "
-                     f"{_pct(summarise(ff_frac))} % pruned); vs random {_pct(s_r)}, vs magnitude {_pct(s_m)}",
-                     f"random {_pct(boot(fc['random']))} %, magnitude {_pct(boot(fc['magnitude']))} % "
-                     f"(same per-node degree)", f"no loss: {v_ffl}; selective: {sel}",
-                     "no loss as above; selective if ANDC beats both baselines beyond their intervals; "
-                     + interval_note))
+    # 4. ANDC against its baselines
+    rows += andc_rows(andc_runs, full_logits, y_te, L, retrain_epochs, tolerance, seed=seeds[0])
     # 5. heads: specialisation index and SHP against random partitions (statistic averaged over seeds)
     head_rows = {}
     if h >= 2:
@@ -381,8 +447,8 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
     positions = {mode: {q: [s.to_dict() for s in summarise_columns(vals[mode][q])] for q in QUANTITIES}
                  for mode in modes}
     return {"rows": rows, "positions": positions, "heads": head_rows,
-            "andc_readout": {k: v for k, v in ro.items()}, "andc_readout_before": ro_before,
-            "ff": {k: v for k, v in ff_acc.items()}, "model_accuracy": acc_model,
+            "andc_readout": ro, "andc_readout_before": {k: [r["readout_before"][k] for r in andc_runs] for k in ro},
+            "ff": ff_acc, "model_accuracy": acc_model,
             "config": {"seeds": seeds, "modes": list(modes), "epochs": epochs, "retrain_epochs": retrain_epochs,
                        "threshold": threshold, "n_train": len(y_tr), "n_test": len(y_te), "tolerance": tolerance,
                        "n_draws": n_draws, "n_perm": n_perm, "num_layers": L, "num_heads": h, "K": K},
@@ -487,6 +553,7 @@ def plot_claims_summary(result, path, title=""):
     err = [[100 * (s.mean - s.lo) if np.isfinite(s.lo) else 0 for s in ss],
            [100 * (s.hi - s.mean) if np.isfinite(s.hi) else 0 for s in ss]]
     ax[2].bar(names, means, yerr=err, capsize=4, color=["C3", "C0", "C1", "C7"])
+    ax[2].tick_params(axis="x", labelsize=8)
     ax[2].set_ylim(max(0, min(means) - 10), min(100, max(means) + 5))
     ax[2].set_title(f"last-encoder read-out, +{cfg['retrain_epochs']} ep retrained (%)")
     si = result["heads"].get("heads_break_symmetry")
@@ -499,5 +566,5 @@ def plot_claims_summary(result, path, title=""):
         ax[3].set_xlabel("encoder")
         ax[3].legend(fontsize=8)
     ax[3].set_title("head specialisation index")
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)
     return _save(fig, path)

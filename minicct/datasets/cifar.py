@@ -139,11 +139,17 @@ def read_cifar100_archive(path) -> dict:
             "class_names": class_names, "coarse_names": coarse_names, "fine_to_coarse": f2c}
 
 
+_OFFICIAL_MD5 = {"cifar10": CIFAR10.md5, "cifar100": CIFAR100.md5}
+
+
 def _load(name: str, remote: RemoteFile, reader, root, download: bool, progress: bool) -> dict:
     """Arrays from the .npz cache if it was built from this archive md5, else from the (fetched) archive."""
     root = Path(root) if root is not None else data_dir()
     cache = root / f"{name}.npz"
-    arrays = load_npz_cache(cache, remote.md5)
+    official = remote.md5 in (_OFFICIAL_MD5["cifar10"], _OFFICIAL_MD5["cifar100"])
+    expect = {"x_train": ("u1", (50000, 32, 32, 3)), "y_train": ("i8", (50000,)),   # the official counts
+              "x_test": ("u1", (10000, 32, 32, 3)), "y_test": ("i8", (10000,))} if official else None
+    arrays = load_npz_cache(cache, remote.md5, expect=expect, num_classes=100 if name == "cifar100" else 10)
     if arrays is None:
         archive = fetch(remote, root, allow_download=download, progress=progress)
         arrays = reader(archive)

@@ -2,7 +2,9 @@
 
 The one rule: a file appears under its final name only after its size and md5 matched. Until then the bytes
 live in `<name>.part`; a finished download is moved into place with `os.replace`. A verified file gets a
-`<name>.md5ok` stamp (md5, size, mtime) so a 170 MB archive is hashed once, not on every run.
+`<name>.md5ok` stamp (md5, size, mtime, ctime, inode) so a 170 MB archive is hashed once, not on every run;
+a stamp that does not match the file exactly (written by hand, or left from another file) is not trusted.
+The body is read raw (no Content-Encoding decoding); a body of unknown size stops at MAX_UNKNOWN_BYTES.
 
 When the network is not reachable, the error says where to put a file fetched by other means: the loaders use
 any file at that path whose md5 matches.
@@ -21,7 +23,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -29,10 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import requests
+import urllib3
 
+from ..io.atomic import atomic_write, atomic_write_text, check_target, commit
 from .base import data_dir
 
 CHUNK = 1 << 20  # bytes per read and per md5 update
+MAX_UNKNOWN_BYTES = 2 << 30  # cap on a download whose size nobody states (no size given, no md5)
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -76,14 +80,21 @@ def _stamp_path(path: Path) -> Path:
     return path.with_name(path.name + ".md5ok")
 
 
+def _stat_key(st) -> dict:
+    """What identifies the file's bytes as they were when hashed: size, mtime and the inode's change time
+    (ctime: set by the kernel on every write, rename or touch, and not settable by hand), inode and device."""
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
+            "dev": st.st_dev}
+
+
 def _write_stamp(path: Path, md5: str, url: str | None = None) -> None:
-    """Record that `path`, as it is now (size, mtime), has md5 `md5`. Best effort: a read-only folder is fine."""
-    st = path.stat()
-    info = {"md5": md5, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    """Record that `path`, as it is now (size, mtime, ctime, inode), has md5 `md5`. Best effort: a read-only
+    folder is fine."""
+    info = {"md5": md5, **_stat_key(path.stat())}
     if url:
         info["url"] = url
     try:
-        _stamp_path(path).write_text(json.dumps(info) + "\n")
+        atomic_write_text(_stamp_path(path), json.dumps(info) + "\n")
     except OSError:
         pass
 
@@ -91,8 +102,10 @@ def _write_stamp(path: Path, md5: str, url: str | None = None) -> None:
 def is_verified(path, md5: str, size: int | None = None) -> bool:
     """True when `path` is a file with this md5 (and size, if given).
 
-    The md5 is computed only when the `.md5ok` stamp beside the file does not match the file's current size
-    and modification time; after a successful check the stamp is (re)written.
+    The md5 is computed unless the `.md5ok` stamp beside the file names this md5 and the file's current size,
+    mtime, ctime, inode and device. The ctime is set by the kernel on any change to the file (including a copy
+    with preserved mtime, or a replacement), so a stamp written by hand or carried over from another file does
+    not match and the file is hashed; after a successful check the stamp is (re)written.
     """
     path = Path(path)
     if not path.is_file():
@@ -103,9 +116,10 @@ def is_verified(path, md5: str, size: int | None = None) -> bool:
     stamp = _stamp_path(path)
     try:
         info = json.loads(stamp.read_text())
-        if (info.get("md5"), info.get("size"), info.get("mtime_ns")) == (md5, st.st_size, st.st_mtime_ns):
+        if isinstance(info, dict) and info.get("md5") == md5 and \
+                all(info.get(k) == v for k, v in _stat_key(st).items()):
             return True
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError):
         pass
     if file_md5(path) == md5:
         _write_stamp(path, md5)
@@ -169,7 +183,7 @@ def _looks_like_html(head: bytes) -> bool:
     return head.lstrip().lower().startswith((b"<!doctype", b"<html"))
 
 
-def _stream_once(url, part: Path, size, progress, timeout, name):
+def _stream_once(url, part: Path, size, progress, timeout, name, max_bytes=None):
     """One GET into `part` (appending after a 206 answer to a Range request). Returns (final_url, md5, nbytes).
 
     Raises DownloadError for answers that will not get better by retrying (HTTP error, HTML, wrong size
@@ -203,11 +217,21 @@ def _stream_once(url, part: Path, size, progress, timeout, name):
         if size is not None and total is not None and total != size:
             raise DownloadError(f"the server announces {total} bytes for {r.url}, expected {size}: "
                                 f"not the expected file.")
+        cap = size if size is not None else (MAX_UNKNOWN_BYTES if max_bytes is None else max_bytes)
+        if total is not None and total > cap:
+            raise DownloadError(f"the server announces {total} bytes for {r.url}, more than the {cap} accepted "
+                                f"for this file.")
         bar = _Progress(name, size or total, have, progress)
         got = 0
         try:
             with open(part, "ab" if resumed else "wb") as f:
-                for chunk in r.iter_content(CHUNK):
+                # the raw bytes as sent: a server that labels a .gz file `Content-Encoding: gzip` must not
+                # have it unpacked on the way (the md5 is that of the file, not of its content)
+                for chunk in r.raw.stream(CHUNK, decode_content=False):
+                    if have + got + len(chunk) > cap:
+                        raise DownloadError(f"{r.url} sent more than the {cap} bytes "
+                                            f"{'expected' if size is not None else 'accepted for a file of unknown size'}"
+                                            f"; stopped.")
                     if not resumed and got == 0 and _looks_like_html(chunk[:64]):
                         raise DownloadError(f"the server sent an HTML page from {r.url} instead of the data file "
                                             f"(it starts with {chunk[:20]!r}).")
@@ -215,7 +239,8 @@ def _stream_once(url, part: Path, size, progress, timeout, name):
                     h.update(chunk)
                     got += len(chunk)
                     bar.update(len(chunk))
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as exc:
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
+                urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as exc:
             of = f" of {size or total}" if (size or total) else ""
             raise _Incomplete(f"the download is truncated: the connection broke after {have + got}{of} bytes "
                               f"({exc})", got) from exc
@@ -230,7 +255,7 @@ def _stream_once(url, part: Path, size, progress, timeout, name):
 
 
 def download(url: str, path, md5: str | None, size: int | None = None, progress: bool = True,
-             timeout=(10, 60), retries: int = 2) -> Path:
+             timeout=(10, 60), retries: int = 2, max_bytes: int | None = None) -> Path:
     """Download `url` to `path` unless `path` already holds the file with this md5; return `path`.
 
     Streams with requests (redirects followed; the final URL is kept in the `.md5ok` stamp), hashes md5 on the
@@ -243,7 +268,8 @@ def download(url: str, path, md5: str | None, size: int | None = None, progress:
             when no checksum is known: then the file is always downloaded (an existing `path` is replaced
             only by a complete download) and the caller must check the content; the stamp records the md5
             that came. size: expected bytes, or None. progress: one updating line on stderr.
-            timeout: (connect, read) seconds.
+            timeout: (connect, read) seconds. max_bytes: the most accepted when `size` is None (default
+            MAX_UNKNOWN_BYTES; an endless body is stopped there).
     Raises:
         DownloadError: network failure, HTTP error, HTML answer, truncated file, wrong md5, or MINICCT_OFFLINE
             set. The message names the URL, the expected md5 and the path where a file fetched by hand is
@@ -264,13 +290,18 @@ def download(url: str, path, md5: str | None, size: int | None = None, progress:
     if offline():
         reason = f"not downloading {url}: MINICCT_OFFLINE is set (unset it, or set it to 0, to allow downloads)."
         raise DownloadError(f"{reason}{existing}\n{hint}", reason=reason)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        check_target(path)                 # a folder at `path`, or a file where a folder should be
+    except OSError as exc:
+        raise DownloadError(f"cannot download {url} to {path}: {exc}", reason=str(exc)) from exc
     if progress:
         sys.stderr.write(f"downloading {url}\n")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(retries + 1):
             try:
-                final_url, got_md5, nbytes = _stream_once(url, part, size, progress, timeout, path.name)
+                final_url, got_md5, nbytes = _stream_once(url, part, size, progress, timeout, path.name,
+                                                          max_bytes)
                 break
             except _Incomplete as exc:
                 if exc.got_bytes == 0 or attempt == retries:
@@ -283,6 +314,8 @@ def download(url: str, path, md5: str | None, size: int | None = None, progress:
         if md5 is not None and got_md5 != md5:
             raise DownloadError(f"the file from {final_url} ({nbytes} bytes) has md5 {got_md5}, expected {md5}: "
                                 f"corrupted, or the server now serves a different file.")
+        _stamp_path(path).unlink(missing_ok=True)
+        commit(part, path)                 # fsync, os.replace, fsync folder; removes `.part` on failure
     except KeyboardInterrupt:
         raise  # keep the .part: the next call resumes it
     except DownloadError as exc:
@@ -291,8 +324,6 @@ def download(url: str, path, md5: str | None, size: int | None = None, progress:
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    _stamp_path(path).unlink(missing_ok=True)
-    os.replace(part, path)
     _write_stamp(path, got_md5, final_url)  # == md5 when one was given
     if progress and final_url != url:
         sys.stderr.write(f"(redirected to {final_url})\n")
@@ -317,24 +348,18 @@ def fetch(remote: RemoteFile, root=None, allow_download: bool = True, progress: 
 
 
 def atomic_savez(path, **arrays) -> Path:
-    """np.savez (uncompressed: fast to load) into a temporary file beside `path`, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """np.savez (uncompressed: fast to load) to `path` atomically (minicct.io.atomic)."""
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_npz_cache(path, source: str) -> dict | None:
-    """Arrays of a cache written by `atomic_savez`, or None if absent, unreadable or made from other sources.
+def load_npz_cache(path, source: str, expect: dict | None = None, num_classes: int | None = None) -> dict | None:
+    """Arrays of a cache written by `atomic_savez`, or None if absent, unreadable, made from other sources or
+    not of the expected size (a message on stderr says why; the caller rebuilds it).
 
     `source` is the string (e.g. the archive md5) the cache was built from; it is stored under `source`.
+    `expect`: name -> (dtype, shape) every listed array must have (e.g. x_train uint8 (50000, 32, 32, 3)):
+    a cache cut short, or built by other code, is not trusted on its source string alone.
+    `num_classes`: labels (arrays named y_*) must lie in 0..num_classes-1.
     """
     path = Path(path)
     if not path.is_file():
@@ -343,7 +368,25 @@ def load_npz_cache(path, source: str) -> dict | None:
         with np.load(path, allow_pickle=False) as z:
             if "source" not in z.files or str(z["source"]) != source:
                 return None
-            return {k: z[k] for k in z.files if k != "source"}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            arrays = {k: z[k] for k in z.files if k != "source"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         sys.stderr.write(f"ignoring unreadable cache {path} ({exc}); rebuilding it\n")
         return None
+    problem = None
+    for k, (dtype, shape) in (expect or {}).items():
+        a = arrays.get(k)
+        if a is None:
+            problem = f"it has no array {k!r}"
+        elif a.dtype != np.dtype(dtype) or a.shape != tuple(shape):
+            problem = f"{k} is {a.dtype} {a.shape}, expected {np.dtype(dtype)} {tuple(shape)}"
+        if problem:
+            break
+    if problem is None and num_classes is not None:
+        for k, a in arrays.items():
+            if k.startswith("y_") and a.size and (a.min() < 0 or a.max() >= num_classes):
+                problem = f"{k} holds labels outside 0..{num_classes - 1}"
+                break
+    if problem is not None:
+        sys.stderr.write(f"ignoring the cache {path}: {problem}; rebuilding it\n")
+        return None
+    return arrays

@@ -78,8 +78,6 @@ Use:
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -472,22 +470,14 @@ def _read_cache(path: Path, key: str, n_train: int, n_test: int):
 
 
 def _write_cache(path: Path, key: str, **arrays) -> bool:
-    """np.savez into a temporary file in path's folder, then os.replace: readers never see half a file."""
+    """np.savez to `path` atomically (minicct.io.atomic): readers never see half a file."""
+    from ..io.atomic import atomic_write
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        atomic_write(path, lambda f: np.savez(f, key=np.array(key), **arrays))
     except OSError as exc:
         warnings.warn(f"could not write the embedded-dataset cache {path} ({exc}); using it uncached",
                       RuntimeWarning, stacklevel=3)
         return False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, key=np.array(key), **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a cache is for every user of the folder
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return True
 
 

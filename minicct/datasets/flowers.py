@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import sys
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,11 +107,18 @@ def square_resize(img: Image.Image, size: int) -> np.ndarray:
 
 
 def _decode(data: bytes, size: int, name: str) -> np.ndarray:
+    """One JPEG -> uint8 [size, size, 3]. Damaged files and decompression bombs (more pixels than Pillow's
+    MAX_IMAGE_PIXELS, i.e. a few KB claiming gigapixels) raise ValueError naming the archive member."""
     try:
-        img = Image.open(io.BytesIO(data))
-        img.draft("RGB", (size, size))  # JPEG: decode at the smallest 1/2^k scale still >= size (fast)
-        return square_resize(img, size)
-    except (OSError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # > MAX_IMAGE_PIXELS: refuse too
+            img = Image.open(io.BytesIO(data))
+            img.draft("RGB", (size, size))  # JPEG: decode at the smallest 1/2^k scale still >= size (fast)
+            return square_resize(img, size)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{name}: not a usable image: it claims more pixels than any photo of the dataset "
+                         f"(a decompression bomb?) ({exc}); delete the archive and download it again") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ValueError(f"{name}: not a readable image ({exc})") from exc
 
 
@@ -146,6 +154,20 @@ def read_flowers_images(archive, ids, img_size: int, progress: bool = False) -> 
     return out
 
 
+OFFICIAL_SPLIT_SIZES = {"train": 1020, "val": 1020, "test": 6149}  # trnid, valid, tstid of the official setid.mat
+
+
+def _cache_expect(img_size: int) -> dict:
+    """dtype and shape of every array of a cache built from the official files (image counts included)."""
+    official = FLOWERS_SPLITS.md5 == "a5357ecc9cb78c4bef273ce3793fc85c"
+    expect = {}
+    for s, n in OFFICIAL_SPLIT_SIZES.items():
+        if official:
+            expect["x_" + s] = ("u1", (n, img_size, img_size, 3))
+            expect["y_" + s] = ("i8", (n,))
+    return expect
+
+
 def load_flowers102(root=None, download: bool = True, img_size: int = 64, progress: bool = True) -> Dataset:
     """Flowers-102 with the official splits: train 1020 (trnid), x_val/y_val 1020 (valid), test 6149 (tstid).
 
@@ -166,7 +188,10 @@ def load_flowers102(root=None, download: bool = True, img_size: int = 64, progre
     remotes = (FLOWERS_LABELS, FLOWERS_SPLITS, FLOWERS_IMAGES)
     source = "+".join(r.md5 for r in remotes) + f"@{img_size}"
     cache = root / f"flowers102_{img_size}.npz"
-    a = load_npz_cache(cache, source)
+    a = load_npz_cache(cache, source, expect=_cache_expect(img_size), num_classes=NUM_CLASSES)
+    if a is not None and any(len(a["x_" + s_]) != len(a["y_" + s_]) for s_ in SPLIT_KEYS):
+        sys.stderr.write(f"ignoring the cache {cache}: images and labels differ in number; rebuilding it\n")
+        a = None
     if a is None:
         labels_path, splits_path, archive = [fetch(r, root, allow_download=download, progress=progress)
                                              for r in remotes]

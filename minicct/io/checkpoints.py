@@ -141,7 +141,8 @@ def _config_from_shapes(state, heads, img_size, K):
     if heads is None:
         raise ValueError("the number of attention heads cannot be read from tensor shapes (qkv is [3D, D] for any "
                          f"head count; D={D} here): give --heads H (e.g. {D // 64 or 1} for 64-wide heads) or "
-                         f"--model NAME")
+                         f"--model NAME; where no such option exists (the lessons), convert the file once: "
+                         f"python -m minicct export --checkpoint FILE --heads H --out FILE.npz")
     kw = dict(n_input_channels=c_in, n_conv_layers=n_conv, kernel_size=k, in_planes=in_planes, embedding_dim=D,
               num_layers=n_layers, num_heads=int(heads), mlp_ratio=ratio, num_classes=K)
     pe = state.get("classifier.positional_emb")

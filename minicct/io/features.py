@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FeatureSet", "read_features", "write_features", "analyse_features", "head_analysis", "FORMAT_HELP"]
+__all__ = ["FeatureSet", "read_features", "write_features", "analyse_features", "head_analysis", "format_table",
+           "FORMAT_HELP"]
 
 FORMAT_HELP = (
     "FEATURES.npz holds y_train [N_train] and y_test [N_test] (integer labels), and per site <name>: "
@@ -150,8 +151,6 @@ def write_features(path, sites: dict, y_train, y_test, class_names=None) -> Path
     return atomic_savez(path, **arrays)
 
 
-
-
 def analyse_features(fs: FeatureSet, modes=("flat", "mean", "seqpool"), epochs=10, threshold=0.3, seed=0,
                      n_train=None, progress=print):
     """The SNP analysis (analysis.report.analyse_site: read-out, fields, clusters, noise, SNR, single-node
@@ -177,6 +176,27 @@ def analyse_features(fs: FeatureSet, modes=("flat", "mean", "seqpool"), epochs=1
     rep = SNPReport(results, list(fs.class_names))
     rep.seconds = time.time() - t0
     return rep
+
+
+def _is_cct_name(name) -> bool:
+    return name == "tokens" or re.fullmatch(r"enc\d+\.\w+", name) is not None
+
+
+def format_table(rep) -> str:
+    """The per-site table: as `snp` prints it when every site has a minicct capture name, else with the
+    file's site names (in file order)."""
+    if all(_is_cct_name(r.name) for r in rep.results):
+        return rep.format_table()
+    w = max(16, *(len(r.name) + 2 for r in rep.results))
+    head = (f"{'site':<{w}}{'readout':>8}{'acc %':>7}{'clusters':>9}{'size':>6}{'labels':>7}"
+            f"{'noise':>7}{'SNR':>7}{'1-node':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rep.results:
+        s = r.summary
+        lines.append(f"{r.name:<{w}}{r.mode:>8}{100 * r.accuracy:7.1f}{s['mean_clusters_per_node']:9.2f}"
+                     f"{s['mean_cluster_size']:6.2f}{s['mean_labels_in_clusters']:7.2f}"
+                     f"{s['mean_noise']:7.2f}{s['snr']:7.2f}{100 * r.single['mean_accuracy']:7.1f}")
+    return "\n".join(lines)
 
 
 def head_analysis(rep, head_dim: int, n_shuffles=20, seed=0) -> list:
