@@ -880,10 +880,11 @@ def format_report(res) -> str:
                 if line not in seen:
                     seen.add(line)
                     lines.append(line)
-    lines += ["", f"where the time goes (one worker, BLAS at N threads): seconds per step (mean of "
-              f"{res['breakdown_steps']} steps with timers) and % of that step"]
-    head = f"{'configuration':<24} {'regularisation':<27} {'thr':>3} " + " ".join(f"{p:>13}" for p in PARTS)
-    lines += [head, "-" * len(head)]
+    if res["breakdown_steps"]:
+        lines += ["", f"where the time goes (one worker, BLAS at N threads): seconds per step (mean of "
+                  f"{res['breakdown_steps']} steps with timers) and % of that step"]
+        head = f"{'configuration':<24} {'regularisation':<27} {'thr':>3} " + " ".join(f"{p:>13}" for p in PARTS)
+        lines += [head, "-" * len(head)]
     for c in res["cases"]:
         n = c["numpy"]
         if "error" in n or not n.get("breakdown_step_s"):
