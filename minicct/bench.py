@@ -475,7 +475,7 @@ def snp_analysis(checkpoint, epochs=3, data=None, max_capture_bytes=None) -> dic
 PAPER = {"variant": "cct_7_3x1_32", "classes": 100, "n_train": 50_000, "n_test": 10_000, "sites_per_pass": 7}
 
 
-def snp_paper_scale(n_capture=1024, n_readout=2000, readout_epochs=1, batch_size=256, workers=None,
+def snp_paper_scale(n_capture=1024, n_readout=2000, readout_epochs=1, batch_size=32, workers=None,
                     directory=None, seed=0) -> dict:
     """Time the SNP analysis at the paper's scale on a subset, with random weights and random images (the time
     does not depend on the values), and project it to 50,000 training + 10,000 test images.
@@ -486,6 +486,8 @@ def snp_paper_scale(n_capture=1024, n_readout=2000, readout_epochs=1, batch_size
     mini-batch 100, from a memory-mapped float32 file of n_readout rows) and its test accuracy pass; seconds
     per image x 50,000 (train) and x 10,000 (test) = one epoch of one site at full scale.
     memory: peak resident memory of this process (VmHWM; reset after imports) and the disk the files need.
+    batch_size: images per forward in the capture; the evaluation forward keeps every layer's cache, so resident
+    memory grows with batch_size x workers (at 256 x 2 workers it measured 20 GB; hence 32).
     Caveat: the subset's files fit in the page cache; at full scale a site's 13.1 GB training file is read
     once per epoch and fits the page cache only on a machine with more free memory than that.
     """
