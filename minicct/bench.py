@@ -469,6 +469,110 @@ def snp_analysis(checkpoint, epochs=3, data=None, max_capture_bytes=None) -> dic
             "n_test": int(len(data.y_test)), "dataset": data.name, "max_capture_bytes": max_capture_bytes}
 
 
+# ------------------------------------------------------------------------------------ the paper's scale
+
+#: Koresh et al.: cct_7_3x1_32 trained on CIFAR-100, the flat read-out [100, T*D] per site.
+PAPER = {"variant": "cct_7_3x1_32", "classes": 100, "n_train": 50_000, "n_test": 10_000, "sites_per_pass": 7}
+
+
+def snp_paper_scale(n_capture=1024, n_readout=2000, readout_epochs=1, batch_size=32, workers=None,
+                    directory=None, seed=0) -> dict:
+    """Time the SNP analysis at the paper's scale on a subset, with random weights and random images (the time
+    does not depend on the values), and project it to 50,000 training + 10,000 test images.
+
+    capture: model.predict over n_capture images, the 7 encoder outputs enc{e}.out [T=256, D=256] written to
+    float32 .npy files (analysis.capture_disk, batch-parallel workers); seconds per image x 60,000 = one pass.
+    read-out: the authors' flat read-out [100, 256 x 256] trained `readout_epochs` epochs (train_readout,
+    mini-batch 100, from a memory-mapped float32 file of n_readout rows) and its test accuracy pass; seconds
+    per image x 50,000 (train) and x 10,000 (test) = one epoch of one site at full scale.
+    memory: peak resident memory of this process (VmHWM; reset after imports) and the disk the files need.
+    batch_size: images per forward in the capture; the evaluation forward keeps every layer's cache, so resident
+    memory grows with batch_size x workers (at 256 x 2 workers it measured 20 GB; hence 32).
+    Caveat: the subset's files fit in the page cache; at full scale a site's 13.1 GB training file is read
+    once per epoch and fits the page cache only on a machine with more free memory than that.
+    """
+    import tempfile
+
+    from . import model as M
+    from .analysis.capture_disk import capture_to_disk, site_shape
+    from .analysis.readout import readout_accuracy, train_readout
+    from .parallel import blas_info, resolve_workers
+    cfg = M.get_config(PAPER["variant"], num_classes=PAPER["classes"])
+    params = M.init_params(cfg, seed)
+    rng = np.random.default_rng(seed)
+    workers = resolve_workers(workers)
+    sites = [f"enc{e}.out" for e in range(cfg.num_layers)]
+    row_bytes = int(np.prod(site_shape(cfg, sites[0]))) * 4
+    reset = reset_peak_rss()
+    rss0 = rss_now_mb()
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        x = rng.standard_normal((n_capture, 3, cfg.img_size, cfg.img_size), dtype=np.float32)
+        t0 = time.perf_counter()
+        capture_to_disk(params, x, cfg, sites, Path(tmp) / "capture", batch_size=batch_size, workers=workers)
+        t_capture = time.perf_counter() - t0
+        del x
+        # a site file of n_readout rows (random values; the read-out's time does not depend on them)
+        path = Path(tmp) / "site.npy"
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_readout,) + site_shape(cfg, sites[0]))
+        for s in range(0, n_readout, 500):
+            mm[s:s + 500] = rng.standard_normal((min(500, n_readout - s),) + mm.shape[1:], dtype=np.float32)
+        mm.flush()
+        del mm
+        A = np.load(path, mmap_mode="r")
+        y = rng.integers(0, PAPER["classes"], n_readout)
+        t0 = time.perf_counter()
+        r = train_readout(A, y, PAPER["classes"], epochs=readout_epochs, seed=seed)
+        t_epoch = (time.perf_counter() - t0) / readout_epochs
+        t0 = time.perf_counter()
+        readout_accuracy(A, y, r.W)
+        t_test = time.perf_counter() - t0
+        del A
+    peak = peak_rss_mb()
+    n_all = PAPER["n_train"] + PAPER["n_test"]
+    capture_pass = t_capture / n_capture * n_all
+    epoch_full = t_epoch / n_readout * PAPER["n_train"] + t_test / n_readout * PAPER["n_test"]
+    return {"variant": PAPER["variant"], "workers": workers, "blas": blas_info(), "n_capture": n_capture,
+            "n_readout": n_readout, "readout_epochs_measured": readout_epochs, "sites": sites,
+            "capture_s": t_capture, "capture_s_per_image": t_capture / n_capture,
+            "readout_epoch_s": t_epoch, "readout_test_pass_s": t_test,
+            "projected": {"capture_pass_all_sites_s": capture_pass, "readout_epoch_per_site_s": epoch_full,
+                          "site_10_epochs_s": capture_pass + 10 * epoch_full,
+                          "site_200_epochs_s": capture_pass + 200 * epoch_full,
+                          "all_sites_10_epochs_s": capture_pass + 10 * epoch_full * len(sites),
+                          "all_sites_200_epochs_s": capture_pass + 200 * epoch_full * len(sites)},
+            "disk_gb_per_site": n_all * row_bytes / 1e9, "disk_gb_all_sites": n_all * row_bytes * len(sites) / 1e9,
+            "peak_rss_mb": peak, "rss_before_mb": rss0, "peak_step_mem_mb": peak - rss0,
+            "memory_method": "VmHWM reset after imports" if reset else "ru_maxrss"}
+
+
+def format_paper(r) -> str:
+    """The report of `snp_paper_scale`."""
+    if "error" in r:
+        return "paper scale: " + r["error"]
+    p = r["projected"]
+    h = lambda s: f"{s:.0f} s ({s / 60:.1f} min)" if s < 7200 else f"{s / 3600:.1f} h"      # noqa: E731
+    b = r["blas"]
+    return "\n".join([
+        f"SNP analysis at the paper's scale: {r['variant']}, CIFAR-100 sizes (50,000 train + 10,000 test images), "
+        f"flat read-out [100, 256 x 256] per site; random weights and images; {r['workers']} worker(s), OpenBLAS "
+        f"kernel {b.get('corename')}",
+        f"  measured: capture of the 7 encoder outputs for {r['n_capture']} images {r['capture_s']:.1f} s "
+        f"({1000 * r['capture_s_per_image']:.1f} ms/image); read-out epoch on {r['n_readout']} memory-mapped "
+        f"images {r['readout_epoch_s']:.1f} s, test pass {r['readout_test_pass_s']:.1f} s",
+        f"  peak resident memory {r['peak_rss_mb']:.0f} MB ({r['peak_step_mem_mb']:.0f} MB above the start)",
+        f"  projected (linear in images): one capture pass over 60,000 images {h(p['capture_pass_all_sites_s'])}; "
+        f"one read-out epoch of one site {h(p['readout_epoch_per_site_s'])}",
+        f"  one site, 10 read-out epochs: {h(p['site_10_epochs_s'])}; 200 epochs (the authors'): "
+        f"{h(p['site_200_epochs_s'])}",
+        f"  all 7 sites: 10 epochs {h(p['all_sites_10_epochs_s'])}; 200 epochs {h(p['all_sites_200_epochs_s'])}",
+        f"  disk: {r['disk_gb_per_site']:.1f} GB per site (float32), {r['disk_gb_all_sites']:.0f} GB for all 7 "
+        f"in one pass (else one pass per group of sites that fits)",
+        f"  targets: [{'met' if r['peak_rss_mb'] < 12000 else 'MISSED'}] peak memory < 12 GB (measured on the "
+        f"subset; resident memory is one chunk / one mini-batch, independent of the number of images); "
+        f"[{'met' if 10 * p['readout_epoch_per_site_s'] < 600 else 'MISSED'}] one site at 10 read-out epochs "
+        f"< 10 min: {h(10 * p['readout_epoch_per_site_s'])} (plus the capture pass above)"])
+
+
 # -------------------------------------------------------------------------------------- subprocess driver
 
 #: Environment overrides that force OpenBLAS onto other kernels / cache sizes than it would pick on the user's
@@ -504,6 +608,9 @@ def _run_worker(python, kind, payload, threads, repo=REPO, timeout=3600, keep_op
 def _worker(kind, payload):
     if kind == "matmul":
         return {"gflops": matmul_rate(payload["n"])}
+    if kind == "paper":
+        return snp_paper_scale(payload["n_capture"], payload["n_readout"], payload["epochs"],
+                               workers=payload["workers"])
     if kind == "snp":
         return snp_analysis(payload["checkpoint"], payload["epochs"], max_capture_bytes=payload["max_capture_bytes"])
     case = Case(**payload["case"])
@@ -775,10 +882,11 @@ def format_report(res) -> str:
                 if line not in seen:
                     seen.add(line)
                     lines.append(line)
-    lines += ["", f"where the time goes (one worker, BLAS at N threads): seconds per step (mean of "
-              f"{res['breakdown_steps']} steps with timers) and % of that step"]
-    head = f"{'configuration':<24} {'regularisation':<27} {'thr':>3} " + " ".join(f"{p:>13}" for p in PARTS)
-    lines += [head, "-" * len(head)]
+    if res["breakdown_steps"]:
+        lines += ["", f"where the time goes (one worker, BLAS at N threads): seconds per step (mean of "
+                  f"{res['breakdown_steps']} steps with timers) and % of that step"]
+        head = f"{'configuration':<24} {'regularisation':<27} {'thr':>3} " + " ".join(f"{p:>13}" for p in PARTS)
+        lines += [head, "-" * len(head)]
     for c in res["cases"]:
         n = c["numpy"]
         if "error" in n or not n.get("breakdown_step_s"):
@@ -855,6 +963,12 @@ def main(argv=None):
                     "only without (off)")
     ap.add_argument("--keep-openblas-env", action="store_true", help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE "
                     "in the measuring processes (default: removed, as on a user's machine)")
+    ap.add_argument("--snp-scale", choices=("paper",), default=None, help="paper: time the SNP analysis at the "
+                    "paper's scale (cct_7_3x1_32, CIFAR-100 sizes, random weights and images) on a subset and "
+                    "project it; replaces the step benchmark")
+    ap.add_argument("--paper-images", type=int, default=1024, help="images captured for --snp-scale paper")
+    ap.add_argument("--paper-readout-images", type=int, default=2000, help="memory-mapped images per read-out "
+                    "epoch for --snp-scale paper")
     ap.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH ('-': JSON on stdout "
                     "instead of the table)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -882,6 +996,16 @@ def main(argv=None):
         elif torch_available():
             torch_python = sys.executable
     quiet = args.json == "-"
+    if args.snp_scale == "paper":
+        nt = (args.threads or [usable_cpus()])[0]
+        r = _run_worker(sys.executable, "paper", {"n_capture": args.paper_images, "n_readout":
+                        args.paper_readout_images, "epochs": 1, "workers": nt}, nt,
+                        keep_openblas_env=args.keep_openblas_env)
+        r["load"] = os.getloadavg()[0]
+        print(json.dumps(r, indent=1) if quiet else format_paper(r) + f"\n  load average at the end {r['load']:.1f}")
+        if args.json and not quiet:
+            Path(args.json).write_text(json.dumps(r, indent=1))
+        return 0
     res = run(cases, args.steps, args.warmup, args.breakdown_steps, args.threads, torch_python,
               None if args.no_snp else args.snp_checkpoint, args.snp_epochs, args.matmul_size,
               args.snp_capture_bytes, args.baseline,

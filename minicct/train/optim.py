@@ -76,9 +76,11 @@ class SGD(_Rule):
         for k, w in params.items():
             if k in self.frozen:
                 continue
-            g = grads[k]
+            g, owned = grads[k], False                                   # owned: g is a temporary of this step
             if self.weight_decay and (self.decay_all or decay[k]):
-                g = g + self.weight_decay * w
+                g = np.multiply(w, self.weight_decay, dtype=w.dtype)     # g + wd w with one temporary
+                g += grads[k]
+                owned = True
             if self.momentum:
                 b = buf.get(k)
                 if b is None:
@@ -86,8 +88,17 @@ class SGD(_Rule):
                 else:
                     b *= self.momentum
                     b += g
-                g = g + self.momentum * b if self.nesterov else b
-            w -= lr * g
+                if self.nesterov:
+                    t = np.multiply(b, self.momentum, dtype=w.dtype)     # g + mu b
+                    t += g
+                    g, owned = t, True
+                else:
+                    g, owned = b, False
+            if owned:
+                g *= lr                                                  # lr g, in place
+                w -= g
+            else:
+                w -= lr * g
 
 
 class AdamW(_Rule):
