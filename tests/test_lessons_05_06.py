@@ -1,35 +1,15 @@
 """Lessons 05 (ANDC pruning) and 06 (heads) end to end on a tiny checkpoint trained here, on a small embedded set."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from minicct import model as M
-from minicct.datasets.embedded import make_embedded
-from minicct.train.loop import TrainConfig, train
-
-LESSONS = Path(__file__).resolve().parents[1] / "lessons"
-TINY = M.CCTConfig(img_size=32, n_conv_layers=2, kernel_size=3, in_planes=8, embedding_dim=16, num_heads=2,
-                   num_layers=2, mlp_ratio=2.0, num_classes=20, attention_dropout=0.0, stochastic_depth=0.0)
+from _lessons import TINY, load_lesson as _lesson, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    data = make_embedded(n_train_per_class=20, n_test_per_class=10)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.npz"
-    tc = TrainConfig(epochs=1, batch_size=50, optimizer="sgd", lr=0.05, weight_decay=5e-4, warmup_epochs=0,
-                     augment=False)
-    train(TINY, data, tc, checkpoint=path, quiet=True)
-    return path, data
-
-
-def _lesson(name, data, monkeypatch):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), LESSONS / name)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    monkeypatch.setattr(mod, "load", lambda *a, **k: data)   # the small embedded set instead of the cached one
-    return mod
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), 20, 10)
 
 
 def _is_png(path):

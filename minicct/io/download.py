@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import requests
-import urllib3
 
 from .atomic import atomic_write, atomic_write_text, check_target, commit
 from ..datasets.base import data_dir
@@ -239,7 +238,8 @@ def _stream_once(url, part: Path, size, progress, timeout, name, max_bytes=None)
                     got += len(chunk)
                     bar.update(len(chunk))
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
-                urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as exc:
+                requests.exceptions.BaseHTTPError) as exc:   # BaseHTTPError: the raw stream's own errors
+            # (protocol error, read timeout), raised unwrapped by r.raw.stream; no direct urllib3 import
             of = f" of {size or total}" if (size or total) else ""
             raise _Incomplete(f"the download is truncated: the connection broke after {have + got}{of} bytes "
                               f"({exc})", got) from exc
