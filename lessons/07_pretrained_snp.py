@@ -1,15 +1,17 @@
 """Lesson 7: the single-nodal-performance (SNP) analysis of the official CCT-7/3x1 CIFAR-100 weights.
 
     python lessons/07_pretrained_snp.py [--pretrained cct_7_3x1_32_c100] [--n-train 2000] [--n-test 2000]
-        [--epochs 3] [--site out] [--modes flat,mean] [--threshold 0.3] [--memory-gb 4] [--out DIR]
+        [--epochs 3] [--site out] [--modes flat,mean] [--threshold 0.3] [--memory-gb 4] [--probe-images 32]
+        [--out DIR]
 
 The earlier lessons ran the analysis on the small classroom model. Here it runs on the network the paper's
 authors studied: CCT-7/3x1 trained by Hassani et al. for 300 epochs on CIFAR-100 (published top-1 80.92%),
 loaded from the official PyTorch checkpoint without PyTorch (minicct/io/pretrained.py, minicct/io/torch_io.py).
 
-    1. plan and run-time estimate: the forward speed is measured on this machine (random weights), then
-           forward seconds  = images pushed through the network / measured images per second
-           read-out seconds = counted read-out multiply-accumulates / the MAC rate the forward reached
+    1. plan and run-time estimate, measured on this machine with random weights and images by
+       analysis.costs.measure_snp_rates (the measurement of `python -m minicct.bench --snp-scale paper`):
+       seconds per captured image, and per training / test image of one epoch of each read-out; then
+           estimate = capture passes x images x capture rate + epochs x images x read-out rates + fields
        Every capture pass pushes all n_train + n_test images through the network; run_snp packs as many
        sites into one pass as fit in --memory-gb (float32 [N, T, D] per site: 262 KB per image here).
     2. the weights and CIFAR-100 (downloaded once, verified; offline: the manual steps, exit code 2)
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a che
 
 from minicct import model as M
 from minicct.io import pretrained as P
+from minicct.analysis.costs import measure_snp_rates, project_snp_seconds
 from minicct.analysis.report import SITES, group_agreement, run_snp, site_names
 from minicct.datasets import load
 from minicct.io.download import DownloadError
@@ -56,47 +59,38 @@ def capture_passes(cfg, names, n_images, budget_bytes) -> int:
     return passes
 
 
-def readout_macs(cfg, names, modes, n_train, n_test, epochs) -> int:
-    """Multiply-accumulates of the read-outs of all sites and modes (counted, not measured) [INF]:
-        flat:  T W K per image and pass; 2 per training image and epoch (logits, weight gradient),
-               1 per test image and epoch (test accuracy) + 1 (single-node predictions); + K^2 T W (fields)
-        mean / seqpool: the token average T W per image and pass dominates; + W K per pass
-    where W is the width of the site (D, or F for ff_hidden)."""
-    total = 0
-    passes = 2 * n_train * epochs + n_test * (epochs + 1)
-    K, T = cfg.num_classes, cfg.seq_len
-    for n in names:
-        W = cfg.ff_dim if n.endswith("ff_hidden") else cfg.embedding_dim
-        for mode in modes:
-            total += (T * W * K * passes + K * K * T * W) if mode == "flat" else (T * W + W * K) * passes
-    return int(total)
-
-
 def plan_and_estimate(args, cfg, entry):
-    """Print what will run and how long it should take; returns the estimated seconds."""
+    """Print what will run and how long it should take; returns the estimated seconds.
+
+    The rates come from analysis.costs.measure_snp_rates, the measurement behind
+    `python -m minicct.bench --snp-scale paper`: a capture of --probe-images random images through the model
+    with random weights, and one epoch of each read-out on random activations of each site shape."""
     names = site_names(cfg, args.sites)
     n_img = args.n_train + args.n_test
     passes = capture_passes(cfg, names, n_img, args.memory_gb * 1e9)
-    speed = P.measure_forward_speed(cfg, args.batch_size, args.probe_seconds)      # images / s
-    mac_rate = speed * P.forward_macs(cfg)                                           # MAC / s
-    t_acc = args.n_test / speed
-    t_fwd = passes * n_img / speed
-    t_ro = readout_macs(cfg, names, args.modes, args.n_train, args.n_test, args.epochs) / mac_rate
-    total = t_acc + t_fwd + t_ro
+    rates = measure_snp_rates(cfg, names, args.modes, n_capture=args.probe_images, n_readout=min(args.n_train, 500),
+                              n_test=min(args.n_test, 200), batch_size=args.batch_size, seed=args.seed)
+    t_acc = args.n_test * rates["capture_s_per_image"]                  # the accuracy check: one forward pass
+    run = project_snp_seconds(rates, cfg, names, args.modes, args.n_train, args.n_test, args.epochs, passes)
+    total = t_acc + run["total"]
     full_img = 60000
-    full = (10000 + capture_passes(cfg, names, full_img, args.memory_gb * 1e9) * full_img) / speed + \
-        readout_macs(cfg, names, args.modes, 50000, 10000, args.epochs) / mac_rate
+    full = 10000 * rates["capture_s_per_image"] + project_snp_seconds(
+        rates, cfg, names, args.modes, 50000, 10000, args.epochs,
+        capture_passes(cfg, names, full_img, args.memory_gb * 1e9))["total"]
     print(f"weights   {entry.name}: {entry.description}; published top-1 {entry.published_top1:.2f}%")
     print(f"model     {M.count_params(cfg):,} parameters, {cfg.seq_len} tokens x D={cfg.embedding_dim}, "
           f"{cfg.num_layers} encoders, {P.forward_macs(cfg) / 1e9:.3f} GMAC per image")
     print(f"analysis  {len(names)} sites ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}), read-outs "
           f"{'/'.join(args.modes)}, {args.epochs} epochs, {args.n_train} training + {args.n_test} test images, "
           f"threshold {args.threshold}")
-    print(f"speed     {speed:.1f} images/s measured ({mac_rate / 1e9:.1f} GMAC/s; random weights, batch "
-          f"{args.batch_size}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')})")
+    print(f"speed     {1 / rates['capture_s_per_image']:.1f} images/s measured (capture of {args.probe_images} "
+          f"random images, batch {args.batch_size}, {rates['workers']} worker(s), random weights); read-out "
+          "epoch per 1000 training images: " + ", ".join(
+              f"{k} {1000 * v['train_s_per_image']:.2f} s" for k, v in rates["readout"].items())
+          + " (analysis.costs.measure_snp_rates)")
     print(f"estimate  model accuracy {P.format_seconds(t_acc)} + activations {passes} capture "
-          f"pass{'es' if passes > 1 else ''} x {n_img} images {P.format_seconds(t_fwd)} + read-outs "
-          f"{P.format_seconds(t_ro)} = about {P.format_seconds(total)}")
+          f"pass{'es' if passes > 1 else ''} x {n_img} images {P.format_seconds(run['capture'])} + read-outs "
+          f"{P.format_seconds(run['readouts'])} = about {P.format_seconds(total)}")
     print(f"          (all 50000 + 10000 images would take about {P.format_seconds(full)} with "
           f"--memory-gb {args.memory_gb:g})", flush=True)
     return total
@@ -149,7 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold", type=float, default=0.3, help="threshold on V/max (default 0.3, authors')")
     ap.add_argument("--memory-gb", type=float, default=4.0, help="activation memory per capture pass (default 4)")
     ap.add_argument("--batch-size", type=int, default=50, help="images per forward batch (default 50)")
-    ap.add_argument("--probe-seconds", type=float, default=1.0, help="time spent measuring the speed (default 1)")
+    ap.add_argument("--probe-images", type=int, default=32, help="random images captured to measure the speed "
+                    "(default 32)")
     ap.add_argument("--no-download", action="store_true", help="never download; stop if files are missing")
     ap.add_argument("--allow-http", action="store_true", help="also try the plain-HTTP mirror of the weights "
                     "(unauthenticated; default: HTTPS only)")
@@ -158,8 +153,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.sites = SITES if args.site == "all" else (args.site,)
     args.modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    if not (1 <= args.n_train <= 50000 and 1 <= args.n_test <= 10000 and args.epochs >= 1):
-        ap.error("need 1 <= --n-train <= 50000, 1 <= --n-test <= 10000 and --epochs >= 1")
+    if not (1 <= args.n_train <= 50000 and 1 <= args.n_test <= 10000 and args.epochs >= 1 and args.probe_images >= 1):
+        ap.error("need 1 <= --n-train <= 50000, 1 <= --n-test <= 10000, --epochs >= 1 and --probe-images >= 1")
 
     try:
         entry = P.get_entry(args.pretrained)

@@ -381,7 +381,7 @@ def _lesson():
 def test_lesson_offline_exits_2_with_the_manual_steps(tmp_path):
     """Run as a user would, in a subprocess: empty MINICCT_DATA, MINICCT_OFFLINE=1 (no socket is opened)."""
     env = dict(os.environ, MINICCT_DATA=str(tmp_path / "empty"), MINICCT_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(REPO / "lessons" / "07_pretrained_snp.py"), "--probe-seconds", "0.1"],
+    proc = subprocess.run([sys.executable, str(REPO / "lessons" / "07_pretrained_snp.py"), "--probe-images", "4"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "estimate" in proc.stdout and "images/s measured" in proc.stdout   # the estimate comes first
@@ -404,7 +404,7 @@ def test_lesson_runs_end_to_end_on_a_tiny_model(server, monkeypatch, tmp_path, c
                  == data.y_test[:20]).mean())
     monkeypatch.setitem(P.REGISTRY, entry.name, dataclasses.replace(entry, published_top1=100 * acc))
     monkeypatch.setattr(lesson, "load", lambda name, **kw: data)
-    rc = lesson.main(["--allow-http", "--n-train", "30", "--n-test", "20", "--epochs", "1", "--probe-seconds", "0.05",
+    rc = lesson.main(["--allow-http", "--n-train", "30", "--n-test", "20", "--epochs", "1", "--probe-images", "4",
                       "--out", str(tmp_path / "figs")])
     out = capsys.readouterr().out
     assert rc == 0 and f"top-1 {100 * acc:.2f}%" in out and "PASS" in out
