@@ -1,7 +1,7 @@
 """Lesson 7: the single-nodal-performance (SNP) analysis of the official CCT-7/3x1 CIFAR-100 weights.
 
     python lessons/07_pretrained_snp.py [--pretrained cct_7_3x1_32_c100] [--n-train 2000] [--n-test 2000]
-        [--epochs 3] [--site out] [--modes flat,mean] [--threshold 0.3] [--memory-gb 4] [--probe-images 32]
+        [--epochs 3] [--site out] [--modes flat,mean] [--threshold 0.3] [--memory-gb 4] [--probe-images N]
         [--out DIR]
 
 The earlier lessons ran the analysis on the small classroom model. Here it runs on the network the paper's
@@ -42,6 +42,7 @@ from minicct.analysis.costs import measure_snp_rates, project_snp_seconds
 from minicct.analysis.report import SITES, group_agreement, run_snp, site_names
 from minicct.datasets import load
 from minicct.io.download import DownloadError
+from minicct.parallel import resolve_workers
 from minicct.train.loop import evaluate
 
 LESSON_DATASETS = ("cifar10", "cifar100")
@@ -67,8 +68,9 @@ def plan_and_estimate(args, cfg, entry):
     with random weights, and one epoch of each read-out on random activations of each site shape."""
     names = site_names(cfg, args.sites)
     n_img = args.n_train + args.n_test
+    n_probe = args.probe_images or resolve_workers(None) * args.batch_size   # every worker busy
     passes = capture_passes(cfg, names, n_img, args.memory_gb * 1e9)
-    rates = measure_snp_rates(cfg, names, args.modes, n_capture=args.probe_images, n_readout=min(args.n_train, 500),
+    rates = measure_snp_rates(cfg, names, args.modes, n_capture=n_probe, n_readout=min(args.n_train, 500),
                               n_test=min(args.n_test, 200), batch_size=args.batch_size, seed=args.seed)
     t_acc = args.n_test * rates["capture_s_per_image"]                  # the accuracy check: one forward pass
     run = project_snp_seconds(rates, cfg, names, args.modes, args.n_train, args.n_test, args.epochs, passes)
@@ -83,7 +85,7 @@ def plan_and_estimate(args, cfg, entry):
     print(f"analysis  {len(names)} sites ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}), read-outs "
           f"{'/'.join(args.modes)}, {args.epochs} epochs, {args.n_train} training + {args.n_test} test images, "
           f"threshold {args.threshold}")
-    print(f"speed     {1 / rates['capture_s_per_image']:.1f} images/s measured (capture of {args.probe_images} "
+    print(f"speed     {1 / rates['capture_s_per_image']:.1f} images/s measured (capture of {n_probe} "
           f"random images, batch {args.batch_size}, {rates['workers']} worker(s), random weights); read-out "
           "epoch per 1000 training images: " + ", ".join(
               f"{k} {1000 * v['train_s_per_image']:.2f} s" for k, v in rates["readout"].items())
@@ -143,8 +145,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold", type=float, default=0.3, help="threshold on V/max (default 0.3, authors')")
     ap.add_argument("--memory-gb", type=float, default=4.0, help="activation memory per capture pass (default 4)")
     ap.add_argument("--batch-size", type=int, default=50, help="images per forward batch (default 50)")
-    ap.add_argument("--probe-images", type=int, default=32, help="random images captured to measure the speed "
-                    "(default 32)")
+    ap.add_argument("--probe-images", type=int, default=None, help="random images captured to measure the speed "
+                    "(default: one batch per worker)")
     ap.add_argument("--no-download", action="store_true", help="never download; stop if files are missing")
     ap.add_argument("--allow-http", action="store_true", help="also try the plain-HTTP mirror of the weights "
                     "(unauthenticated; default: HTTPS only)")
@@ -153,7 +155,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.sites = SITES if args.site == "all" else (args.site,)
     args.modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    if not (1 <= args.n_train <= 50000 and 1 <= args.n_test <= 10000 and args.epochs >= 1 and args.probe_images >= 1):
+    if not (1 <= args.n_train <= 50000 and 1 <= args.n_test <= 10000 and args.epochs >= 1 and (args.probe_images or 1) >= 1):
         ap.error("need 1 <= --n-train <= 50000, 1 <= --n-test <= 10000, --epochs >= 1 and --probe-images >= 1")
 
     try:
