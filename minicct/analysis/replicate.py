@@ -79,13 +79,19 @@ def seed_sweep(A_train, y_train, A_test, y_test, num_classes, names, modes=("fla
         vals[mode][quantity]  float [S, E]  (S seeds, E = len(names)); quantities QUANTITIES
         kept[(seed, name, mode)]  the SiteAnalysis, for the (name, mode) pairs listed in keep.
     """
-    from ..parallel import run
+    from ..parallel import gil_switch_interval, run
     vals = {m: {q: np.full((len(seeds), len(names)), np.nan) for q in QUANTITIES} for m in modes}
     kept = {}
     jobs = [(si, seed, p, name, mode) for si, seed in enumerate(seeds) for p, name in enumerate(names)
             for mode in modes]
-    results = run(lambda j: analyse_site(A_train[j[3]], y_train, A_test[j[3]], y_test, num_classes, j[4], epochs,
-                                         threshold, j[1], j[3]), jobs, workers)
+    cost = {"flat": 0, "seqpool": 1, "mean": 2}                # longest read-outs first: the threads end together
+    order = sorted(range(len(jobs)), key=lambda i: cost[jobs[i][4]])
+    with gil_switch_interval(2e-4):                           # many short NumPy calls per step (parallel.py)
+        done = run(lambda i: analyse_site(A_train[jobs[i][3]], y_train, A_test[jobs[i][3]], y_test, num_classes,
+                                          jobs[i][4], epochs, threshold, jobs[i][1], jobs[i][3]), order, workers)
+    results = [None] * len(jobs)
+    for i, r in zip(order, done):
+        results[i] = r
     for (si, seed, p, name, mode), r in zip(jobs, results):
         for q, v in _site_values(r).items():
             vals[mode][q][si, p] = v
