@@ -77,3 +77,14 @@ def test_parallel_seed_sweep_equals_serial():
     for key in k1:
         assert np.array_equal(k1[key].readout.W, k2[key].readout.W) and np.array_equal(k1[key].V, k2[key].V)
         assert np.array_equal(k1[key].readout.test_acc, k2[key].readout.test_acc)
+
+
+def test_gil_switch_interval_is_restored():
+    import sys
+
+    from minicct.parallel import gil_switch_interval
+    before = sys.getswitchinterval()
+    with gil_switch_interval(2e-4):
+        with gil_switch_interval(1e-3):                                     # nested: the outer value stays
+            assert sys.getswitchinterval() == pytest.approx(2e-4)
+    assert sys.getswitchinterval() == before

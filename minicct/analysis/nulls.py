@@ -105,7 +105,7 @@ def _all_assignments_naive(groups):
     return out
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def _assignments_cached(key):
     A = all_assignments(np.array(key, dtype=np.int64))
     A.setflags(write=False)                                   # shared between calls: read-only
