@@ -49,11 +49,15 @@ from minicct.sites import Site, site_names  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one_site_step_by_step(A_tr, y_tr, A_te, y_te, K, site, args):
-    """Steps 2-6 of the docstring for one site, each a named call, printing what it produced."""
+def one_site_step_by_step(A_tr, y_tr, A_te, y_te, K, site, args, trained=None):
+    """Steps 2-6 of the docstring for one site, each a named call, printing what it produced.
+
+    trained: this very read-out if already trained (seeded_snp trains it: same activations, seed and epochs).
+    """
     print(f"Step by step, {site.label()} (capture name {site.name!r}), flat read-out:")
     print(f"  1. capture               A_train {A_tr.shape}, A_test {A_te.shape}   [N, T, D]")
-    ro = train_readout(A_tr, y_tr, K, epochs=args.epochs, seed=args.seed, A_test=A_te, y_test=y_te)
+    ro = trained if trained is not None else \
+        train_readout(A_tr, y_tr, K, epochs=args.epochs, seed=args.seed, A_test=A_te, y_test=y_te)
     print(f"  2. train_readout         W {ro.W.shape} [K, T, D]; test accuracy {100 * ro.final_test_acc:.1f}% "
           f"after {args.epochs} epochs")
     V = node_fields(A_te, y_te, ro.W, K)                                   # [D, K, K]
@@ -101,13 +105,17 @@ def main(argv=None):
     A_tr = capture(params, cfg, x_tr, data.mean, data.std, names)          # {name: [N, T, D]}, one forward pass
     A_te = capture(params, cfg, x_te, data.mean, data.std, names)
     site = Site(cfg.num_layers - 1, args.site)                             # the last encoder
-    one_site_step_by_step(A_tr[site.name], y_tr, A_te[site.name], y_te, K, site, args)
-
-    print(f"The same for the tokenizer and every encoder, {len(modes)} read-outs, {len(seeds)} read-out seeds "
-          f"(replicate.seeded_snp):")
+    # every read-out of the sweep below at once (on both cores); its flat read-out of this site with the first
+    # seed is the step-by-step one, so it is trained once
     vals, rep, kept = seeded_snp(params, cfg, data, site=args.site, modes=modes, seeds=seeds, epochs=args.epochs,
                                  threshold=args.threshold, n_train=args.n_train, out_dir=args.out,
                                  acts=(A_tr, A_te))
+    same = kept.get((args.seed, site.name, "flat"))
+    one_site_step_by_step(A_tr[site.name], y_tr, A_te[site.name], y_te, K, site, args,
+                          trained=same.readout if same is not None else None)
+
+    print(f"The same for the tokenizer and every encoder, {len(modes)} read-outs, {len(seeds)} read-out seeds "
+          f"(replicate.seeded_snp):")
 
     print(f"\nPer-encoder SNP at site '{args.site}' (threshold {args.threshold}; K = {K} labels; encoder 0 = "
           f"tokenizer output), mean [95 % interval over {len(seeds)} read-out seeds].\nread-out accuracy = test "
@@ -138,7 +146,8 @@ def main(argv=None):
               f"seed), against chance\n(chance = same-size random label sets, exact):")
         print(f"{'encoder':<10}" + "".join(f"{g:>26}" for g in data.groups))
         for p, r in enumerate([r for r in rep.results if r.mode == modes[0]]):
-            agree = group_agreement([c for node in r.stats.clusters for c in node], data.groups)
+            agree = group_agreement([c for node in r.stats.clusters for c in node], data.groups,
+                                    permutation=False)     # fractions only; the test is on the pooled seeds below
             cells = "".join(f"{100 * a['inside']:7.1f}% vs {100 * a['chance']:5.1f}% (n={a['n']:4d})"
                             for a in agree.values())
             print(f"{p:<10}{cells}")

@@ -206,6 +206,34 @@ def run(fn, items, workers=None) -> list:
     return out
 
 
+_SWITCH_LOCK = threading.Lock()
+_SWITCH_DEPTH = [0, None]
+
+
+@contextmanager
+def gil_switch_interval(seconds):
+    """Run the body with Python's thread switch interval (sys.setswitchinterval) at `seconds`, then restore it.
+
+    Threads whose work is many short NumPy calls (a read-out step: two small GEMMs between a dozen tiny
+    element-wise ops) hand the GIL back and forth; a thread returning from a GIL-free BLAS call waits up to
+    the interval (default 5 ms) for the other to yield, so two such workers ran no faster than one. A short
+    interval (0.2 ms) lets them overlap. Nested sections: the outermost restores.
+    """
+    import sys
+    with _SWITCH_LOCK:
+        if _SWITCH_DEPTH[0] == 0:
+            _SWITCH_DEPTH[1] = sys.getswitchinterval()
+            sys.setswitchinterval(seconds)
+        _SWITCH_DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        with _SWITCH_LOCK:
+            _SWITCH_DEPTH[0] -= 1
+            if _SWITCH_DEPTH[0] == 0:
+                sys.setswitchinterval(_SWITCH_DEPTH[1])
+
+
 # ------------------------------------------------------------------------------------ shard random streams
 
 class ShardStream:

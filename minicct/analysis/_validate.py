@@ -126,6 +126,10 @@ def check_mask(M, name="mask", ndim=None, shapes=None, hint=""):
 def take_rows(A, idx, out=None):
     """Rows idx of A as float32 (only these rows are read; float16/float64 caches are cast per batch)."""
     if out is not None and A.dtype == np.float32:
-        np.take(A, idx, axis=0, out=out[: len(idx)])
+        idx = np.asarray(idx)
+        if idx.size and (idx.min() < -A.shape[0] or idx.max() >= A.shape[0]):
+            raise IndexError(f"row indices {idx.min()}..{idx.max()} outside the {A.shape[0]} rows of the array")
+        # in range (checked above), so mode="clip" changes nothing; it spares np.take's buffered copy of out
+        np.take(A, idx, axis=0, out=out[: len(idx)], mode="clip")
         return out[: len(idx)]
     return np.asarray(A[idx], dtype=np.float32)

@@ -21,6 +21,8 @@ Shape legend: D nodes, d head_dim, K labels.
 """
 from __future__ import annotations
 
+import collections
+import functools
 import itertools
 import math
 
@@ -38,7 +40,30 @@ def _multi_clusters(clusters, K):
 
 
 def clusters_inside(clusters, groups):
-    """Number of clusters (of >= 2 labels) whose labels all lie in one group. groups: [K] int (or [P, K])."""
+    """Number of clusters (of >= 2 labels) whose labels all lie in one group. groups: [K] int (or [P, K]).
+
+    Kernel (naive twin `_clusters_inside_naive`): each assignment's groups as label bit masks, member[v, p] =
+    sum_{k : G[p, k] = v} 2^k, and each distinct cluster c as cm = sum_{k in c} 2^k; c lies inside a group of
+    assignment p iff member[v, p] & cm == cm for some v. Identical clusters are counted once, times their
+    multiplicity. Integer logic throughout, so the counts are exactly the twin's. Needs K <= 62 (else the twin).
+    """
+    g = np.asarray(groups)
+    K = g.shape[-1]
+    multi = _multi_clusters(clusters, K)
+    if K > 62:
+        return _clusters_inside_naive(multi, g)
+    G = g.reshape(-1, K)                                      # [P, K] assignments
+    bit = np.left_shift(np.int64(1), np.arange(K, dtype=np.int64))            # [K] 2^k
+    member = np.stack([np.where(G == v, bit, 0).sum(axis=1) for v in np.unique(G)])   # [V, P] group bit masks
+    hits = np.zeros(G.shape[0], dtype=np.int64)
+    for c, m in collections.Counter(tuple(c.tolist()) for c in multi).items():   # identical clusters once, x m
+        cm = np.bitwise_or.reduce(bit[list(c)])               # the cluster's bit mask (a repeated label once)
+        hits += m * ((member & cm) == cm).any(axis=0)         # [P]: inside one group
+    return hits if g.ndim > 1 else int(hits[0])
+
+
+def _clusters_inside_naive(clusters, groups):
+    """Naive twin of `clusters_inside`: every cluster, the group ids of its labels compared per assignment."""
     g = np.asarray(groups)
     K = g.shape[-1]
     multi = _multi_clusters(clusters, K)
@@ -59,8 +84,8 @@ def n_assignments(groups):
     return n
 
 
-def _all_assignments(groups):
-    """Every distinct permutation of the group vector, as [P, K] (P = n_assignments), by recursion on groups."""
+def _all_assignments_naive(groups):
+    """Naive twin of `all_assignments` (the test compares them): one row at a time, Python loops."""
     g = np.asarray(groups)
     K = g.size
     vals, counts = np.unique(g, return_counts=True)
@@ -78,6 +103,41 @@ def _all_assignments(groups):
     out = np.stack(rows)
     out[out < 0] = vals[-1]                                   # the last group takes the remaining slots
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _assignments_cached(key):
+    A = all_assignments(np.array(key, dtype=np.int64))
+    A.setflags(write=False)                                   # shared between calls: read-only
+    return A
+
+
+def all_assignments(groups):
+    """Every distinct permutation of the group vector, as int64 [P, K] (P = n_assignments), by recursion on
+    groups: group v's n_v labels are placed on every n_v-subset of the slots still free, for all rows at once.
+
+    Every row at one level has the same number F of free slots, so the C(F, n_v) subsets are one index array
+    [C, n_v] (and its complement [C, F - n_v]) applied to the [P, F] free-slot table of all rows; rows come out
+    in the order of the naive twin `_all_assignments_naive` (row-major over (row, subset)).
+    """
+    g = np.asarray(groups)
+    K = g.size
+    vals, counts = np.unique(g, return_counts=True)
+    rows = np.full((1, K), -1, dtype=np.int64)               # [P, K] partial assignments
+    free = np.arange(K, dtype=np.int64)[None]                 # [P, F] free slots of each row, ascending
+    for v, n in zip(vals[:-1], counts[:-1]):
+        F = free.shape[1]
+        pick = np.array(list(itertools.combinations(range(F), int(n))), dtype=np.int64).reshape(-1, int(n))
+        P, C = rows.shape[0], pick.shape[0]
+        keep = np.ones((C, F), dtype=bool)
+        keep[np.arange(C)[:, None], pick] = False
+        rest = np.nonzero(keep)[1].reshape(C, F - int(n))      # [C, F - n] the complements, ascending
+        rows = np.repeat(rows, C, axis=0)                     # [P*C, K], row r's copies at r*C .. r*C + C-1
+        slots = free[:, pick].reshape(P * C, int(n))          # [P*C, n] the slots group v takes
+        rows[np.arange(P * C)[:, None], slots] = v
+        free = free[:, rest].reshape(P * C, F - int(n))       # [P*C, F - n]
+    rows[rows < 0] = vals[-1]                                 # the last group takes the remaining slots
+    return rows
 
 
 def group_permutation_test(clusters, groups, n_draws=10000, seed=0, exact_max=200000, chunk=20000):
@@ -101,7 +161,7 @@ def group_permutation_test(clusters, groups, n_draws=10000, seed=0, exact_max=20
     obs = clusters_inside(multi, g)
     total = n_assignments(g)
     if total <= exact_max:
-        A = _all_assignments(g)                                # [P, K]
+        A = _assignments_cached(tuple(g.tolist()))             # [P, K], enumerated once per group vector
         null = np.concatenate([clusters_inside(multi, A[s:s + chunk]) for s in range(0, len(A), chunk)])
         p = float(np.count_nonzero(null >= obs) / null.size)
         method, se, p_min = "exact", 0.0, 1.0 / total

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..layers.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from ..layers.pooling import seqpool_backward, seqpool_forward
+from ..layers.activations import softmax_backward
+from ..layers.pooling import seqpool_forward
 from ..train.optim import SGD
 from ._validate import MODES, check_activations, check_labels, check_mask, check_mode, check_weight, readout_shape
 from ._validate import take_rows as _rows
@@ -52,6 +53,11 @@ def pooled_features(A, mode, pool=None, batch_size=1000):
     check_mode(mode, pool)
     if mode == "flat":
         raise ValueError("pooled_features needs mode 'mean' or 'seqpool'; the flat read-out has no pooled feature")
+    return _pooled(A, mode, pool, batch_size)
+
+
+def _pooled(A, mode, pool=None, batch_size=1000):
+    """pooled_features on checked inputs (no validation). A [N, T, D] -> Z [N, D] float32."""
     N, T, D = A.shape
     Z = np.empty((N, D), dtype=np.float32)
     for s in range(0, N, batch_size):
@@ -71,15 +77,20 @@ def readout_logits(A, W, batch_size=1000, mode="flat", pool=None):
     check_mode(mode, pool)
     N, T, D = A.shape
     check_weight(W, mode, T, D)
-    K = W.shape[0]
-    Wf = W.reshape(K, -1).astype(np.float32, copy=False)  # [K, T*D] or [K, D]
+    return _logits(A, W.reshape(W.shape[0], -1).astype(np.float32, copy=False), batch_size, mode, pool)
+
+
+def _logits(A, Wf, batch_size, mode, pool):
+    """readout_logits on checked inputs (no validation): A [N, T, D], or for mode "mean" also the pooled
+    features Z [N, D] (the token average, computed once); Wf [K, T*D] or [K, D] float32. Returns [N, K]."""
+    N, K = A.shape[0], Wf.shape[0]
     out = np.empty((N, K), dtype=np.float32)
     for s in range(0, N, batch_size):
-        Ab = np.asarray(A[s:s + batch_size], dtype=np.float32)  # [B, T, D]
+        Ab = np.asarray(A[s:s + batch_size], dtype=np.float32)  # [B, T, D] (or [B, D] pooled)
         if mode == "flat":
-            X = Ab.reshape(Ab.shape[0], T * D)                  # [B, T*D]
+            X = Ab.reshape(Ab.shape[0], -1)                     # [B, T*D]
         elif mode == "mean":
-            X = Ab.mean(axis=1)                                 # [B, D]
+            X = Ab if Ab.ndim == 2 else Ab.mean(axis=1)         # [B, D]
         else:
             X = seqpool_forward(Ab, *pool)[0]                   # [B, D]
         out[s:s + batch_size] = X @ Wf.T                        # [B, K]
@@ -92,7 +103,14 @@ def readout_accuracy(A, y, W, batch_size=1000, mode="flat", pool=None):
     y = check_labels(y, A.shape[0], W.shape[0])
     if A.shape[0] == 0:
         raise ValueError("readout_accuracy: no images (A has N = 0)")
-    return float((readout_logits(A, W, batch_size, mode, pool).argmax(axis=1) == y).mean())
+    check_mode(mode, pool)
+    check_weight(W, mode, A.shape[1], A.shape[2])
+    return _accuracy(A, y, W.reshape(W.shape[0], -1).astype(np.float32, copy=False), batch_size, mode, pool)
+
+
+def _accuracy(A, y, Wf, batch_size, mode, pool):
+    """readout_accuracy on checked inputs (no validation; A may be pooled features for "mean", as `_logits`)."""
+    return float((_logits(A, Wf, batch_size, mode, pool).argmax(axis=1) == y).mean())
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -176,24 +194,45 @@ def init_readout(mode, T, D, K, rng, mask=None):
     return W, pool_w, pool_b
 
 
-def _step_grads(Ab, yb, params, mode):
-    """One mini-batch: forward, plain cross-entropy, backward. Returns (loss, logits [B, K], grads)."""
-    B = Ab.shape[0]
+def _step_grads(Xb, yb, params, mode):
+    """One mini-batch: forward, plain cross-entropy, backward. Returns (loss, logits [B, K], grads).
+
+    Xb: A rows [B, T, D]; for mode "mean" the token averages Z [B, D] (train_readout pools them once: the
+    average does not depend on the parameters).
+    """
+    B = Xb.shape[0]
     Wf = params["W"]                                          # [K, T*D] (flat view) or [K, D]
     if mode == "flat":
-        X = Ab.reshape(B, -1)                                 # [B, T, D] -> [B, T*D]
+        X = Xb.reshape(B, -1)                                 # [B, T, D] -> [B, T*D]
     elif mode == "mean":
-        X = Ab.mean(axis=1)                                   # [B, D]
+        X = Xb                                                # [B, D] = mean_t A[:, t, :]
     else:
-        X, pcache = seqpool_forward(Ab, params["pool.weight"], params["pool.bias"])  # [B, D]
+        X, pcache = seqpool_forward(Xb, params["pool.weight"], params["pool.bias"])  # [B, D]
     logits = X @ Wf.T                                         # [B, K]
     loss, cache = softmax_cross_entropy_forward(logits, yb)
     dlogits = softmax_cross_entropy_backward(1.0, cache)      # [B, K]
     grads = {"W": dlogits.T @ X}                              # [K, B] @ [B, T*D or D]
     if mode == "seqpool":
         dZ = dlogits @ Wf                                     # [B, D]
-        _, grads["pool.weight"], grads["pool.bias"] = seqpool_backward(dZ, pcache)
+        grads["pool.weight"], grads["pool.bias"] = seqpool_param_grads(dZ, pcache)
     return loss, logits, grads
+
+
+def seqpool_param_grads(dz, cache):
+    """The pool's gradients (dw [1, D], db [1]) of layers.pooling.seqpool_backward, without dx [N, T, D]
+    (activations are frozen: the read-out never needs it). Same operations, so the same numbers (its naive
+    twin is seqpool_backward; tests/test_analysis_readout_fast.py compares them).
+
+    z = a^T x, a = softmax_T(s):  da = x dz -> ds = softmax_backward(a, da, T);  s = x w^T + b -> dw = sum ds x,
+    db = sum ds.   Inputs: dz [N, D], cache (x [N, T, D], w [1, D], a [N, T, 1]) of seqpool_forward.
+    """
+    x, _, a = cache
+    da = x @ dz[:, :, None]                        # [N, T, D] @ [N, D, 1] -> [N, T, 1]
+    ds = softmax_backward(a, da, axis=1)           # [N, T, 1]
+    D = x.shape[2]
+    dw = ds.reshape(1, -1) @ x.reshape(-1, D)      # [1, N*T] @ [N*T, D] -> [1, D]
+    db = ds.sum(axis=(0, 1))                       # [1]
+    return dw, db
 
 
 class _RowReader:
@@ -301,7 +340,10 @@ def train_readout(A_train, y_train, num_classes, epochs=READOUT_EPOCHS, lr=0.01,
     if mode == "seqpool":
         params["pool.weight"], params["pool.bias"] = pool_w, pool_b
     opt = SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, decay_all=True)
-    buf = np.empty((min(batch_size, N), T, D), dtype=np.float32)  # reused batch buffer
+    if mode == "mean":                                       # the token average does not depend on the
+        A_train = _pooled(A_train, mode)                     # parameters: Z [N, D], pooled once, and the steps
+        A_test = None if A_test is None else _pooled(A_test, mode)   # read rows of Z (same numbers per row)
+    buf = np.empty((min(batch_size, N),) + A_train.shape[1:], dtype=np.float32)  # reused batch buffer
     hist = {"train_loss": [], "train_acc": [], "test_acc": [], "lr": []}
     pool = (pool_w, pool_b) if mode == "seqpool" else None  # the same arrays the optimiser updates in place
 
@@ -326,9 +368,9 @@ def _epochs(epochs, lr, lr_decay, rng, N, batch_size, reader, buf, y_train, para
         loss_sum = correct = 0.0
         for s in range(0, N, batch_size):
             idx = np.sort(perm[s:s + batch_size])            # ascending rows: memmap-friendly, same batch
-            Ab = reader.take(idx, buf)                        # [B, T, D] float32
+            Xb = reader.take(idx, buf)                        # [B, T, D] float32 ([B, D] for "mean")
             yb = y_train[idx]
-            loss, logits, grads = _step_grads(Ab, yb, params, mode)
+            loss, logits, grads = _step_grads(Xb, yb, params, mode)
             opt.step(params, grads, lr=lr_e)
             if m is not None:
                 np.multiply(W, m, out=W)                      # pruned weights back to exactly 0
@@ -336,7 +378,7 @@ def _epochs(epochs, lr, lr_decay, rng, N, batch_size, reader, buf, y_train, para
             correct += float((logits.argmax(axis=1) == yb).sum())
         rec = {"epoch": epoch, "lr": lr_e, "train_loss": loss_sum / N, "train_acc": correct / N, "test_acc": None}
         if A_test is not None:
-            rec["test_acc"] = readout_accuracy(A_test, y_test, W, mode=mode, pool=pool)
+            rec["test_acc"] = _accuracy(A_test, y_test, params["W"], 1000, mode, pool)   # inputs checked once
             hist["test_acc"].append(rec["test_acc"])
         for k in ("train_loss", "train_acc", "lr"):
             hist[k].append(rec[k])

@@ -69,26 +69,36 @@ def _site_values(r):
 
 
 def seed_sweep(A_train, y_train, A_test, y_test, num_classes, names, modes=("flat",), seeds=(0, 1, 2), epochs=10,
-               threshold=0.3, keep=(), progress=None):
+               threshold=0.3, keep=(), progress=None, workers=None):
     """Every SNP quantity of every site in `names` (in order along the encoders) for every read-out seed and mode.
 
     A_train / A_test: {name: activations [N, T, D]}; y_train [N], y_test [M]. For each seed and name and mode
-    a fresh read-out is trained with that seed (report.analyse_site). Returns (vals, kept):
+    a fresh read-out is trained with that seed (report.analyse_site). The read-outs are independent, so they
+    run on `workers` threads (parallel.run; None = the usable CPUs); each is computed whole by one thread, so
+    the results are those of workers=1, bit for bit. Returns (vals, kept):
         vals[mode][quantity]  float [S, E]  (S seeds, E = len(names)); quantities QUANTITIES
         kept[(seed, name, mode)]  the SiteAnalysis, for the (name, mode) pairs listed in keep.
     """
+    from ..parallel import gil_switch_interval, run
     vals = {m: {q: np.full((len(seeds), len(names)), np.nan) for q in QUANTITIES} for m in modes}
     kept = {}
-    for si, seed in enumerate(seeds):
-        for p, name in enumerate(names):
-            for mode in modes:
-                r = analyse_site(A_train[name], y_train, A_test[name], y_test, num_classes, mode, epochs, threshold,
-                                 seed, name)
-                for q, v in _site_values(r).items():
-                    vals[mode][q][si, p] = v
-                if (name, mode) in keep:
-                    kept[(seed, name, mode)] = r
-        if progress:
+    jobs = [(si, seed, p, name, mode) for si, seed in enumerate(seeds) for p, name in enumerate(names)
+            for mode in modes]
+    cost = {"flat": 0, "seqpool": 1, "mean": 2}                # longest read-outs first: the threads end together
+    order = sorted(range(len(jobs)), key=lambda i: cost[jobs[i][4]])
+    with gil_switch_interval(2e-4):                           # many short NumPy calls per step (parallel.py)
+        done = run(lambda i: analyse_site(A_train[jobs[i][3]], y_train, A_test[jobs[i][3]], y_test, num_classes,
+                                          jobs[i][4], epochs, threshold, jobs[i][1], jobs[i][3]), order, workers)
+    results = [None] * len(jobs)
+    for i, r in zip(order, done):
+        results[i] = r
+    for (si, seed, p, name, mode), r in zip(jobs, results):
+        for q, v in _site_values(r).items():
+            vals[mode][q][si, p] = v
+        if (name, mode) in keep:
+            kept[(seed, name, mode)] = r
+    if progress:
+        for seed in seeds:
             progress(f"  seed {seed}: {len(names)} sites x {len(modes)} read-outs done", flush=True)
     return vals, kept
 
@@ -160,11 +170,12 @@ def positions_summary(vals):
 
 
 def seeded_snp(params, cfg, data, site="out", modes=("flat", "mean", "seqpool"), seeds=(0, 1, 2), epochs=10,
-               threshold=0.3, n_train=None, out_dir=None, batch_size=250, acts=None):
+               threshold=0.3, n_train=None, out_dir=None, batch_size=250, acts=None, workers=None):
     """The SNP analysis of lesson 03 over several read-out seeds: tokenizer + every encoder's `site`.
 
     acts: (A_train, A_test), dicts {name: [N, T, D]} already captured for data.x_train[:n_train] and
-    data.x_test at "tokens" and every "enc{e}.{site}"; then no forward pass is run.
+    data.x_test at "tokens" and every "enc{e}.{site}"; then no forward pass is run. workers: threads for the
+    read-outs (seed_sweep; the results do not depend on it).
 
     Returns (vals, report, kept): vals[mode][quantity] [S, E] (seed_sweep); report = an SNPReport of the first
     seed's SiteAnalyses (figures written to out_dir when given); kept[(seed, name, mode)] every SiteAnalysis.
@@ -181,7 +192,7 @@ def seeded_snp(params, cfg, data, site="out", modes=("flat", "mean", "seqpool"),
         if missing:
             raise ValueError(f"acts lacks the activations of {missing}; capture them or pass acts=None")
     vals, kept = seed_sweep(A_tr, y_tr, A_te, data.y_test, cfg.num_classes, names, modes, seeds, epochs, threshold,
-                            keep=[(n, m) for n in names for m in modes])
+                            keep=[(n, m) for n in names for m in modes], workers=workers)
     report = SNPReport([kept[(seeds[0], n, m)] for n in names for m in modes], list(data.class_names),
                        dict(data.groups), dict(data.group_names))
     if out_dir is not None:

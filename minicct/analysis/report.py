@@ -105,7 +105,7 @@ def site_names(cfg, sites=("out",), include_tokens=True) -> list:
     return _site_names(cfg.num_layers, sites, include_tokens)
 
 
-def group_agreement(clusters, groups: dict, n_draws=10000, seed=0) -> dict:
+def group_agreement(clusters, groups: dict, n_draws=10000, seed=0, permutation=True) -> dict:
     """How often multi-label clusters stay inside one ground-truth group, against a label-permutation null. [INF]
 
     clusters: iterable of label lists (e.g. every cluster of every node of a layer); groups: name -> [K] ints.
@@ -117,7 +117,8 @@ def group_agreement(clusters, groups: dict, n_draws=10000, seed=0) -> dict:
     labels are not counted as independent evidence; exact enumeration when the distinct assignments are
     few, else (1 + hits) / (1 + n_draws)), "p_method", "p_min" (smallest attainable p)}.
     The earlier p-value that treated clusters as independent draws is retired: it is far too small when
-    clusters repeat across nodes.
+    clusters repeat across nodes. permutation=False skips the permutation test (p_value nan, p_method
+    "skipped") for callers that show only the fractions.
     """
     from .nulls import group_permutation_test
     multi = [list(c) for c in clusters if len(c) >= 2]
@@ -132,7 +133,8 @@ def group_agreement(clusters, groups: dict, n_draws=10000, seed=0) -> dict:
             continue
         hits = sum(len(set(g[c])) == 1 for c in multi)
         pc = np.array([sum(math.comb(int(n), len(c)) for n in sizes) / math.comb(K, len(c)) for c in multi])
-        perm = group_permutation_test(multi, g, n_draws=n_draws, seed=seed)
+        perm = group_permutation_test(multi, g, n_draws=n_draws, seed=seed) if permutation else \
+            {"p_value": float("nan"), "method": "skipped", "p_min": float("nan")}
         out[gname] = {"n": len(multi), "inside": hits / len(multi), "chance": float(pc.mean()),
                       "p_value": perm["p_value"], "p_method": perm["method"], "p_min": perm["p_min"]}
     return out
