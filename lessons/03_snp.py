@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 
 from minicct.analysis.clusters import greedy_clusters, node_noise, node_signal, snr  # noqa: E402
 from minicct.analysis.nulls import group_permutation_test, holm  # noqa: E402
-from minicct.analysis.replicate import format_positions_table, positions_summary, seeded_snp  # noqa: E402
+from minicct.analysis.replicate import (format_positions_table, near_chance_verdict, positions_summary,
+                                       seeded_snp, single_label_verdict, small_clusters_verdict)  # noqa: E402
 from minicct.analysis.readout import train_readout  # noqa: E402
 from minicct.analysis.report import capture, group_agreement  # noqa: E402
 from minicct.analysis.snp import node_fields, normalise_threshold  # noqa: E402
@@ -172,19 +173,20 @@ def main(argv=None):
     print(f"  {'PASS' if sane else 'FAIL'}  read-out of the last encoder well above chance: {acc.fmt(100, 1)} % "
           f"(interval above {300 / K:.0f} %)")
     print(f"claims, last encoder, {last.mode} read-out, decided on the interval over {len(seeds)} seeds:")
-    claims = {
-        "single nodes classify near chance (P-M): single-node accuracy interval below 2/K = "
-        f"{200 / K:.0f} %: {single.fmt(100, 1)} %": single.hi < 2 / K,
-        "a node picks mostly one label (P-M: 'selects a single output label'): top-label fraction interval above "
-        f"50 %: {top.fmt(100, 1)} %": top.lo > 0.5,
-        f"nodes see small clusters (P-T): labels in clusters per node, interval below K/4 = {K / 4:g}: {lab.fmt()}":
-            lab.hi < K / 4,
+    claims = {     # the rules of the claims table (replicate.py), three-valued: supported / contradicted / inconclusive
+        "single nodes classify near chance (P-M): single-node accuracy below 2/K = "
+        f"{200 / K:.0f} % (above: contradicted): {single.fmt(100, 1)} %": near_chance_verdict(single, K),
+        "a node picks mostly one label (P-M: 'selects a single output label'): top-label fraction above 50 % "
+        f"(below: contradicted): {top.fmt(100, 1)} %": single_label_verdict(top),
+        f"nodes see small clusters (P-T): labels in clusters per node below K/4 = {K / 4:g} (above K/2 = {K / 2:g}: "
+        f"contradicted): {lab.fmt()}": small_clusters_verdict(lab, K),
     }
     if data.groups:
-        claims["clusters follow at least one ground-truth group more than chance (label permutation, Holm)"] = ok_groups
-    for text, ok in claims.items():
-        word = "HOLDS " if ok else "FAILS " if len(seeds) > 1 or "ground-truth" in text else "NO CI "
-        print(f"  {word}  {text}")
+        claims["clusters follow at least one ground-truth group more than chance (label permutation, Holm)"] = \
+            "supported" if ok_groups else "not shown"
+    for text, verdict in claims.items():
+        word = verdict if len(seeds) > 1 or "ground-truth" in text else "no interval"
+        print(f"  {word.upper():<13} {text}")
     print(f"done in {time.time() - t0:.0f} s")
     return 0 if sane else 1
 

@@ -42,6 +42,21 @@ def test_lesson_03_prints_intervals_and_interval_checks(tiny, tmp_path, monkeypa
     out = capsys.readouterr().out
     assert rc in (0, 1)                                       # 1 only if the read-out is not above chance
     assert ("PASS" in out) == (rc == 0)
-    assert "top-label fraction interval above 50 %" in out and "single-node accuracy interval below" in out
-    assert out.count("HOLDS ") + out.count("FAILS ") == 4     # three claims and the ground-truth groups
+    assert "top-label fraction above 50 %" in out and "single-node accuracy below" in out
+    words = ("SUPPORTED ", "CONTRADICTED ", "INCONCLUSIVE ", "NOT SHOWN ")
+    assert sum(out.count(w) for w in words) == 4              # three claims and the ground-truth groups
     assert "p_Holm" in out and "read-out accuracy %" in out
+
+
+def test_lesson_03_and_the_claims_table_share_one_rule():
+    """The lesson's three-valued words come from the claims table's rules (no second threshold)."""
+    from minicct.analysis.replicate import near_chance_verdict, single_label_verdict, small_clusters_verdict
+    from minicct.analysis.stats import summarise
+    K = 20
+    assert small_clusters_verdict(summarise([3.0, 4.0, 3.5]), K) == "supported"          # below K/4 = 5
+    assert small_clusters_verdict(summarise([6.0, 6.5, 7.0]), K) == "inconclusive"       # between K/4 and K/2
+    assert small_clusters_verdict(summarise([12.0, 12.5, 13.0]), K) == "contradicted"    # above K/2 = 10
+    assert single_label_verdict(summarise([0.46, 0.47, 0.48])) == "contradicted"
+    assert single_label_verdict(summarise([0.40, 0.55, 0.60])) == "inconclusive"
+    assert near_chance_verdict(summarise([0.07, 0.075, 0.08]), K) == "supported"         # below 2/K = 10 %
+    assert near_chance_verdict(summarise([0.2, 0.21, 0.22]), K) == "contradicted"

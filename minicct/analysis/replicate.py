@@ -36,6 +36,24 @@ from .report import analyse_site, capture
 from .stats import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, bootstrap_summary, summarise, summarise_columns,
                     trend_verdict, verdict_from)
 
+def small_clusters_verdict(lab, K):
+    """P-T "small clusters": labels in clusters per node (a Summary over seeds) against K labels. Supported if the
+    interval lies below K/4, contradicted if above K/2, else inconclusive (claims table and lesson 03)."""
+    return SUPPORTED if lab.hi < K / 4 else CONTRADICTED if lab.lo > K / 2 else INCONCLUSIVE
+
+
+def single_label_verdict(top):
+    """P-M "each node selects a single output label": fraction of test images on a node's most frequent label
+    (a Summary over seeds). Supported if the interval lies above 1/2, contradicted if below, else inconclusive."""
+    return SUPPORTED if top.lo > 0.5 else CONTRADICTED if top.hi < 0.5 else INCONCLUSIVE
+
+
+def near_chance_verdict(sacc, K):
+    """P-M "single nodes classify near chance": single-node accuracy (a Summary over seeds) below 2/K: supported;
+    above 2/K: contradicted; else inconclusive (lesson 03)."""
+    return SUPPORTED if sacc.hi < 2 / K else CONTRADICTED if sacc.lo > 2 / K else INCONCLUSIVE
+
+
 QUANTITIES = ("accuracy", "clusters_per_node", "cluster_size", "labels_in_clusters", "noise", "snr", "snr_a",
               "snr_b", "snr_c", "snr_d", "single_node_accuracy", "single_node_top_fraction")
 
@@ -386,7 +404,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
     lab = summarise(fl["labels_in_clusters"][:, last])
     size = summarise(fl["cluster_size"][:, last])
     noise = summarise(fl["noise"][:, last])
-    v = SUPPORTED if lab.hi < K / 4 else CONTRADICTED if lab.lo > K / 2 else INCONCLUSIVE
+    v = small_clusters_verdict(lab, K)
     rows.append(_row("small_clusters", f"labels in clusters per node, encoder {L} (flat read-out)",
                      f"{lab.fmt()} of K={K} labels; cluster size {size.fmt()}; noise {noise.fmt()} per node",
                      f"K/4 = {K / 4:g} labels (few) / K/2 (many)", v,
@@ -394,7 +412,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
     # 2. one label per node
     top = summarise(fl["single_node_top_fraction"][:, last])
     sacc = summarise(fl["single_node_accuracy"][:, last])
-    v = SUPPORTED if top.lo > 0.5 else CONTRADICTED if top.hi < 0.5 else INCONCLUSIVE
+    v = single_label_verdict(top)
     rows.append(_row("single_label", f"fraction of test images on a node's most frequent label, encoder {L} (flat)",
                      f"{_pct(top)} %; single-node accuracy {_pct(sacc)} %", f"chance accuracy {100 / K:.1f} %; "
                      f"1/K = {100 / K:.1f} % if predictions were spread", v,
