@@ -70,7 +70,7 @@ def attention_backward(dy, cache):
     # forward: Pd = dropout(P)
     dP = dropout_backward(dPd, cache["drop"], out=dPd)               # in place: dPd is ours
     # forward: P = softmax(S)
-    dS = softmax_backward(P, dP, axis=-1)
+    dS = softmax_backward(P, dP, axis=-1, out=dP)                  # in place: dP is ours
     # forward: S = qs k^T with qs = q * scale (the cached q)
     np.matmul(dS, k, out=dq)                                        # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
     dq *= scale                                                     # dqs -> dq
