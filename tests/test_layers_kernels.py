@@ -62,6 +62,15 @@ def test_im2col_col2im_against_naive(k, stride, pad):
     assert np.sum(cols * d) == pytest.approx(np.sum(x * Kn.col2im(d, x.shape, stride, pad)))
 
 
+@pytest.mark.parametrize("C", [1, 3])
+def test_im2col_of_a_channels_last_view(C):
+    # the tokenizer passes x.transpose(0, 2, 3, 1) of an NCHW batch; with C = 1 NumPy calls that view
+    # contiguous although its channel stride is not the item size
+    x = np.random.default_rng(C).standard_normal((2, C, 7, 6)).transpose(0, 2, 3, 1)
+    for k, stride, pad in [(3, 2, 0), (2, 1, 0), (3, 1, 1)]:
+        np.testing.assert_array_equal(Kn.im2col(x, k, stride, pad), Kn.im2col_naive(x, k, stride, pad))
+
+
 def test_image_blocks_cover_the_batch():
     for N, per, budget in [(10, 3, 7), (1, 100, 10), (0, 5, 10), (7, 1, 100)]:
         blocks = Kn.image_blocks(N, per, budget)

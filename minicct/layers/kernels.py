@@ -6,7 +6,7 @@ equations (the split of llm.c between the clean reference and the fast versions)
     normal_cdf_float32    Phi(x) for GELU in float32 NumPy passes, cache-sized blocks    normal_cdf (scipy erf)
     gelu_slope_float32    GELU and its derivative from one cache-blocked pass            gelu_slope
     row_dot               sum(a * b) over the last axis without the product array        row_dot_naive
-    im2col / col2im       channels-last windows, one strided copy per kernel offset      im2col_naive / col2im_naive
+    im2col / col2im       channels-last windows, one strided copy per kernel row/offset  im2col_naive / col2im_naive
     image_blocks          the batch in slices of a cache / GEMM byte budget              (a single block)
     window_max_argmax     max over the k*k window offsets with a uint8 arg-max map       window_max_argmax_naive
     qkv_grad_views        dq, dk, dv written straight into the [N, T, 3, h, d] layout     stack_qkv_grads
@@ -141,18 +141,26 @@ def image_blocks(N, bytes_per_image, budget=_BLOCK_BYTES):
 
 
 def im2col(x_nhwc, k, stride, pad):
-    """[N, H, W, C] -> cols [N, H', W', k, k, C], one strided copy per kernel offset (i, j)."""
+    """[N, H, W, C] -> cols [N, H', W', k, k, C], one strided copy per kernel row i.
+
+    In channels-last memory the k offsets j of one window row are k*C consecutive numbers (for any stride), so
+    a read-only strided view of the padded input, windows [N, H', W', k, k*C], is copied with runs of k*C
+    contiguous values (2-5x faster than one copy per offset (i, j), whose runs are only C long: 3 values in
+    the first convolution).
+    """
     N, H, W, C = x_nhwc.shape
     Ho, Wo = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
     if pad:
         xp = np.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=x_nhwc.dtype)
         xp[:, pad:pad + H, pad:pad + W] = x_nhwc
     else:
-        xp = x_nhwc
+        xp = np.ascontiguousarray(x_nhwc)
+    sC = xp.itemsize                                   # C-contiguous strides from the shape (a size-1 axis
+    sW, sH, sN = C * sC, (W + 2 * pad) * C * sC, (H + 2 * pad) * (W + 2 * pad) * C * sC   # may report any stride)
+    windows = np.lib.stride_tricks.as_strided(xp, (N, Ho, Wo, k, k * C), (sN, sH * stride, sW * stride, sH, sC),
+                                              writeable=False)                    # [N, H', W', k (i), k*C (j, c)]
     cols = np.empty((N, Ho, Wo, k, k, C), dtype=x_nhwc.dtype)
-    for i in range(k):
-        for j in range(k):
-            cols[:, :, :, i, j] = xp[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride]
+    cols.reshape(N, Ho, Wo, k, k * C)[...] = windows
     return cols
 
 
