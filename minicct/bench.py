@@ -31,7 +31,10 @@ for PyTorch; several counts are measured one after the other.
 Fairness: the measuring processes run without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (machine overrides that force
 other OpenBLAS kernels; --keep-openblas-env keeps them); each prints its BLAS library, kernel and threads; NumPy and
 PyTorch run in --rounds alternating rounds (fresh processes) and each side's fastest round counts. Every
-configuration with dropout / drop-path is measured as configured and without them (--reg).
+configuration with dropout / drop-path is measured as configured and without them (--reg). minicct's train_step
+keeps freed memory in its process (train/memory.py); every measuring process -- PyTorch and --baseline too --
+gets the same glibc settings (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_, `malloc_env`), so no side wins by
+its allocator alone; MINICCT_RETAIN_MEMORY=0 gives every side glibc's defaults.
 """
 from __future__ import annotations
 
@@ -565,11 +568,24 @@ def format_paper(r) -> str:
 OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
+def malloc_env() -> dict:
+    """glibc's environment form of what minicct's train_step sets for itself (train/memory.py: freed memory stays
+    in the process), given to EVERY measuring process -- PyTorch and the baseline too -- so that no side wins by
+    its allocator settings alone (measured: ~20 % of a cct_7_3x1_32 step for PyTorch and for the old minicct).
+    Empty when MINICCT_RETAIN_MEMORY=0 (then no side keeps freed memory). Variables already set are kept."""
+    from .train.memory import MMAP_THRESHOLD, TRIM_THRESHOLD
+    if os.environ.get("MINICCT_RETAIN_MEMORY", "1").strip() == "0":
+        return {}
+    return {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
+
+
 def _child_env(threads, repo, keep_openblas_env=False):
     env = dict(os.environ)
     if not keep_openblas_env:
         for var in OPENBLAS_OVERRIDES:
             env.pop(var, None)
+    for var, value in malloc_env().items():
+        env.setdefault(var, value)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join([str(repo)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -676,6 +692,7 @@ def run(cases, steps=10, warmup=2, breakdown_steps=3, threads=None, torch_python
                        "numpy": np.__version__, "blas": _blas_name(), "load_start": os.getloadavg()[0],
                        "openblas_env": overrides, "OPENBLAS_CORETYPE": overrides["OPENBLAS_CORETYPE"]},
            "keep_openblas_env": keep_openblas_env, "rounds": rounds,
+           "malloc_env": {k: os.environ.get(k, v) for k, v in malloc_env().items()},
            "threads": threads, "steps": steps, "warmup": warmup, "breakdown_steps": breakdown_steps,
            "matmul_n": matmul_n, "torch_python": torch_python, "baseline": baseline and str(baseline),
            "cases": [], "snp": []}
@@ -819,6 +836,10 @@ def format_report(res) -> str:
              f"{res.get('rounds', 1)} alternating rounds (fresh processes); each side's fastest round counts",
              f"OpenBLAS overrides in this shell: {env or 'none'}; measuring processes "
              + ("KEEP them (--keep-openblas-env)" if res.get("keep_openblas_env") else "run WITHOUT them"),
+             *(["allocator: every measuring process (NumPy, PyTorch, before) keeps freed memory, as minicct's "
+                f"train_step does for itself: {res['malloc_env']}" if res["malloc_env"] else
+                "allocator: glibc defaults in every measuring process (MINICCT_RETAIN_MEMORY=0)"]
+               if "malloc_env" in res else []),
              "NumPy with N threads = N batch-parallel workers (minicct.parallel) of one BLAS thread each; "
              "PyTorch: torch.set_num_threads(N)", ""]
     head = (f"{'configuration':<24} {'regularisation':<27} {'thr':>3} {'step s':>7} {'img/s':>6} {'GFLOP':>6} "

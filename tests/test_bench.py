@@ -139,6 +139,18 @@ def test_measuring_processes_run_without_the_openblas_overrides(monkeypatch):
     assert kept["OPENBLAS_CORETYPE"] == "Haswell" and kept["OPENBLAS_L2_SIZE"] == "262144"
 
 
+def test_every_measuring_process_gets_the_same_allocator_settings(monkeypatch):
+    from minicct.train.memory import MMAP_THRESHOLD, TRIM_THRESHOLD
+    monkeypatch.delenv("MINICCT_RETAIN_MEMORY", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    env = bench._child_env(2, REPO)                 # the same env for the numpy, torch and baseline workers
+    assert env["MALLOC_MMAP_THRESHOLD_"] == str(MMAP_THRESHOLD) and env["MALLOC_TRIM_THRESHOLD_"] == str(TRIM_THRESHOLD)
+    monkeypatch.setenv("MINICCT_RETAIN_MEMORY", "0")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    env = bench._child_env(2, REPO)
+    assert "MALLOC_MMAP_THRESHOLD_" not in env and "MALLOC_TRIM_THRESHOLD_" not in env
+
+
 def test_regularisation_pairs_and_targets():
     cases = bench.with_and_without_regularisation([bench.Case.parse("cct_7_3x1_32@32:100"),
                                                    bench.Case.parse("classroom@128")])

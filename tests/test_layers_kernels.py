@@ -21,6 +21,34 @@ def test_normal_cdf_float32_against_erf():
     np.testing.assert_array_equal(Kn.normal_cdf_float32(x.reshape(2, -1)).ravel(), got)
 
 
+def test_gelu_slope_float32_against_naive():
+    x = np.concatenate([np.linspace(-9, 9, 20002), np.random.default_rng(1).standard_normal(70000) * 3])
+    x = x.astype(np.float32)                                            # > one block of 65536 elements
+    y, slope = Kn.gelu_slope_float32(x)
+    y64, slope64 = Kn.gelu_slope(x.astype(np.float64))
+    assert y.dtype == slope.dtype == np.float32 and y.shape == slope.shape == x.shape
+    assert np.abs(y - y64).max() < 3e-6 * max(1.0, np.abs(x).max())   # |x| * (error of Phi) + rounding
+    assert np.abs(slope - slope64).max() < 2e-6
+    np.testing.assert_array_equal(y, x * Kn.normal_cdf_float32(x))     # the same Phi as the cdf kernel
+    y2, s2 = Kn.gelu_slope_float32(x.reshape(2, -1))
+    np.testing.assert_array_equal(y2.ravel(), y)
+    np.testing.assert_array_equal(s2.ravel(), slope)
+    # the naive slope is the derivative of the naive GELU (central differences in float64)
+    u, e = np.linspace(-4, 4, 41), 1e-6
+    fd = (Kn.gelu_slope(u + e)[0] - Kn.gelu_slope(u - e)[0]) / (2 * e)
+    np.testing.assert_allclose(Kn.gelu_slope(u)[1], fd, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_dot_against_naive(dtype):
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((2, 2, 3, 5, 7)).astype(dtype)               # each [2, 3, 5, 7]
+    for axis in (-1, 3, 1):
+        got, ref = Kn.row_dot(a, b, axis), Kn.row_dot_naive(a, b, axis)
+        assert got.shape == ref.shape and got.dtype == dtype
+        np.testing.assert_allclose(got, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+
+
 @pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (3, 2, 1), (2, 2, 0), (5, 3, 2)])
 def test_im2col_col2im_against_naive(k, stride, pad):
     rng = np.random.default_rng(k + stride + pad)
@@ -32,6 +60,15 @@ def test_im2col_col2im_against_naive(k, stride, pad):
                                rtol=0, atol=1e-12)
     # col2im is the adjoint of im2col: <im2col(x), d> = <x, col2im(d)>
     assert np.sum(cols * d) == pytest.approx(np.sum(x * Kn.col2im(d, x.shape, stride, pad)))
+
+
+@pytest.mark.parametrize("C", [1, 3])
+def test_im2col_of_a_channels_last_view(C):
+    # the tokenizer passes x.transpose(0, 2, 3, 1) of an NCHW batch; with C = 1 NumPy calls that view
+    # contiguous although its channel stride is not the item size
+    x = np.random.default_rng(C).standard_normal((2, C, 7, 6)).transpose(0, 2, 3, 1)
+    for k, stride, pad in [(3, 2, 0), (2, 1, 0), (3, 1, 1)]:
+        np.testing.assert_array_equal(Kn.im2col(x, k, stride, pad), Kn.im2col_naive(x, k, stride, pad))
 
 
 def test_image_blocks_cover_the_batch():

@@ -102,3 +102,16 @@ def test_ctrl_c_on_the_last_step_of_an_epoch_resumes(tmp_path):
         assert getattr(resumed, name) == getattr(full, name), name
     for k in params:
         np.testing.assert_array_equal(params[k], full_params[k])
+
+
+def test_retain_freed_memory_opt_out_and_glibc(monkeypatch):
+    import platform
+    from minicct.train import memory
+    monkeypatch.setattr(memory, "_STATE", {"done": False, "active": False})
+    monkeypatch.setenv("MINICCT_RETAIN_MEMORY", "0")
+    assert memory.retain_freed_memory() is False                    # opted out: nothing set
+    assert memory.retain_freed_memory() is False                    # and decided once per process
+    monkeypatch.setattr(memory, "_STATE", {"done": False, "active": False})
+    monkeypatch.delenv("MINICCT_RETAIN_MEMORY")
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert memory.retain_freed_memory() is glibc

@@ -11,12 +11,12 @@ Shape legend: N batch, C channels, H, W height/width, T tokens, D embedding, h h
 (D = h*d), F feed-forward hidden width, K classes.
 
 Map (one family per file):
-    kernels.py        the speed tricks, each a named kernel beside its naive twin (normal cdf, im2col,
-                      window max + arg-max, the qkv gradient layout)
-    activations.py    relu, gelu (exact erf), softmax and the one softmax_backward
+    kernels.py        the speed tricks, each a named kernel beside its naive twin (normal cdf, GELU with its
+                      slope, row sums of products, im2col, window max + arg-max, the qkv gradient layout)
+    activations.py    relu, gelu (exact erf; caches its slope), softmax and the one softmax_backward
     linear.py         y = x W^T + b over any leading dims
     norm.py           LayerNorm
-    conv.py           conv2d (im2col over kernel offsets) + naive twin; max-pool + naive twin
+    conv.py           conv2d (im2col over kernel rows) + naive twin; max-pool + naive twin
     attention.py      multi-head self-attention (forward and its mirrored backward)
     regularization.py dropout, drop-path (stochastic depth)
     pooling.py        sequence pooling

@@ -2,13 +2,9 @@
 
 Shape legend: N batch, T tokens, D embedding, h heads, F hidden; element-wise layers take any shape.
 """
-import math
-
 import numpy as np
 
-from .kernels import normal_cdf, normal_cdf_float32
-
-_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+from .kernels import gelu_slope, gelu_slope_float32, row_dot
 
 
 def relu_forward(x):
@@ -25,22 +21,18 @@ def relu_backward(dout, cache):
 def gelu_forward(x):
     """GELU, exact form used by torch.nn.functional.gelu: y = x * Phi(x), Phi(x) = (1 + erf(x/sqrt2)) / 2.
 
-    Any shape. float32 input uses the kernel `normal_cdf_float32` (speed), other dtypes `normal_cdf`, its naive
-    twin on scipy's erf (float64 gradient checks stay exact). Cache: (x, Phi(x)) so backward needs no second erf.
+    Any shape. The local slope dy/dx = Phi(x) + x phi(x) is computed here with y, phi(x) = exp(-x^2/2) / sqrt(2 pi),
+    and cached (one array, instead of x and Phi(x)): the backward is then one product. float32 input uses the
+    kernel `gelu_slope_float32` (speed), other dtypes `gelu_slope`, its naive twin on scipy's erf (float64
+    gradient checks stay exact).
     """
-    cdf = normal_cdf_float32(x) if x.dtype == np.float32 else normal_cdf(x)   # Phi(x)
-    return x * cdf, (x, cdf)
+    y, slope = gelu_slope_float32(x) if x.dtype == np.float32 else gelu_slope(x)
+    return y, slope
 
 
 def gelu_backward(dout, cache):
-    """dy/dx = Phi(x) + x * phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)."""
-    x, cdf = cache
-    pdf = np.exp(-0.5 * x * x)
-    pdf *= _INV_SQRT2PI
-    pdf *= x
-    pdf += cdf
-    pdf *= dout
-    return pdf
+    """dx = dout * dy/dx, dy/dx = Phi(x) + x phi(x) (cached by the forward)."""
+    return dout * cache
 
 
 def softmax(x, axis=-1, out=None):
@@ -60,14 +52,14 @@ def log_softmax(x, axis=-1):
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
-def softmax_backward(y, dy, axis=-1):
+def softmax_backward(y, dy, axis=-1, out=None):
     """Vector-Jacobian product of y = softmax(x) along `axis`.
 
     dx = y * (dy - sum(dy * y, axis))   (the Jacobian diag(y) - y y^T applied to dy, in O(T), never built).
     Used by attention (axis -1), sequence pooling (token axis) and the loss.
+    out: optional array to write into; out=dy when the caller owns dy (attention: no second [.., T, T] array).
     """
-    dx = dy * y
-    s = dx.sum(axis=axis, keepdims=True)
-    np.subtract(dy, s, out=dx)                      # one temporary instead of three
+    s = row_dot(dy, y, axis)                        # sum(dy * y, axis), kept as [..., 1]
+    dx = np.subtract(dy, s, out=out)
     dx *= y
     return dx

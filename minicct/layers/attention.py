@@ -44,8 +44,9 @@ def attention_forward(x, params, num_heads, attn_drop=0.0, train=False, rng=None
     S = q @ k.transpose(0, 1, 3, 2)                                 # [N, h, T, d] @ [N, h, d, T] -> [N, h, T, T]
     P = softmax(S, axis=-1, out=S)                                  # over keys; in place, S is not kept
     Pd, drop_cache = dropout_forward(P, attn_drop, rng, train)      # attention dropout
-    O = Pd @ v                                                      # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
-    heads = O.transpose(0, 2, 1, 3).reshape(N, T, D)                # [N, h, T, d] -> [N, T, h, d] -> [N, T, D]
+    heads = np.empty((N, T, D), dtype=np.result_type(Pd, v))        # concat_j O_j: node n of head n // d
+    O = heads.reshape(N, T, h, d).transpose(0, 2, 1, 3)             # its view [N, h, T, d]: O_j lands in place
+    np.matmul(Pd, v, out=O)                                         # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
     y, proj_cache = linear_forward(heads, params["proj.weight"], params["proj.bias"])
     cache = {"qkv": qkv_cache, "q": q, "k": k, "v": v, "P": P, "Pd": Pd, "drop": drop_cache,
              "proj": proj_cache, "heads": heads, "h": h, "scale": scale}
@@ -70,7 +71,7 @@ def attention_backward(dy, cache):
     # forward: Pd = dropout(P)
     dP = dropout_backward(dPd, cache["drop"], out=dPd)               # in place: dPd is ours
     # forward: P = softmax(S)
-    dS = softmax_backward(P, dP, axis=-1)
+    dS = softmax_backward(P, dP, axis=-1, out=dP)                  # in place: dP is ours
     # forward: S = qs k^T with qs = q * scale (the cached q)
     np.matmul(dS, k, out=dq)                                        # [N, h, T, T] @ [N, h, T, d] -> [N, h, T, d]
     dq *= scale                                                     # dqs -> dq

@@ -4,7 +4,9 @@ equations (the split of llm.c between the clean reference and the fast versions)
 
     kernel                what it does fast                                        naive twin
     normal_cdf_float32    Phi(x) for GELU in float32 NumPy passes, cache-sized blocks    normal_cdf (scipy erf)
-    im2col / col2im       channels-last windows, one strided copy per kernel offset      im2col_naive / col2im_naive
+    gelu_slope_float32    GELU and its derivative from one cache-blocked pass            gelu_slope
+    row_dot               sum(a * b) over the last axis without the product array        row_dot_naive
+    im2col / col2im       channels-last windows, one strided copy per kernel row/offset  im2col_naive / col2im_naive
     image_blocks          the batch in slices of a cache / GEMM byte budget              (a single block)
     window_max_argmax     max over the k*k window offsets with a uint8 arg-max map       window_max_argmax_naive
     qkv_grad_views        dq, dk, dv written straight into the [N, T, 3, h, d] layout     stack_qkv_grads
@@ -16,6 +18,7 @@ import numpy as np
 from scipy.special import erf
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 # ------------------------------------------------------------------------------------- GELU: normal cdf
@@ -40,27 +43,62 @@ def normal_cdf_float32(x):
     out = np.empty(xf.size, dtype=np.float32)
     z_buf, t_buf = np.empty(min(_BLOCK, xf.size), np.float32), np.empty(min(_BLOCK, xf.size), np.float32)
     for s in range(0, xf.size, _BLOCK):
-        xb, q = xf[s:s + _BLOCK], out[s:s + _BLOCK]
-        z, t = z_buf[:xb.size], t_buf[:xb.size]
-        np.abs(xb, out=z)
-        z *= _INV_SQRT2                                       # z = |x| / sqrt2
-        np.multiply(z, 0.5, out=t)
-        t += 1.0
-        np.reciprocal(t, out=t)                               # t = 1 / (1 + z/2)
-        q.fill(_ERFC_P[-1])
-        for c in _ERFC_P[-2::-1]:                             # Horner: q = P(t)
-            q *= t
-            q += c
-        z *= z
-        q -= z
-        np.exp(q, out=q)
-        q *= t                                                # erfc(z)
-        q *= 0.5                                              # q = Phi(-|x|)
-        np.multiply(q, -2.0, out=t)
-        t += 1.0
-        t *= xb >= 0                                          # 1 - 2q where x >= 0, else 0
-        q += t                                                # Phi(x)
+        xb = xf[s:s + _BLOCK]
+        _normal_cdf_block(xb, out[s:s + _BLOCK], z_buf[:xb.size], t_buf[:xb.size])
     return out.reshape(x.shape)
+
+
+def _normal_cdf_block(xb, q, z, t):
+    """One block of normal_cdf_float32: q <- Phi(xb) (float32 [n]); z, t [n] scratch. Leaves z = xb^2 / 2."""
+    np.abs(xb, out=z)
+    z *= _INV_SQRT2                                           # z = |x| / sqrt2
+    np.multiply(z, 0.5, out=t)
+    t += 1.0
+    np.reciprocal(t, out=t)                                   # t = 1 / (1 + z/2)
+    q.fill(_ERFC_P[-1])
+    for c in _ERFC_P[-2::-1]:                                 # Horner: q = P(t)
+        q *= t
+        q += c
+    z *= z                                                    # z = x^2 / 2
+    q -= z
+    np.exp(q, out=q)
+    q *= t                                                    # erfc(z)
+    q *= 0.5                                                  # q = Phi(-|x|)
+    np.multiply(q, -2.0, out=t)
+    t += 1.0
+    t *= xb >= 0                                              # 1 - 2q where x >= 0, else 0
+    q += t                                                    # Phi(x)
+
+
+def gelu_slope_float32(x):
+    """GELU and its derivative in one go, float32 (any shape): y = x Phi(x), slope = Phi(x) + x phi(x),
+    phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+
+    Phi as normal_cdf_float32, block by block; phi, y and the slope are made from the block while it is in
+    cache, so the forward writes y and slope once and the backward is one product dout * slope (instead of
+    writing Phi, reading it back for y, and six passes of exp(-x^2/2) arithmetic in the backward).
+    """
+    xf = np.ravel(x)
+    y, slope = np.empty(xf.size, dtype=np.float32), np.empty(xf.size, dtype=np.float32)
+    n = min(_BLOCK, xf.size)
+    q_buf, z_buf, t_buf = np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.float32)
+    for s in range(0, xf.size, _BLOCK):
+        xb = xf[s:s + _BLOCK]
+        q, z, t = q_buf[:xb.size], z_buf[:xb.size], t_buf[:xb.size]
+        _normal_cdf_block(xb, q, z, t)                        # q = Phi(x), z = x^2 / 2
+        np.multiply(xb, q, out=y[s:s + _BLOCK])               # y = x Phi(x)
+        np.negative(z, out=z)
+        np.exp(z, out=z)                                      # exp(-x^2 / 2)
+        z *= xb
+        z *= _INV_SQRT2PI                                     # x phi(x)
+        np.add(q, z, out=slope[s:s + _BLOCK])                 # Phi(x) + x phi(x)
+    return y.reshape(x.shape), slope.reshape(x.shape)
+
+
+def gelu_slope(x):
+    """Naive twin of gelu_slope_float32 (any float dtype, scipy's erf): (x Phi(x), Phi(x) + x phi(x))."""
+    cdf = normal_cdf(x)
+    return x * cdf, cdf + x * np.exp(-0.5 * x * x) * _INV_SQRT2PI
 
 
 def normal_cdf(x):
@@ -69,6 +107,23 @@ def normal_cdf(x):
     cdf += 1.0
     cdf *= 0.5
     return cdf
+
+
+# ------------------------------------------------------------------------------------- row sums of products
+def row_dot(a, b, axis=-1):
+    """sum(a * b, axis, keepdims=True) for a, b of the same shape [..., n] -> [..., 1].
+
+    Over the last axis this is one einsum (multiply and add in one pass, no [..., n] product array written
+    and read back: about 1.4x faster on attention's [N, h, T, T]); other axes use the naive twin.
+    """
+    if axis not in (-1, a.ndim - 1) or a.shape != b.shape:
+        return row_dot_naive(a, b, axis)
+    return np.einsum("...i,...i->...", a, b)[..., None]
+
+
+def row_dot_naive(a, b, axis=-1):
+    """Naive twin of row_dot: the product array, then its sum."""
+    return (a * b).sum(axis=axis, keepdims=True)
 
 
 # ------------------------------------------------------------------------------------- conv: im2col, blocks
@@ -86,18 +141,26 @@ def image_blocks(N, bytes_per_image, budget=_BLOCK_BYTES):
 
 
 def im2col(x_nhwc, k, stride, pad):
-    """[N, H, W, C] -> cols [N, H', W', k, k, C], one strided copy per kernel offset (i, j)."""
+    """[N, H, W, C] -> cols [N, H', W', k, k, C], one strided copy per kernel row i.
+
+    In channels-last memory the k offsets j of one window row are k*C consecutive numbers (for any stride), so
+    a read-only strided view of the padded input, windows [N, H', W', k, k*C], is copied with runs of k*C
+    contiguous values (2-5x faster than one copy per offset (i, j), whose runs are only C long: 3 values in
+    the first convolution).
+    """
     N, H, W, C = x_nhwc.shape
     Ho, Wo = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
     if pad:
         xp = np.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=x_nhwc.dtype)
         xp[:, pad:pad + H, pad:pad + W] = x_nhwc
     else:
-        xp = x_nhwc
+        xp = np.ascontiguousarray(x_nhwc)
+    sC = xp.itemsize                                   # C-contiguous strides from the shape (a size-1 axis
+    sW, sH, sN = C * sC, (W + 2 * pad) * C * sC, (H + 2 * pad) * (W + 2 * pad) * C * sC   # may report any stride)
+    windows = np.lib.stride_tricks.as_strided(xp, (N, Ho, Wo, k, k * C), (sN, sH * stride, sW * stride, sH, sC),
+                                              writeable=False)                    # [N, H', W', k (i), k*C (j, c)]
     cols = np.empty((N, Ho, Wo, k, k, C), dtype=x_nhwc.dtype)
-    for i in range(k):
-        for j in range(k):
-            cols[:, :, :, i, j] = xp[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride]
+    cols.reshape(N, Ho, Wo, k, k * C)[...] = windows
     return cols
 
 

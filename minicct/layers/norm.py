@@ -6,6 +6,8 @@ Shape legend: x [..., D], gamma and beta [D].
 """
 import numpy as np
 
+from .kernels import row_dot
+
 
 def layernorm_forward(x, gamma, beta, eps=1e-5):
     """Inputs: x [..., D], gamma [D], beta [D]. Returns y [..., D] and cache (xhat, gamma, rstd).
@@ -15,9 +17,10 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     if gamma.shape != (x.shape[-1],) or beta.shape != (x.shape[-1],):
         raise ValueError(f"layernorm: gamma and beta must have shape ({x.shape[-1]},) to match input "
                          f"{x.shape}, got {gamma.shape} and {beta.shape}")
+    D = x.shape[-1]
     mu = x.mean(axis=-1, keepdims=True)             # [..., 1]
     xc = x - mu
-    var = (xc * xc).mean(axis=-1, keepdims=True)    # biased variance, [..., 1]
+    var = row_dot(xc, xc) / D                       # biased variance mean(xc^2), [..., 1]
     rstd = 1.0 / np.sqrt(var + eps)                 # [..., 1]
     xhat = xc
     xhat *= rstd                                    # [..., D]
@@ -35,10 +38,11 @@ def layernorm_backward(dout, cache):
     """
     xhat, gamma, rstd = cache
     D = xhat.shape[-1]
-    dgamma = (dout * xhat).reshape(-1, D).sum(axis=0)
+    dgamma = np.einsum("md,md->d", dout.reshape(-1, D), xhat.reshape(-1, D))   # sum over rows of dout * n
     dbeta = dout.reshape(-1, D).sum(axis=0)
     dn = dout * gamma
-    dx = dn - dn.mean(axis=-1, keepdims=True)
-    dx -= xhat * (dn * xhat).mean(axis=-1, keepdims=True)
+    dx = xhat * (row_dot(dn, xhat) / D)             # n * mean(dn * n)
+    dx += dn.mean(axis=-1, keepdims=True)
+    np.subtract(dn, dx, out=dx)
     dx *= rstd
     return dx, dgamma, dbeta
