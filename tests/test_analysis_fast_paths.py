@@ -1,7 +1,7 @@
 """The speed kernels of the SNP analysis against their naive twins, and parallel read-outs against serial ones.
 
 all_assignments (vectorised enumeration) vs _all_assignments_naive; clusters_inside (bit masks) vs
-_clusters_inside_naive; seqpool_param_grads vs layers.pooling.seqpool_backward; the "mean" read-out's pooled-once
+_clusters_inside_naive; seqpool_backward without dx (the read-out's) vs with it; the "mean" read-out's pooled-once
 features vs the per-batch token mean; seed_sweep on 2 threads vs 1 thread (bit for bit).
 """
 import numpy as np
@@ -10,7 +10,7 @@ import pytest
 from minicct.analysis._validate import take_rows
 from minicct.analysis.nulls import (_all_assignments_naive, _clusters_inside_naive, all_assignments,
                                     clusters_inside, group_permutation_test, n_assignments)
-from minicct.analysis.readout import pooled_features, seqpool_param_grads
+from minicct.analysis.readout import pooled_features
 from minicct.analysis.replicate import seed_sweep
 from minicct.layers.pooling import seqpool_backward, seqpool_forward
 
@@ -37,15 +37,15 @@ def test_clusters_inside_equals_the_naive_count():
     assert r["method"] == "exact" and r["n_null"] == n_assignments(np.repeat([0, 1], 6)) == 924
 
 
-def test_seqpool_param_grads_are_seqpool_backwards():
+def test_seqpool_backward_without_dx_gives_the_same_parameter_gradients():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 5, 4)).astype(np.float32)
     w, b = rng.standard_normal((1, 4)).astype(np.float32), rng.standard_normal(1).astype(np.float32)
     dz = rng.standard_normal((7, 4)).astype(np.float32)
     _, cache = seqpool_forward(x, w, b)
     _, dw, db = seqpool_backward(dz, cache)
-    dw2, db2 = seqpool_param_grads(dz, cache)
-    assert np.array_equal(dw, dw2) and np.array_equal(db, db2)
+    dx2, dw2, db2 = seqpool_backward(dz, cache, need_dx=False)
+    assert dx2 is None and np.array_equal(dw, dw2) and np.array_equal(db, db2)
 
 
 def test_pooled_mean_rows_equal_the_per_batch_mean():

@@ -31,8 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..layers.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from ..layers.activations import softmax_backward
-from ..layers.pooling import seqpool_forward
+from ..layers.pooling import seqpool_backward, seqpool_forward
 from ..train.optim import SGD
 from ._validate import MODES, check_activations, check_labels, check_mask, check_mode, check_weight, readout_shape
 from ._validate import take_rows as _rows
@@ -214,25 +213,8 @@ def _step_grads(Xb, yb, params, mode):
     grads = {"W": dlogits.T @ X}                              # [K, B] @ [B, T*D or D]
     if mode == "seqpool":
         dZ = dlogits @ Wf                                     # [B, D]
-        grads["pool.weight"], grads["pool.bias"] = seqpool_param_grads(dZ, pcache)
+        _, grads["pool.weight"], grads["pool.bias"] = seqpool_backward(dZ, pcache, need_dx=False)  # A is frozen
     return loss, logits, grads
-
-
-def seqpool_param_grads(dz, cache):
-    """The pool's gradients (dw [1, D], db [1]) of layers.pooling.seqpool_backward, without dx [N, T, D]
-    (activations are frozen: the read-out never needs it). Same operations, so the same numbers (its naive
-    twin is seqpool_backward; tests/test_analysis_readout_fast.py compares them).
-
-    z = a^T x, a = softmax_T(s):  da = x dz -> ds = softmax_backward(a, da, T);  s = x w^T + b -> dw = sum ds x,
-    db = sum ds.   Inputs: dz [N, D], cache (x [N, T, D], w [1, D], a [N, T, 1]) of seqpool_forward.
-    """
-    x, _, a = cache
-    da = x @ dz[:, :, None]                        # [N, T, D] @ [N, D, 1] -> [N, T, 1]
-    ds = softmax_backward(a, da, axis=1)           # [N, T, 1]
-    D = x.shape[2]
-    dw = ds.reshape(1, -1) @ x.reshape(-1, D)      # [1, N*T] @ [N*T, D] -> [1, D]
-    db = ds.sum(axis=(0, 1))                       # [1]
-    return dw, db
 
 
 class _RowReader:

@@ -107,17 +107,15 @@ def seed_sweep(A_train, y_train, A_test, y_test, num_classes, names, modes=("fla
     with gil_switch_interval(2e-4):                           # many short NumPy calls per step (parallel.py)
         done = run(lambda i: analyse_site(A_train[jobs[i][3]], y_train, A_test[jobs[i][3]], y_test, num_classes,
                                           jobs[i][4], epochs, threshold, jobs[i][1], jobs[i][3]), order, workers)
-    results = [None] * len(jobs)
-    for i, r in zip(order, done):
-        results[i] = r
-    for (si, seed, p, name, mode), r in zip(jobs, results):
+    results = dict(zip(order, done))                          # job index -> its SiteAnalysis
+    for i, (si, seed, p, name, mode) in enumerate(jobs):
+        r = results[i]
         for q, v in _site_values(r).items():
             vals[mode][q][si, p] = v
         if (name, mode) in keep:
             kept[(seed, name, mode)] = r
     if progress:
-        for seed in seeds:
-            progress(f"  seed {seed}: {len(names)} sites x {len(modes)} read-outs done", flush=True)
+        progress(f"  {len(seeds)} seeds x {len(names)} sites x {len(modes)} read-outs done", flush=True)
     return vals, kept
 
 

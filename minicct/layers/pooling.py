@@ -22,17 +22,19 @@ def seqpool_forward(x, w, b):
     return z, (x, w, a)
 
 
-def seqpool_backward(dz, cache):
-    """Returns (dx [N, T, D], dw [1, D], db [1]).
+def seqpool_backward(dz, cache, need_dx=True):
+    """Returns (dx [N, T, D], dw [1, D], db [1]); dx is None with need_dx=False (frozen inputs, e.g. a read-out
+    on stored activations: the [N, T, D] products are skipped, dw and db are the same numbers).
 
     z = a^T x  ->  dx = a dz,  da = x dz ;  a = softmax_T(s) -> ds = softmax_backward(a, da, T)
     s = x w^T + b -> dx += ds w, dw = sum ds x, db = sum ds (zero up to rounding: softmax is shift invariant).
     """
     x, w, a = cache
-    dx = a * dz[:, None, :]                        # [N, T, 1] * [N, 1, D] -> [N, T, D]
+    dx = a * dz[:, None, :] if need_dx else None   # [N, T, 1] * [N, 1, D] -> [N, T, D]
     da = x @ dz[:, :, None]                        # [N, T, D] @ [N, D, 1] -> [N, T, 1]
     ds = softmax_backward(a, da, axis=1)           # [N, T, 1]
-    dx += ds * w                                   # [N, T, 1] * [1, D] -> [N, T, D]
+    if need_dx:
+        dx += ds * w                               # [N, T, 1] * [1, D] -> [N, T, D]
     D = x.shape[2]
     dw = ds.reshape(1, -1) @ x.reshape(-1, D)      # [1, N*T] @ [N*T, D] -> [1, D]
     db = ds.sum(axis=(0, 1))                       # [1]
