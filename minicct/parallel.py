@@ -20,12 +20,17 @@ Results equal those of one worker:
     mask. Needs a bit generator with `advance` (PCG64 -- np.random.default_rng's --, PCG64DXSM, Philox).
 
     workers = None -> default_workers(): MINICCT_WORKERS if set, else the usable CPUs (1 without BLAS control).
+
+Many independent jobs of short NumPy calls (the read-outs of a seed sweep) run on forked processes instead
+(`run_forked`, Linux): with threads, each step's dozen small calls wait for the GIL. Each job is computed whole
+by one process, so those results too are bit for bit those of one worker.
 """
 from __future__ import annotations
 
 import ctypes
 import glob
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -164,9 +169,17 @@ _POOLS = {}
 
 
 def _pool(n_threads):
+    """The reused thread pool of n_threads threads (created on first use)."""
     if n_threads not in _POOLS:
         _POOLS[n_threads] = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="minicct")
     return _POOLS[n_threads]
+
+
+def _shutdown_pools():
+    """Stop the idle pool threads (run never leaves work in them); _pool makes new ones when needed."""
+    for ex in _POOLS.values():
+        ex.shutdown(wait=True)
+    _POOLS.clear()
 
 
 def run(fn, items, workers=None) -> list:
@@ -177,7 +190,7 @@ def run(fn, items, workers=None) -> list:
     """
     items = list(items)
     w = min(resolve_workers(workers), len(items))
-    if w <= 1:
+    if w <= 1 or in_forked_job():                           # a forked job already has its core
         return [fn(it) for it in items]
     lock = threading.Lock()
     nxt = [0]
@@ -204,6 +217,55 @@ def run(fn, items, workers=None) -> list:
     if errors:
         raise errors[0]
     return out
+
+
+# ------------------------------------------------------------------------------------------ forked workers
+
+_FORKED_JOB = [None, None]  # (job, pid of the process that forked): inherited by the forked processes
+
+
+def in_forked_job() -> bool:
+    """True inside a process forked by run_forked: there, run and run_forked compute serially."""
+    return _FORKED_JOB[1] is not None and _FORKED_JOB[1] != os.getpid()
+
+
+def _forked_call(i):
+    return _FORKED_JOB[0](i)
+
+
+def fork_available() -> bool:
+    """True where run_forked uses processes: Linux, whose "fork" start method gives the children the parent's
+    memory (the activations) without pickling. Elsewhere (macOS, Windows) forking a process that uses system
+    frameworks is unsafe or impossible, and run_forked falls back to `run`'s threads."""
+    import multiprocessing
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def run_forked(fn, items, workers=None) -> list:
+    """[fn(item) for item in items] on `workers` forked processes (one BLAS thread each), results in item order.
+
+    For many independent jobs made of short NumPy calls (read-outs: a dozen small operations per step), where
+    threads wait for each other's GIL: each process has its own interpreter. The children see the parent's
+    arrays (copy-on-write: read them, do not write them); each result is pickled back, so fn must return
+    picklable values, and what fn changes in memory stays in the child. Every item is computed whole by one
+    process, so the results are those of `run` and of one worker, bit for bit. Falls back to `run` (threads,
+    or serial) with one worker, where fork is not available (fork_available) and off the main thread; inside
+    a forked job it runs serially. The first exception of a job is raised in the caller after the pool stops.
+    """
+    import multiprocessing
+    items = list(items)
+    w = min(resolve_workers(workers), len(items))
+    if in_forked_job():
+        return [fn(it) for it in items]                     # no grandchildren
+    if w <= 1 or not fork_available() or threading.current_thread() is not threading.main_thread():
+        return run(fn, items, workers)
+    _shutdown_pools()             # no idle worker threads across the fork (Python 3.12+ warns about them)
+    _FORKED_JOB[:] = [lambda i: fn(items[i]), os.getpid()]
+    try:
+        with blas_threads(1), multiprocessing.get_context("fork").Pool(w) as pool:
+            return pool.map(_forked_call, range(len(items)), chunksize=1)
+    finally:
+        _FORKED_JOB[:] = [None, None]
 
 
 _SWITCH_LOCK = threading.Lock()

@@ -27,7 +27,7 @@ import itertools
 import math
 
 import numpy as np
-from scipy import stats as _st
+from scipy.special import ndtri     # standard normal quantile (what scipy.stats.norm.ppf calls)
 
 
 # ------------------------------------------------------------------------- cluster / group agreement
@@ -243,4 +243,4 @@ def min_detectable_effect(null_sd, alpha, power=0.8):
     spread is null_sd (normal approximation): MDE = (z_{1 - alpha} + z_{power}) * null_sd."""
     if not 0 < alpha < 1 or not 0 < power < 1:
         raise ValueError(f"alpha and power must be in (0, 1), got {alpha}, {power}")
-    return float((_st.norm.ppf(1 - alpha) + _st.norm.ppf(power)) * null_sd)
+    return float((ndtri(1 - alpha) + ndtri(power)) * null_sd)

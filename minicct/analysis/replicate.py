@@ -92,21 +92,23 @@ def seed_sweep(A_train, y_train, A_test, y_test, num_classes, names, modes=("fla
 
     A_train / A_test: {name: activations [N, T, D]}; y_train [N], y_test [M]. For each seed and name and mode
     a fresh read-out is trained with that seed (report.analyse_site). The read-outs are independent, so they
-    run on `workers` threads (parallel.run; None = the usable CPUs); each is computed whole by one thread, so
-    the results are those of workers=1, bit for bit. Returns (vals, kept):
+    run on `workers` forked processes (parallel.run_forked, threads where fork is not available; None = the
+    usable CPUs); each is computed whole by one worker, so the results are those of workers=1, bit for bit.
+    Returns (vals, kept):
         vals[mode][quantity]  float [S, E]  (S seeds, E = len(names)); quantities QUANTITIES
         kept[(seed, name, mode)]  the SiteAnalysis, for the (name, mode) pairs listed in keep.
     """
-    from ..parallel import gil_switch_interval, run
+    from ..parallel import gil_switch_interval, run_forked
     vals = {m: {q: np.full((len(seeds), len(names)), np.nan) for q in QUANTITIES} for m in modes}
     kept = {}
     jobs = [(si, seed, p, name, mode) for si, seed in enumerate(seeds) for p, name in enumerate(names)
             for mode in modes]
-    cost = {"flat": 0, "seqpool": 1, "mean": 2}                # longest read-outs first: the threads end together
+    cost = {"flat": 0, "seqpool": 1, "mean": 2}                # longest read-outs first: the workers end together
     order = sorted(range(len(jobs)), key=lambda i: cost[jobs[i][4]])
-    with gil_switch_interval(2e-4):                           # many short NumPy calls per step (parallel.py)
-        done = run(lambda i: analyse_site(A_train[jobs[i][3]], y_train, A_test[jobs[i][3]], y_test, num_classes,
-                                          jobs[i][4], epochs, threshold, jobs[i][1], jobs[i][3]), order, workers)
+    with gil_switch_interval(2e-4):                 # threads (no fork): many short NumPy calls per step (parallel.py)
+        done = run_forked(lambda i: analyse_site(A_train[jobs[i][3]], y_train, A_test[jobs[i][3]], y_test,
+                                                 num_classes, jobs[i][4], epochs, threshold, jobs[i][1], jobs[i][3]),
+                          order, workers)
     results = dict(zip(order, done))                          # job index -> its SiteAnalysis
     for i, (si, seed, p, name, mode) in enumerate(jobs):
         r = results[i]

@@ -29,7 +29,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats as _st
+from scipy.special import stdtrit   # Student t quantile (what scipy.stats.t.ppf calls; scipy.stats takes
+                                     # 0.4 s to import)
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 
@@ -65,7 +66,7 @@ def _t_interval(x, level):
     if n < 2:
         return mean, float("nan"), float("nan"), float("nan")
     sd = float(x.std(ddof=1))
-    half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    half = float(stdtrit(n - 1, 0.5 + level / 2)) * sd / math.sqrt(n)      # t quantile x standard error
     return mean, sd, mean - half, mean + half
 
 

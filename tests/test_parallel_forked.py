@@ -1,0 +1,60 @@
+"""parallel.run_forked: independent jobs on forked processes give the serial results, in order; errors reach the
+caller; nested calls inside a job run serially; without fork it is parallel.run."""
+import os
+
+import numpy as np
+import pytest
+
+from minicct import parallel
+
+needs_fork = pytest.mark.skipif(not parallel.fork_available(), reason="processes need the fork start method (Linux)")
+
+
+def _job(A):
+    def fn(i):                                   # reads the parent's array; NumPy work; a picklable result
+        rng = np.random.default_rng(i)
+        w = rng.standard_normal(A.shape[1]).astype(np.float32)
+        return {"i": i, "z": A @ w, "pid": os.getpid()}
+    return fn
+
+
+@needs_fork
+def test_forked_equals_serial_bit_for_bit_and_in_order():
+    A = np.random.default_rng(0).standard_normal((300, 40)).astype(np.float32)
+    fn = _job(A)
+    items = [5, 3, 8, 1, 0, 7]
+    got = parallel.run_forked(fn, items, workers=2)
+    want = [fn(i) for i in items]
+    assert [g["i"] for g in got] == items
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g["z"], w["z"])
+    assert {g["pid"] for g in got} - {os.getpid()}, "the jobs ran in child processes"
+
+
+@needs_fork
+def test_forked_job_error_is_raised_in_caller():
+    def fn(i):
+        if i == 2:
+            raise ValueError(f"bad item {i}")
+        return i
+    with pytest.raises(ValueError, match="bad item 2"):
+        parallel.run_forked(fn, range(4), workers=2)
+    assert parallel.run_forked(lambda i: i * i, range(4), workers=2) == [0, 1, 4, 9]   # usable again
+
+
+@needs_fork
+def test_inside_a_forked_job_everything_is_serial():
+    def fn(i):
+        inner = parallel.run_forked(lambda j: (j, os.getpid()), range(3), workers=2)
+        threads = parallel.run(lambda j: j, range(3), workers=2)
+        return parallel.in_forked_job(), {p for _, p in inner} == {os.getpid()}, threads
+    out = parallel.run_forked(fn, range(2), workers=2)
+    assert out == [(True, True, [0, 1, 2])] * 2
+    assert not parallel.in_forked_job()
+
+
+def test_without_fork_it_is_run(monkeypatch):
+    monkeypatch.setattr(parallel, "fork_available", lambda: False)
+    A = np.arange(12, dtype=np.float32).reshape(4, 3)
+    got = parallel.run_forked(lambda i: (A[i].sum(), os.getpid()), range(4), workers=2)
+    assert got == [(A[i].sum(), os.getpid()) for i in range(4)]
