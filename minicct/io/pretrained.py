@@ -360,26 +360,31 @@ def forward_macs(cfg: M.CCTConfig) -> int:
 def measure_forward_speed(cfg: M.CCTConfig, batch_size: int = 50, probe_seconds: float = 1.0, seed: int = 0):
     """Images per second of the evaluation forward pass on this machine, measured with random weights.
 
-    One image first (warm-up, and a first timing), then one batch of as many images as take about
-    `probe_seconds` (at least 1, at most batch_size). Per-image cost depends on the batch size and on what else
-    runs on the machine, so this is an estimate; measure with the batch size you will use.
+    Measured on model.predict, the loop evaluation runs (train=False, its default workers): one image first
+    (a first timing), then as many images as take about `probe_seconds` (at least 1, at most batch_size per
+    worker) twice, timing the second pass (the first one's fresh buffers fault in pages that later batches
+    reuse). Per-image cost depends on the batch size and on what else runs on the machine, so this is an
+    estimate; measure with the batch size you will use.
     """
+    from ..parallel import resolve_workers
     params = M.init_params(cfg, seed)
     rng = np.random.default_rng(seed)
     shape = (cfg.n_input_channels, cfg.img_size, cfg.img_size)
     t0 = time.perf_counter()
-    M.forward(params, rng.standard_normal((1, *shape), dtype=np.float32), cfg)
+    M.predict(params, rng.standard_normal((1, *shape), dtype=np.float32), cfg, batch_size)
     t_one = max(time.perf_counter() - t0, 1e-6)
-    n = int(np.clip(probe_seconds / t_one, 1, max(1, batch_size)))
+    workers = resolve_workers(None)
+    n = int(np.clip(workers * probe_seconds / t_one, 1, max(1, batch_size) * workers))
     x = rng.standard_normal((n, *shape), dtype=np.float32)
+    M.predict(params, x, cfg, -(-n // workers))          # warm-up: one batch per worker
     t0 = time.perf_counter()
-    M.forward(params, x, cfg)
+    M.predict(params, x, cfg, -(-n // workers))
     return n / max(time.perf_counter() - t0, 1e-6)
 
 
 def estimate_eval_seconds(cfg: M.CCTConfig, n_images: int, batch_size: int = 50, probe_seconds: float = 1.0,
                           seed: int = 0) -> float:
-    """Seconds to evaluate `n_images` images: n_images / measure_forward_speed(cfg, ...). Takes about
+    """Seconds to evaluate `n_images` images: n_images / measure_forward_speed(cfg, ...). Takes about twice
     probe_seconds plus one single-image forward to measure."""
     if n_images < 0:
         raise ValueError(f"n_images must be >= 0, got {n_images}")
