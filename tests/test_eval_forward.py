@@ -119,3 +119,18 @@ def test_predict_equals_the_training_forward_without_dropout(small_model):
     _same_bits(got, logits)
     for name in names:
         _same_bits(acts[name], cache["acts"][name])
+
+
+def test_capture_does_not_depend_on_the_batch_size():
+    # report.capture's batch size (CAPTURE_BATCH) is a speed setting only: every image's activations are the
+    # same bits in any batch (classroom shapes: the tokenizer's blocked convolutions, T = 64, D = 64). Not the
+    # logits: the fc is one [N, D] @ [D, K] product over the batch, whose rounding may depend on N.
+    cfg = M.get_config("classroom")
+    p = M.init_params(cfg, 5)
+    x = np.random.default_rng(6).standard_normal((9, 3, 32, 32)).astype(np.float32)
+    names = M.capture_sites(cfg)
+    _, ref = M.predict(p, x, cfg, batch_size=9, capture=names, workers=1)
+    for bs in (1, 4):
+        _, acts = M.predict(p, x, cfg, batch_size=bs, capture=names, workers=1)
+        for name in names:
+            _same_bits(acts[name], ref[name])
