@@ -34,9 +34,11 @@ from .clusters import layer_summary, node_stats
 from .readout import READOUT_EPOCHS, train_readout
 from .snp import AFCC_THRESHOLD, node_fields, normalise_threshold, single_node_predictions, single_node_summary
 
-#: Images per forward pass of `capture` (and run_snp). An image's activations do not depend on the batch it
-#: is computed in (tests/test_eval_forward.py), so this sets only speed and memory: at 100 a batch's arrays
-#: stay closer to the cache than at 250 (classroom model, 12,000 images on 2 workers: about 0.5 s less of ~7 s).
+#: Images per forward pass of `capture` (and run_snp): speed and memory only. The linear layers and attention
+#: compute image by image, so an image's activations do not depend on its batch as long as the tokenizer's
+#: convolutions (one matrix product per block of images) round the same for any block; they do for the
+#: classroom model (tests/test_eval_forward.py; lesson 03's output is unchanged). At 100 a batch's arrays stay
+#: closer to the cache than at 250: the lesson's 12,000 images on 2 workers, about 0.5 s less of ~7 s.
 CAPTURE_BATCH = 100
 
 
