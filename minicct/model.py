@@ -15,7 +15,9 @@ official checkpoints map one to one (minicct/io/torch_io.py). Gradients come bac
 
 One path per job: `forward` (a batch, with the cache for `backward`), `forward_from` (the tail from a stored
 residual stream: encoders e..L-1 and the head; forward runs its own tail through it), `predict` (the one batched
-evaluation loop, used by training evaluation, activation capture and the interventions).
+evaluation loop, used by training evaluation, activation capture and the interventions). predict runs forward
+with need_grad=False: no backward follows, so GELU skips its slope, max-pool its arg-max map and no layer cache
+is kept; the logits and activations are the same numbers bit for bit (tests/test_eval_forward.py).
 
 Captured activations (the contract with minicct.analysis; minicct/sites.py names them), e counting encoders
 from 0:
@@ -338,12 +340,14 @@ def check_input(x, cfg: CCTConfig, dtype=None):
         raise ValueError("images contain NaN or inf")
 
 
-def forward(params, x, cfg: CCTConfig, train=False, rng=None, capture=False):
+def forward(params, x, cfg: CCTConfig, train=False, rng=None, capture=False, need_grad=True):
     """Logits of a batch, and the cache for backward.
 
     Inputs: params (dict, official keys), x [N, C, S, S] float, cfg.
     train: dropout / attention dropout / drop-path active (needs rng, a np.random.Generator).
     capture: False, True (all activations) or a collection of names (see the module docstring).
+    need_grad: False when no backward follows (predict): the same logits and activations, computed without
+    what only the backward needs (GELU's slope, max-pool's arg-max map, the layer caches).
     Returns: logits [N, K], cache (cache["acts"] holds the captured activations by name).
     """
     check_input(x, cfg, params["classifier.fc.weight"].dtype)
@@ -353,26 +357,29 @@ def forward(params, x, cfg: CCTConfig, train=False, rng=None, capture=False):
     # tokenizer: n_conv_layers x (conv -> ReLU -> max-pool), as the reference
     h = x
     for i in range(cfg.n_conv_layers):
-        h, caches[f"tok{i}"] = tokenizer_stage_forward(h, params[f"tokenizer.conv_layers.{i}.0.weight"], cfg)
+        h, caches[f"tok{i}"] = tokenizer_stage_forward(h, params[f"tokenizer.conv_layers.{i}.0.weight"], cfg,
+                                                       need_grad)
     N, D, G, _ = h.shape
     tokens = h.transpose(0, 2, 3, 1).reshape(N, G * G, D)              # [N, D, G, G] -> [N, T, D]
     if _want(capture, "tokens"):
         acts["tokens"] = tokens
     z = tokens + params["classifier.positional_emb"] if cfg.positional_embedding != "none" else tokens
     z, caches["emb_drop"] = dropout_forward(z, cfg.dropout, rng, train)
-    logits, tail = forward_from(params, z, cfg, 0, train, rng, capture)
+    logits, tail = forward_from(params, z, cfg, 0, train, rng, capture, need_grad)
     acts.update(tail.pop("acts"))
     caches.update(tail)
     caches["acts"], caches["grid"] = acts, G
     return logits, caches
 
 
-def forward_from(params, z, cfg: CCTConfig, start_encoder=0, train=False, rng=None, capture=False):
+def forward_from(params, z, cfg: CCTConfig, start_encoder=0, train=False, rng=None, capture=False,
+                 need_grad=True):
     """The model's tail: encoders start_encoder..L-1, final LayerNorm, sequence pooling, fc.
 
     z [N, T, D]: the residual stream entering encoder `start_encoder` (counted from 0): for encoder 0 the
     tokens plus the positional embedding, for encoder e > 0 the captured "enc{e-1}.out". `forward` runs its
     tail through this function, so forward_from(params, z_e, cfg, e) gives exactly the full forward's logits.
+    need_grad=False: no backward follows (as in forward).
     Returns logits [N, K], cache (the encoders' and head's caches; cache["acts"] the captured activations).
     """
     if isinstance(start_encoder, bool) or not isinstance(start_encoder, (int, np.integer)) or \
@@ -382,12 +389,13 @@ def forward_from(params, z, cfg: CCTConfig, start_encoder=0, train=False, rng=No
     if not isinstance(z, np.ndarray) or z.ndim != 3 or z.shape[1:] != (cfg.seq_len, cfg.embedding_dim):
         raise ValueError(f"z must be the residual stream [N, {cfg.seq_len}, {cfg.embedding_dim}] (N, T, D), "
                          f"got shape {getattr(z, 'shape', type(z).__name__)}")
-    acts, caches = {}, {"cfg": cfg, "start": int(start_encoder)}
+    acts, caches = {}, {"cfg": cfg, "start": int(start_encoder), "need_grad": need_grad}
     rates = cfg.drop_path_rates()
     for layer in range(start_encoder, cfg.num_layers):
         z, c = encoder_forward(z, _block_params(params, layer), cfg.num_heads, rates[layer],
-                               cfg.attention_dropout, cfg.dropout, train, rng)          # [N, T, D] -> same
-        caches[f"block{layer}"] = c
+                               cfg.attention_dropout, cfg.dropout, train, rng, need_grad)  # [N, T, D] -> same
+        if need_grad:
+            caches[f"block{layer}"] = c
         for site in ("mha_heads", "mha_out", "ff_hidden"):
             if _want(capture, f"enc{layer}.{site}"):
                 acts[f"enc{layer}.{site}"] = c[site]
@@ -407,6 +415,9 @@ def forward_from(params, z, cfg: CCTConfig, start_encoder=0, train=False, rng=No
 
 def backward(dlogits, cache) -> dict:
     """Gradients of all parameters (dict, same keys and order as the parameters), given dL/dlogits [N, K]."""
+    if not cache["need_grad"]:
+        raise ValueError("backward: this cache comes from forward(..., need_grad=False), which keeps nothing for "
+                         "a backward; run forward(params, x, cfg, ...) with need_grad=True (the default)")
     cfg = cache["cfg"]
     g = {}
     dpooled, g["classifier.fc.weight"], g["classifier.fc.bias"] = linear_backward(dlogits, cache["fc"])
@@ -428,17 +439,18 @@ def backward(dlogits, cache) -> dict:
     return {k: g[k] for k in param_shapes(cfg)}
 
 
-def tokenizer_stage_forward(x, w, cfg: CCTConfig):
+def tokenizer_stage_forward(x, w, cfg: CCTConfig, need_grad=True):
     """One tokenizer stage as the reference: conv (no bias) -> ReLU -> max-pool. x [N, C, H, W] -> [N, C', H', W'].
 
     Computed in the commuting order conv -> max-pool -> ReLU: ReLU is monotone, so max(relu) = relu(max) and the
     gradient reaches the same input; after the pool ReLU touches 4x fewer elements. Tested against the
     reference order (tests/test_layers_kernels.py).
+    need_grad=False (no backward follows): the same output, max-pool without its arg-max map, cache None.
     """
     h, c_conv = conv2d_forward(x, w, None, cfg.conv_stride, cfg.conv_padding)
-    h, c_pool = maxpool2d_forward(h, cfg.pooling_kernel_size, cfg.pooling_stride, cfg.pooling_padding)
+    h, c_pool = maxpool2d_forward(h, cfg.pooling_kernel_size, cfg.pooling_stride, cfg.pooling_padding, need_grad)
     h, c_relu = relu_forward(h)                                          # relu(maxpool(.)) = maxpool(relu(.))
-    return h, (c_conv, c_pool, c_relu)
+    return h, (c_conv, c_pool, c_relu) if need_grad else None
 
 
 def tokenizer_stage_backward(dout, cache, need_dx=True):
@@ -497,9 +509,10 @@ def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=N
         if transform is not None:
             xb = np.asarray(transform(xb)).astype(dtype, copy=False)
         if start_encoder is None:
-            z, cache = forward(params, xb, cfg, train=False, capture=capture or False)
+            z, cache = forward(params, xb, cfg, train=False, capture=capture or False, need_grad=False)
         else:
-            z, cache = forward_from(params, np.asarray(xb), cfg, start_encoder, capture=capture or False)
+            z, cache = forward_from(params, np.asarray(xb), cfg, start_encoder, capture=capture or False,
+                                    need_grad=False)
         logits[sl] = z
         for name in capture or ():
             a = cache["acts"][name]

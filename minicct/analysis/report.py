@@ -34,6 +34,13 @@ from .clusters import layer_summary, node_stats
 from .readout import READOUT_EPOCHS, train_readout
 from .snp import AFCC_THRESHOLD, node_fields, normalise_threshold, single_node_predictions, single_node_summary
 
+#: Images per forward pass of `capture` (and run_snp): speed and memory only. The linear layers and attention
+#: compute image by image, so an image's activations do not depend on its batch as long as the tokenizer's
+#: convolutions (one matrix product per block of images) round the same for any block; they do for the
+#: classroom model (tests/test_eval_forward.py; lesson 03's output is unchanged). At 100 a batch's arrays stay
+#: closer to the cache than at 250: the lesson's 12,000 images on 2 workers, about 0.5 s less of ~7 s.
+CAPTURE_BATCH = 100
+
 
 @dataclass
 class SiteAnalysis:
@@ -93,7 +100,7 @@ def analyse_site(A_train, y_train, A_test, y_test, num_classes, mode="flat", epo
     return SiteAnalysis(site, mode, ro, V, B, stats, summary, single, time.time() - t0)
 
 
-def capture(params, cfg, x_uint8, mean, std, names, batch_size=250):
+def capture(params, cfg, x_uint8, mean, std, names, batch_size=CAPTURE_BATCH):
     """Activations of uint8 images [N, S, S, 3] at the capture `names`, as float32 arrays {name: [N, ...]}."""
     _, acts = M.predict(params, x_uint8, cfg, batch_size, capture=names,
                         transform=lambda b: to_model_input(b, mean, std))
@@ -189,7 +196,7 @@ class SNPReport:
 
 def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool"), include_tokens=True,
             epochs=READOUT_EPOCHS, threshold=AFCC_THRESHOLD, n_train=None, seed=0, out_dir=None, progress=print,
-            batch_size=250, max_capture_bytes=5e9, acts=None) -> SNPReport:
+            batch_size=CAPTURE_BATCH, max_capture_bytes=5e9, acts=None) -> SNPReport:
     """The SNP analysis of a trained CCT on a dataset, over encoders and sites, with progress output.
 
     params, cfg: a trained model (e.g. from train.checkpoint.load_checkpoint); data: a Dataset.

@@ -6,13 +6,17 @@ Contract, the same in every file:
 Primitive layers return gradients as a tuple in the order of the forward's array inputs (dx, dw, db);
 composite layers (attention, encoder block) take a dict of parameters and return (dx, grads) with grads a
 dict with the same keys. backward never modifies `dout` or the cache.
+A layer whose forward does work only its backward needs (gelu: the slope; maxpool2d: the arg-max map; the
+encoder block: its layer caches) takes need_grad=True; need_grad=False (model.predict) gives the same output
+without that work and a cache its backward refuses with a clear error.
 
 Shape legend: N batch, C channels, H, W height/width, T tokens, D embedding, h heads, d head dim
 (D = h*d), F feed-forward hidden width, K classes.
 
 Map (one family per file):
     kernels.py        the speed tricks, each a named kernel beside its naive twin (normal cdf, GELU with its
-                      slope, row sums of products, im2col, window max + arg-max, the qkv gradient layout)
+                      slope or alone, row sums of products, im2col, window max with or without arg-max, the
+                      qkv gradient layout)
     activations.py    relu, gelu (exact erf; caches its slope), softmax and the one softmax_backward
     linear.py         y = x W^T + b over any leading dims
     norm.py           LayerNorm

@@ -4,7 +4,7 @@ Shape legend: N batch, T tokens, D embedding, h heads, F hidden; element-wise la
 """
 import numpy as np
 
-from .kernels import gelu_slope, gelu_slope_float32, row_dot
+from .kernels import gelu, gelu_float32, gelu_slope, gelu_slope_float32, row_dot
 
 
 def relu_forward(x):
@@ -18,20 +18,27 @@ def relu_backward(dout, cache):
     return dout * cache
 
 
-def gelu_forward(x):
+def gelu_forward(x, need_grad=True):
     """GELU, exact form used by torch.nn.functional.gelu: y = x * Phi(x), Phi(x) = (1 + erf(x/sqrt2)) / 2.
 
     Any shape. The local slope dy/dx = Phi(x) + x phi(x) is computed here with y, phi(x) = exp(-x^2/2) / sqrt(2 pi),
     and cached (one array, instead of x and Phi(x)): the backward is then one product. float32 input uses the
     kernel `gelu_slope_float32` (speed), other dtypes `gelu_slope`, its naive twin on scipy's erf (float64
     gradient checks stay exact).
+    need_grad=False (a forward that no backward follows, e.g. model.predict): y alone, the same numbers bit for
+    bit (kernel `gelu_float32`, naive twin `gelu`), and the cache is None.
     """
+    if not need_grad:
+        return (gelu_float32(x) if x.dtype == np.float32 else gelu(x)), None
     y, slope = gelu_slope_float32(x) if x.dtype == np.float32 else gelu_slope(x)
     return y, slope
 
 
 def gelu_backward(dout, cache):
     """dx = dout * dy/dx, dy/dx = Phi(x) + x phi(x) (cached by the forward)."""
+    if cache is None:
+        raise ValueError("gelu_backward: the forward ran with need_grad=False and kept no slope; "
+                         "run gelu_forward(x) (need_grad=True) before a backward")
     return dout * cache
 
 

@@ -16,7 +16,7 @@ Shape legend: N batch, C channels, H, W height/width, k kernel, s stride, p padd
 """
 import numpy as np
 
-from .kernels import _BLOCK_BYTES, _GEMM_BLOCK_BYTES, col2im, im2col, image_blocks, window_max_argmax
+from .kernels import _BLOCK_BYTES, _GEMM_BLOCK_BYTES, col2im, im2col, image_blocks, window_max, window_max_argmax
 
 
 def _out_size(size, k, s, p, what):
@@ -148,31 +148,39 @@ def _check_pool(x, k, stride, pad):
         raise ValueError(f"maxpool2d: stride must be >= 1, got {stride}")
 
 
-def maxpool2d_forward(x, k=3, stride=2, pad=1):
+def maxpool2d_forward(x, k=3, stride=2, pad=1, need_grad=True):
     """Inputs: x [N, C, H, W]. Returns out [N, C, H', W'] (view of channels-last memory), cache.
 
     Per block of images (cache-sized): pad with -inf, then the kernel window_max_argmax (the max and the offset
     of the first maximum, as PyTorch). The cache is that uint8 offset map, not the input.
+    need_grad=False (no backward follows, e.g. model.predict): the max alone (kernel window_max, the same
+    numbers), no offset map; the cache is None.
     """
     _check_pool(x, k, stride, pad)
     N, C, H, W = x.shape
     Ho, Wo = _out_size(H, k, stride, pad, "maxpool2d"), _out_size(W, k, stride, pad, "maxpool2d")
     xn = x.transpose(0, 2, 3, 1)                                      # [N, H, W, C] view
     out = np.empty((N, Ho, Wo, C), dtype=x.dtype)
-    arg = np.empty((N, Ho, Wo, C), dtype=np.uint8)
+    arg = np.empty((N, Ho, Wo, C), dtype=np.uint8) if need_grad else None
     blocks = image_blocks(N, ((H + 2 * pad) * (W + 2 * pad) + 2 * Ho * Wo) * C * x.itemsize)
     xp = np.full((blocks[0].stop - blocks[0].start, H + 2 * pad, W + 2 * pad, C), -np.inf, dtype=x.dtype)
     for b in blocks:
-        xb, ob, ab = xn[b], out[b], arg[b]
+        xb, ob = xn[b], out[b]
         xpb = xp[:len(xb)]
         xpb[:, pad:pad + H, pad:pad + W] = xb                         # -inf border stays from np.full
-        window_max_argmax(xpb, k, stride, ob, ab)                      # out = max over the window, arg = winner
-    return out.transpose(0, 3, 1, 2), (arg, x.shape, k, stride, pad)
+        if need_grad:
+            window_max_argmax(xpb, k, stride, ob, arg[b])              # out = max over the window, arg = winner
+        else:
+            window_max(xpb, k, stride, ob)                             # out = max over the window
+    return out.transpose(0, 3, 1, 2), (arg, x.shape, k, stride, pad) if need_grad else None
 
 
 def maxpool2d_backward(dout, cache):
     """Routes each output gradient to the input element that won the max: dx [N, C, H, W] (a view of
     channels-last memory, like the forward's output)."""
+    if cache is None:
+        raise ValueError("maxpool2d_backward: the forward ran with need_grad=False and kept no arg-max map; "
+                         "run maxpool2d_forward(x, ...) (need_grad=True) before a backward")
     arg, x_shape, k, stride, pad = cache
     N, C, H, W = x_shape
     _, Ho, Wo, _ = arg.shape
