@@ -57,22 +57,28 @@ def test_one_step_is_nesterov_sgd_with_weight_decay():
     assert np.abs(W0).max() <= 1 / np.sqrt(T * D)            # torch.nn.Linear init bound
 
 
-def test_seqpool_gradients_match_finite_differences():
+@pytest.mark.parametrize("mode", ["flat", "mean", "seqpool"])
+def test_readout_gradients_match_finite_differences(mode):
     A, y = _separable(8, 5)
     A = A.astype(np.float64)
     rng = np.random.default_rng(6)
-    params = {"W": rng.standard_normal((K, D)), "pool.weight": rng.standard_normal((1, D)),
-              "pool.bias": rng.standard_normal(1)}
-    _, _, grads = _step_grads(A, y, params, "seqpool")
+    fan_in = A.shape[1] * A.shape[2] if mode == "flat" else D
+    params = {"W^T": rng.standard_normal((fan_in, K))}      # the step's transposed weight [T*D or D, K]
+    if mode == "seqpool":
+        params["pool.weight"], params["pool.bias"] = rng.standard_normal((1, D)), rng.standard_normal(1)
+    if mode == "mean":
+        A = A.mean(axis=1)                                    # the step reads token averages Z [B, D]
+    _, _, grads = _step_grads(A, y, params, mode)
+    assert set(grads) == set(params)
     h = 1e-6
     for name in params:
         for idx in [(0,) * params[name].ndim, tuple(s - 1 for s in params[name].shape)]:
             p = params[name]
             old = p[idx]
             p[idx] = old + h
-            lp = _step_grads(A, y, params, "seqpool")[0]
+            lp = _step_grads(A, y, params, mode)[0]
             p[idx] = old - h
-            lm = _step_grads(A, y, params, "seqpool")[0]
+            lm = _step_grads(A, y, params, mode)[0]
             p[idx] = old
             assert grads[name][idx] == pytest.approx((lp - lm) / (2 * h), rel=1e-5, abs=1e-8)
 

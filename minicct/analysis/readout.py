@@ -197,23 +197,24 @@ def _step_grads(Xb, yb, params, mode):
     """One mini-batch: forward, plain cross-entropy, backward. Returns (loss, logits [B, K], grads).
 
     Xb: A rows [B, T, D]; for mode "mean" the token averages Z [B, D] (train_readout pools them once: the
-    average does not depend on the parameters).
+    average does not depend on the parameters). params["W^T"]: the read-out weight stored transposed,
+    [T*D, K] (flat) or [D, K]: X @ W^T and X^T @ dlogits are the fast layouts of these skinny products
+    (K = 10-100 outputs against T*D = 4096 inputs), with the same numbers as W's.
     """
     B = Xb.shape[0]
-    Wf = params["W"]                                          # [K, T*D] (flat view) or [K, D]
+    Wt = params["W^T"]                                        # [T*D, K] or [D, K]
     if mode == "flat":
         X = Xb.reshape(B, -1)                                 # [B, T, D] -> [B, T*D]
     elif mode == "mean":
         X = Xb                                                # [B, D] = mean_t A[:, t, :]
     else:
         X, pcache = seqpool_forward(Xb, params["pool.weight"], params["pool.bias"])  # [B, D]
-    logits = X @ Wf.T                                         # [B, K]
+    logits = X @ Wt                                           # [B, K] = X W^T
     loss, cache = softmax_cross_entropy_forward(logits, yb)
     dlogits = softmax_cross_entropy_backward(1.0, cache)      # [B, K]
-    grads = {"W": (X.T @ dlogits).T}                          # ([T*D or D, B] @ [B, K])^T: dlogits^T X, the
-                                                              # same numbers; the faster product for a skinny K
+    grads = {"W^T": X.T @ dlogits}                            # [T*D or D, K] = (dlogits^T X)^T
     if mode == "seqpool":
-        dZ = dlogits @ Wf                                     # [B, D]
+        dZ = dlogits @ Wt.T                                   # [B, D] = dlogits W
         _, grads["pool.weight"], grads["pool.bias"] = seqpool_backward(dZ, pcache, need_dx=False)  # A is frozen
     return loss, logits, grads
 
@@ -319,7 +320,8 @@ def train_readout(A_train, y_train, num_classes, epochs=READOUT_EPOCHS, lr=0.01,
         if pool_w.shape != (1, D) or pool_b.shape != (1,):
             raise ValueError(f"pool_init must be (w (1, {D}), b (1,)), got {pool_w.shape}, {pool_b.shape}")
 
-    params = {"W": W.reshape(K, -1)}                         # a view: the step updates W in place
+    params = {"W^T": np.ascontiguousarray(W.reshape(K, -1).T)}   # [T*D or D, K]: W stored transposed (_step_grads)
+    mt = None if m is None else np.ascontiguousarray(np.broadcast_to(m, W.shape).reshape(K, -1).T)  # mask, same layout
     if mode == "seqpool":
         params["pool.weight"], params["pool.bias"] = pool_w, pool_b
     opt = SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, decay_all=True)
@@ -332,17 +334,18 @@ def train_readout(A_train, y_train, num_classes, epochs=READOUT_EPOCHS, lr=0.01,
 
     reader = _RowReader(A_train)
     try:
-        _epochs(epochs, lr, lr_decay, rng, N, batch_size, reader, buf, y_train, params, mode, opt, m, W, hist,
+        _epochs(epochs, lr, lr_decay, rng, N, batch_size, reader, buf, y_train, params, mode, opt, mt, hist,
                 A_test, y_test, pool, progress)
     finally:
         reader.close()
+    W = np.ascontiguousarray(params["W^T"].T).reshape(shape)  # [K, T, D] or [K, D]
     return Readout(W=W, mode=mode, train_loss=np.asarray(hist["train_loss"]),
                    train_acc=np.asarray(hist["train_acc"]), test_acc=np.asarray(hist["test_acc"]),
                    lr=np.asarray(hist["lr"]), pool_w=pool_w, pool_b=pool_b,
                    mask=None if mask is None else np.asarray(mask).astype(bool))
 
 
-def _epochs(epochs, lr, lr_decay, rng, N, batch_size, reader, buf, y_train, params, mode, opt, m, W, hist,
+def _epochs(epochs, lr, lr_decay, rng, N, batch_size, reader, buf, y_train, params, mode, opt, mt, hist,
             A_test, y_test, pool, progress):
     """The epochs of train_readout (SGD over shuffled mini-batches, test accuracy after each epoch)."""
     for epoch in range(epochs):
@@ -355,13 +358,13 @@ def _epochs(epochs, lr, lr_decay, rng, N, batch_size, reader, buf, y_train, para
             yb = y_train[idx]
             loss, logits, grads = _step_grads(Xb, yb, params, mode)
             opt.step(params, grads, lr=lr_e)
-            if m is not None:
-                np.multiply(W, m, out=W)                      # pruned weights back to exactly 0
+            if mt is not None:
+                np.multiply(params["W^T"], mt, out=params["W^T"])   # pruned weights back to exactly 0
             loss_sum += loss * len(idx)
             correct += float((logits.argmax(axis=1) == yb).sum())
         rec = {"epoch": epoch, "lr": lr_e, "train_loss": loss_sum / N, "train_acc": correct / N, "test_acc": None}
         if A_test is not None:
-            rec["test_acc"] = _accuracy(A_test, y_test, params["W"], 1000, mode, pool)   # inputs checked once
+            rec["test_acc"] = _accuracy(A_test, y_test, params["W^T"].T, 1000, mode, pool)   # inputs checked once
             hist["test_acc"].append(rec["test_acc"])
         for k in ("train_loss", "train_acc", "lr"):
             hist[k].append(rec[k])
