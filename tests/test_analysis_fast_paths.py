@@ -88,3 +88,19 @@ def test_gil_switch_interval_is_restored():
         with gil_switch_interval(1e-3):                                     # nested: the outer value stays
             assert sys.getswitchinterval() == pytest.approx(2e-4)
     assert sys.getswitchinterval() == before
+
+
+def test_exact_permutation_null_shared_by_group_sizes_equals_the_vectors_own_enumeration():
+    # the cached enumeration is keyed by the group sizes; the null must be that of the vector's own permutations
+    rng = np.random.default_rng(4)
+    clusters = [sorted(rng.choice(9, size=int(rng.integers(2, 4)), replace=False).tolist()) for _ in range(30)]
+    clusters += [clusters[0]] * 3
+    for g in ([3, 3, 7, 7, 7, 3, 9, 9, 3], [0, 0, 0, 0, 1, 1, 1, 2, 2], [5, 5, 5, 5, 2, 2, 2, 0, 0]):
+        g = np.array(g)
+        own = _clusters_inside_naive(clusters, all_assignments(g))             # [P] over g's own permutations
+        obs = _clusters_inside_naive(clusters, g[None])[0]
+        r = group_permutation_test(clusters, g)
+        assert r["method"] == "exact" and r["n_null"] == len(own) == n_assignments(g)
+        assert r["inside"] == obs
+        assert r["p_value"] == np.count_nonzero(own >= obs) / len(own)
+        assert r["null_mean"] == own.mean() / r["n"]

@@ -52,14 +52,24 @@ def clusters_inside(clusters, groups):
     multi = _multi_clusters(clusters, K)
     if K > 62:
         return _clusters_inside_naive(multi, g)
-    G = g.reshape(-1, K)                                      # [P, K] assignments
-    bit = np.left_shift(np.int64(1), np.arange(K, dtype=np.int64))            # [K] 2^k
-    member = np.stack([np.where(G == v, bit, 0).sum(axis=1) for v in np.unique(G)])   # [V, P] group bit masks
-    hits = np.zeros(G.shape[0], dtype=np.int64)
+    hits = _inside_from_masks(multi, _group_masks(g.reshape(-1, K)))
+    return hits if g.ndim > 1 else int(hits[0])
+
+
+def _group_masks(G):
+    """Assignments G [P, K] -> member [V, P], member[v, p] = sum_{k : G[p, k] = v} 2^k (K <= 62)."""
+    bit = np.left_shift(np.int64(1), np.arange(G.shape[1], dtype=np.int64))   # [K] 2^k
+    return np.stack([(G == v) @ bit for v in np.unique(G)])   # [V, P] group bit masks
+
+
+def _inside_from_masks(multi, member):
+    """clusters_inside on the group bit masks member [V, P] of P assignments: hits [P]."""
+    bit = np.left_shift(np.int64(1), np.arange(62, dtype=np.int64))
+    hits = np.zeros(member.shape[1], dtype=np.int64)
     for c, m in collections.Counter(tuple(c.tolist()) for c in multi).items():   # identical clusters once, x m
         cm = np.bitwise_or.reduce(bit[list(c)])               # the cluster's bit mask (a repeated label once)
         hits += m * ((member & cm) == cm).any(axis=0)         # [P]: inside one group
-    return hits if g.ndim > 1 else int(hits[0])
+    return hits
 
 
 def _clusters_inside_naive(clusters, groups):
@@ -106,10 +116,16 @@ def _all_assignments_naive(groups):
 
 
 @functools.lru_cache(maxsize=4)
-def _assignments_cached(key):
-    A = all_assignments(np.array(key, dtype=np.int64))
-    A.setflags(write=False)                                   # shared between calls: read-only
-    return A
+def _assignments_cached(sizes):
+    """(A [P, K], member [V, P] or None for K > 62) of the group sizes `sizes` (n_0, n_1, ...): the distinct
+    permutations of a group vector depend only on how many labels each group has (groups 0, 1, ... in that
+    order), so e.g. every 10/10 split of 20 labels shares one enumeration. Read-only (shared between calls)."""
+    A = all_assignments(np.repeat(np.arange(len(sizes)), sizes))
+    member = _group_masks(A) if A.shape[1] <= 62 else None
+    for a in (A, member):
+        if a is not None:
+            a.setflags(write=False)
+    return A, member
 
 
 def all_assignments(groups):
@@ -161,8 +177,10 @@ def group_permutation_test(clusters, groups, n_draws=10000, seed=0, exact_max=20
     obs = clusters_inside(multi, g)
     total = n_assignments(g)
     if total <= exact_max:
-        A = _assignments_cached(tuple(g.tolist()))             # [P, K], enumerated once per group vector
-        null = np.concatenate([clusters_inside(multi, A[s:s + chunk]) for s in range(0, len(A), chunk)])
+        sizes = np.bincount(np.unique(g, return_inverse=True)[1].ravel())   # labels per group, groups renumbered
+        A, member = _assignments_cached(tuple(sizes.tolist()))   # [P, K], [V, P]: once per group sizes
+        null = np.concatenate([clusters_inside(multi, A[s:s + chunk]) if member is None else
+                               _inside_from_masks(multi, member[:, s:s + chunk]) for s in range(0, len(A), chunk)])
         p = float(np.count_nonzero(null >= obs) / null.size)
         method, se, p_min = "exact", 0.0, 1.0 / total
     else:
