@@ -56,10 +56,12 @@ def clusters_inside(clusters, groups):
     return hits if g.ndim > 1 else int(hits[0])
 
 
-def _group_masks(G):
-    """Assignments G [P, K] -> member [V, P], member[v, p] = sum_{k : G[p, k] = v} 2^k (K <= 62)."""
+def _group_masks(G, values=None):
+    """Assignments G [P, K] -> member [V, P], member[v, p] = sum_{k : G[p, k] = values[v]} 2^k (K <= 62);
+    values: the group ids (default: those occurring in G)."""
     bit = np.left_shift(np.int64(1), np.arange(G.shape[1], dtype=np.int64))   # [K] 2^k
-    return np.stack([(G == v) @ bit for v in np.unique(G)])   # [V, P] group bit masks
+    values = np.unique(G) if values is None else values
+    return np.stack([(G == v) @ bit for v in values])         # [V, P] group bit masks
 
 
 def _inside_from_masks(multi, member):
@@ -121,7 +123,7 @@ def _assignments_cached(sizes):
     permutations of a group vector depend only on how many labels each group has (groups 0, 1, ... in that
     order), so e.g. every 10/10 split of 20 labels shares one enumeration. Read-only (shared between calls)."""
     A = all_assignments(np.repeat(np.arange(len(sizes)), sizes))
-    member = _group_masks(A) if A.shape[1] <= 62 else None
+    member = _group_masks(A, range(len(sizes))) if A.shape[1] <= 62 else None
     for a in (A, member):
         if a is not None:
             a.setflags(write=False)
@@ -143,7 +145,8 @@ def all_assignments(groups):
     free = np.arange(K, dtype=np.int64)[None]                 # [P, F] free slots of each row, ascending
     for v, n in zip(vals[:-1], counts[:-1]):
         F = free.shape[1]
-        pick = np.array(list(itertools.combinations(range(F), int(n))), dtype=np.int64).reshape(-1, int(n))
+        pick = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(F), int(n))),
+                           dtype=np.int64, count=math.comb(F, int(n)) * int(n)).reshape(-1, int(n))   # [C, n]
         P, C = rows.shape[0], pick.shape[0]
         keep = np.ones((C, F), dtype=bool)
         keep[np.arange(C)[:, None], pick] = False
