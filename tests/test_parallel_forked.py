@@ -58,3 +58,13 @@ def test_without_fork_it_is_run(monkeypatch):
     A = np.arange(12, dtype=np.float32).reshape(4, 3)
     got = parallel.run_forked(lambda i: (A[i].sum(), os.getpid()), range(4), workers=2)
     assert got == [(A[i].sum(), os.getpid()) for i in range(4)]
+
+
+def test_off_the_main_thread_it_uses_threads():
+    import threading
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", parallel.run_forked(lambda i: (i, os.getpid()),
+                                                                                range(4), workers=2)))
+    t.start()
+    t.join()
+    assert out["r"] == [(i, os.getpid()) for i in range(4)]
