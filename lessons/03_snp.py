@@ -103,14 +103,18 @@ def main(argv=None):
     K = data.num_classes
     x_tr, y_tr, x_te, y_te = data.x_train[:args.n_train], data.y_train[:args.n_train], data.x_test, data.y_test
     names = site_names(cfg.num_layers, (args.site,))                       # ["tokens", "enc0.out", ...]
+    t_capture = time.time()
     A_tr = capture(params, cfg, x_tr, data.mean, data.std, names)          # {name: [N, T, D]}, one forward pass
     A_te = capture(params, cfg, x_te, data.mean, data.std, names)
+    t_capture, n_sites = time.time() - t_capture, len(names)
     site = Site(cfg.num_layers - 1, args.site)                             # the last encoder
     # every read-out of the sweep below at once (on both cores); its flat read-out of this site with the first
     # seed is the step-by-step one, so it is trained once
+    t_sweep = time.time()
     vals, rep, kept = seeded_snp(params, cfg, data, site=args.site, modes=modes, seeds=seeds, epochs=args.epochs,
                                  threshold=args.threshold, n_train=args.n_train, out_dir=args.out,
                                  acts=(A_tr, A_te))
+    t_sweep = time.time() - t_sweep
     same = kept.get((args.seed, site.name, "flat"))
     one_site_step_by_step(A_tr[site.name], y_tr, A_te[site.name], y_te, K, site, args,
                           trained=same.readout if same is not None else None)
@@ -187,7 +191,8 @@ def main(argv=None):
     for text, verdict in claims.items():
         word = verdict if len(seeds) > 1 or "ground-truth" in text else "no interval"
         print(f"  {word.upper():<13} {text}")
-    print(f"done in {time.time() - t0:.0f} s")
+    print(f"done in {time.time() - t0:.0f} s (capture of {len(y_tr) + len(y_te)} images at {n_sites} sites "
+          f"{t_capture:.1f} s; {len(seeds) * n_sites * len(modes)} read-outs and the figures {t_sweep:.1f} s)")
     return 0 if sane else 1
 
 

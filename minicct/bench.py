@@ -32,7 +32,7 @@ Fairness: the measuring processes run without OPENBLAS_CORETYPE / OPENBLAS_L2_SI
 other OpenBLAS kernels; --keep-openblas-env keeps them); each prints its BLAS library, kernel and threads; NumPy and
 PyTorch run in --rounds alternating rounds (fresh processes) and each side's fastest round counts. Every
 configuration with dropout / drop-path is measured as configured and without them (--reg). minicct's train_step
-keeps freed memory in its process (train/memory.py); every measuring process -- PyTorch and --baseline too --
+keeps freed memory in its process (minicct/memory.py); every measuring process -- PyTorch and --baseline too --
 gets the same glibc settings (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_, `malloc_env`), so no side wins by
 its allocator alone; MINICCT_RETAIN_MEMORY=0 gives every side glibc's defaults.
 """
@@ -569,11 +569,11 @@ OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def malloc_env() -> dict:
-    """glibc's environment form of what minicct's train_step sets for itself (train/memory.py: freed memory stays
+    """glibc's environment form of what minicct's train_step sets for itself (minicct/memory.py: freed memory stays
     in the process), given to EVERY measuring process -- PyTorch and the baseline too -- so that no side wins by
     its allocator settings alone (measured: ~20 % of a cct_7_3x1_32 step for PyTorch and for the old minicct).
     Empty when MINICCT_RETAIN_MEMORY=0 (then no side keeps freed memory). Variables already set are kept."""
-    from .train.memory import MMAP_THRESHOLD, TRIM_THRESHOLD
+    from .memory import MMAP_THRESHOLD, TRIM_THRESHOLD
     if os.environ.get("MINICCT_RETAIN_MEMORY", "1").strip() == "0":
         return {}
     return {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}

@@ -487,8 +487,8 @@ def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=N
     import threading
 
     from .parallel import map_batches
-    from .train.memory import retain_freed_memory
-    retain_freed_memory()                                 # reuse freed batch buffers (train/memory.py)
+    from .memory import retain_freed_memory
+    retain_freed_memory()                                 # reuse freed batch buffers (memory.py)
     if capture is not None:
         capture = list(capture)
         unknown = set(capture) - set(capture_sites(cfg))

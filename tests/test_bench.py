@@ -140,7 +140,7 @@ def test_measuring_processes_run_without_the_openblas_overrides(monkeypatch):
 
 
 def test_every_measuring_process_gets_the_same_allocator_settings(monkeypatch):
-    from minicct.train.memory import MMAP_THRESHOLD, TRIM_THRESHOLD
+    from minicct.memory import MMAP_THRESHOLD, TRIM_THRESHOLD
     monkeypatch.delenv("MINICCT_RETAIN_MEMORY", raising=False)
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     env = bench._child_env(2, REPO)                 # the same env for the numpy, torch and baseline workers

@@ -106,7 +106,7 @@ def test_ctrl_c_on_the_last_step_of_an_epoch_resumes(tmp_path):
 
 def test_retain_freed_memory_opt_out_and_glibc(monkeypatch):
     import platform
-    from minicct.train import memory
+    from minicct import memory
     monkeypatch.setattr(memory, "_STATE", {"done": False, "active": False})
     monkeypatch.setenv("MINICCT_RETAIN_MEMORY", "0")
     assert memory.retain_freed_memory() is False                    # opted out: nothing set

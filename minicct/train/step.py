@@ -8,7 +8,7 @@
 The first three run in minicct.parallel.shard_grads, on `workers` slices of the batch at once (threads, one
 BLAS thread each; gradients summed; one worker = exactly these lines on the whole batch).
 
-Used by the training loop (train/loop.py), the benchmark and the lessons. Memory: train/memory.py (freed
+Used by the training loop (train/loop.py), the benchmark and the lessons. Memory: minicct/memory.py (freed
 arrays stay in the process from one step to the next).
 Shape legend: N batch, C channels, S image side, K classes.
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..parallel import step_grads
-from .memory import retain_freed_memory
+from ..memory import retain_freed_memory
 
 
 @dataclass
@@ -43,7 +43,7 @@ def train_step(params, optimizer, x, y, cfg, rng=None, lr=None, smoothing=0.0, s
     Raises FloatingPointError, naming the step, when the loss or an updated parameter is not finite (the
     parameters are then already changed; reload the last checkpoint).
     Returns StepResult(loss, logits [N, K], grads).
-    The first call raises glibc's malloc thresholds so that steps reuse freed memory (train.memory;
+    The first call raises glibc's malloc thresholds so that steps reuse freed memory (minicct.memory;
     MINICCT_RETAIN_MEMORY=0 opts out).
     """
     retain_freed_memory()

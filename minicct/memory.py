@@ -1,4 +1,4 @@
-"""Keep freed memory inside the process between training steps (glibc's malloc; Linux).
+"""Keep freed memory inside the process between training steps and evaluation batches (glibc's malloc; Linux).
 
 Why: a training step makes and frees the same large arrays every time (attention's [N, h, T, T] scores and
 their gradient, the [N, T, F] MLP activations, ...). With glibc's defaults, a freed block larger than its mmap
