@@ -235,10 +235,12 @@ def _forked_call(i):
 
 def fork_available() -> bool:
     """True where run_forked uses processes: Linux, whose "fork" start method gives the children the parent's
-    memory (the activations) without pickling. Elsewhere (macOS, Windows) forking a process that uses system
+    memory (the activations) without pickling, with Python >= 3.11 (whose process pool forks its children
+    before it starts its manager thread). Elsewhere (macOS, Windows) forking a process that uses system
     frameworks is unsafe or impossible, and run_forked falls back to `run`'s threads."""
     import multiprocessing
-    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+    return (sys.platform.startswith("linux") and sys.version_info >= (3, 11)
+            and "fork" in multiprocessing.get_all_start_methods())
 
 
 def run_forked(fn, items, workers=None) -> list:
@@ -249,10 +251,13 @@ def run_forked(fn, items, workers=None) -> list:
     arrays (copy-on-write: read them, do not write them); each result is pickled back, so fn must return
     picklable values, and what fn changes in memory stays in the child. Every item is computed whole by one
     process, so the results are those of `run` and of one worker, bit for bit. Falls back to `run` (threads,
-    or serial) with one worker, where fork is not available (fork_available) and off the main thread; inside
-    a forked job it runs serially. The first exception of a job is raised in the caller after the pool stops.
+    or serial) with one worker, where fork is not available (fork_available) or refused (OSError), and off
+    the main thread; inside a forked job it runs serially. The first exception of a job is raised in the
+    caller, after the jobs not yet started are cancelled; a child that dies (e.g. killed for lack of memory)
+    raises concurrent.futures.process.BrokenProcessPool instead of leaving the caller waiting.
     """
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
     items = list(items)
     w = min(resolve_workers(workers), len(items))
     if in_forked_job():
@@ -262,10 +267,20 @@ def run_forked(fn, items, workers=None) -> list:
     _shutdown_pools()             # no idle worker threads across the fork (Python 3.12+ warns about them)
     _FORKED_JOB[:] = [lambda i: fn(items[i]), os.getpid()]
     try:
-        with blas_threads(1), multiprocessing.get_context("fork").Pool(w) as pool:
-            return pool.map(_forked_call, range(len(items)), chunksize=1)
+        with blas_threads(1):                               # set before the fork: the children inherit it
+            pool = ProcessPoolExecutor(w, mp_context=multiprocessing.get_context("fork"))
+            try:
+                try:
+                    futures = [pool.submit(_forked_call, i) for i in range(len(items))]   # forks the children
+                except OSError:                             # fork refused (e.g. strict memory overcommit)
+                    futures = None
+                if futures is not None:
+                    return [f.result() for f in futures]
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         _FORKED_JOB[:] = [None, None]
+    return run(fn, items, workers)                          # ... then threads
 
 
 _SWITCH_LOCK = threading.Lock()

@@ -68,3 +68,28 @@ def test_off_the_main_thread_it_uses_threads():
     t.start()
     t.join()
     assert out["r"] == [(i, os.getpid()) for i in range(4)]
+
+
+@needs_fork
+def test_refused_fork_falls_back_to_threads(monkeypatch):
+    import multiprocessing.context
+
+    def refuse(self, process_obj):
+        raise OSError(12, "Cannot allocate memory")
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "_Popen", staticmethod(lambda p: refuse(None, p)))
+    assert parallel.run_forked(lambda i: (i, os.getpid()), range(3), workers=2) == [(i, os.getpid()) for i in range(3)]
+    assert not parallel.in_forked_job()
+
+
+@needs_fork
+def test_a_killed_child_raises_instead_of_hanging():
+    import signal
+    from concurrent.futures.process import BrokenProcessPool
+
+    def fn(i):
+        if i == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return i
+    with pytest.raises(BrokenProcessPool):
+        parallel.run_forked(fn, range(4), workers=2)
+    assert parallel.run_forked(lambda i: i + 1, range(3), workers=2) == [1, 2, 3]
