@@ -243,27 +243,30 @@ def fork_available() -> bool:
             and "fork" in multiprocessing.get_all_start_methods())
 
 
-def run_forked(fn, items, workers=None) -> list:
+def run_forked(fn, items, workers=None, fallback="threads") -> list:
     """[fn(item) for item in items] on `workers` forked processes (one BLAS thread each), results in item order.
 
     For many independent jobs made of short NumPy calls (read-outs: a dozen small operations per step), where
     threads wait for each other's GIL: each process has its own interpreter. The children see the parent's
     arrays (copy-on-write: read them, do not write them); each result is pickled back, so fn must return
     picklable values, and what fn changes in memory stays in the child. Every item is computed whole by one
-    process, so the results are those of `run` and of one worker, bit for bit. Falls back to `run` (threads,
-    or serial) with one worker, where fork is not available (fork_available) or refused (OSError), and off
-    the main thread; inside a forked job it runs serially. The first exception of a job is raised in the
+    process, so the results are those of `run` and of one worker, bit for bit. Falls back, with one worker,
+    where fork is not available (fork_available) or refused (OSError), and off the main thread, to `run`'s
+    threads (fallback="threads") or to a serial loop (fallback="serial": for jobs that must not share a
+    process concurrently, e.g. pyplot figures); inside a forked job it runs serially. The first exception of a job is raised in the
     caller, after the jobs not yet started are cancelled; a child that dies (e.g. killed for lack of memory)
     raises concurrent.futures.process.BrokenProcessPool instead of leaving the caller waiting.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    if fallback not in ("threads", "serial"):
+        raise ValueError(f"fallback must be 'threads' or 'serial', got {fallback!r}")
     items = list(items)
     w = min(resolve_workers(workers), len(items))
     if in_forked_job():
         return [fn(it) for it in items]                     # no grandchildren
     if w <= 1 or not fork_available() or threading.current_thread() is not threading.main_thread():
-        return run(fn, items, workers)
+        return run(fn, items, workers if fallback == "threads" else 1)
     _shutdown_pools()             # no idle worker threads across the fork (Python 3.12+ warns about them)
     _FORKED_JOB[:] = [lambda i: fn(items[i]), os.getpid()]
     try:
@@ -280,7 +283,7 @@ def run_forked(fn, items, workers=None) -> list:
                 pool.shutdown(wait=True, cancel_futures=True)
     finally:
         _FORKED_JOB[:] = [None, None]
-    return run(fn, items, workers)                          # ... then threads
+    return run(fn, items, workers if fallback == "threads" else 1)   # ... then threads (or serially)
 
 
 _SWITCH_LOCK = threading.Lock()

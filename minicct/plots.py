@@ -9,6 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .parallel import run_forked  # noqa: E402
+
 
 def _save(fig, path):
     path = Path(path)
@@ -123,15 +125,17 @@ def snp_figures(report, out_dir, mode="flat"):
     r = max(last, key=lambda r: (r.depth, r.part == "out"))
     n = pick_node(r)
     where = r.site.label()
-    paths = [
-        plot_node_fields(r.V[n], report.class_names, out_dir / "node_fields.png",
-                         f"{where}, node {n}: mean field V[i, j]"),
-        plot_node_clusters(r.B[n], r.stats.clusters[n], report.class_names, out_dir / "node_clusters.png",
-                           f"{where}, node {n}: V/max > threshold, clusters first"),
-        plot_along_encoders(report, out_dir / "along_encoders.png"),
-        plot_cluster_sizes(report, out_dir / "cluster_sizes.png", mode),
+    figures = [
+        lambda: plot_node_fields(r.V[n], report.class_names, out_dir / "node_fields.png",
+                                 f"{where}, node {n}: mean field V[i, j]"),
+        lambda: plot_node_clusters(r.B[n], r.stats.clusters[n], report.class_names, out_dir / "node_clusters.png",
+                                   f"{where}, node {n}: V/max > threshold, clusters first"),
+        lambda: plot_along_encoders(report, out_dir / "along_encoders.png"),
+        lambda: plot_cluster_sizes(report, out_dir / "cluster_sizes.png", mode),
     ]
-    return paths
+    # independent figures, drawn side by side on forked processes; one after the other where fork is not
+    # available (pyplot is not thread-safe)
+    return run_forked(lambda draw: draw(), figures, fallback="serial")
 
 
 def plot_history(history, path, title="training"):

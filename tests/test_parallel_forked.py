@@ -93,3 +93,12 @@ def test_a_killed_child_raises_instead_of_hanging():
     with pytest.raises(BrokenProcessPool):
         parallel.run_forked(fn, range(4), workers=2)
     assert parallel.run_forked(lambda i: i + 1, range(3), workers=2) == [1, 2, 3]
+
+
+def test_serial_fallback_never_uses_threads(monkeypatch):
+    import threading
+    monkeypatch.setattr(parallel, "fork_available", lambda: False)
+    got = parallel.run_forked(lambda i: threading.current_thread().name, range(4), workers=2, fallback="serial")
+    assert got == [threading.current_thread().name] * 4
+    with pytest.raises(ValueError, match="fallback"):
+        parallel.run_forked(lambda i: i, range(2), workers=2, fallback="processes")
