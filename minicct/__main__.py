@@ -263,8 +263,8 @@ def cmd_evaluate(args):
             raise ValueError(f"--limit {args.limit} but {data.name} has {len(y)} test images")
         x, y = x[:args.limit], y[:args.limit]
     from .io.pretrained import estimate_eval_seconds, format_seconds
-    print(f"evaluating {len(y)} images, estimated {format_seconds(estimate_eval_seconds(cfg, len(y), args.batch_size))} ...",
-          flush=True)
+    estimate = format_seconds(estimate_eval_seconds(cfg, len(y), args.batch_size))
+    print(f"evaluating {len(y)} images, estimated {estimate} ...", flush=True)
     t0 = time.time()
     loss, acc = evaluate(params, cfg, x, y, data.mean, data.std, args.batch_size)
     print(f"{data.name} test: {len(y)} images, loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}% "

@@ -253,9 +253,10 @@ def run_forked(fn, items, workers=None, fallback="threads") -> list:
     process, so the results are those of `run` and of one worker, bit for bit. Falls back, with one worker,
     where fork is not available (fork_available) or refused (OSError), and off the main thread, to `run`'s
     threads (fallback="threads") or to a serial loop (fallback="serial": for jobs that must not share a
-    process concurrently, e.g. pyplot figures); inside a forked job it runs serially. The first exception of a job is raised in the
-    caller, after the jobs not yet started are cancelled; a child that dies (e.g. killed for lack of memory)
-    raises concurrent.futures.process.BrokenProcessPool instead of leaving the caller waiting.
+    process concurrently, e.g. pyplot figures); inside a forked job it runs serially (as `run` does there).
+    The first exception of a job is raised in the caller, after the jobs not yet started are cancelled; a
+    child that dies (e.g. killed for lack of memory) raises concurrent.futures.process.BrokenProcessPool
+    instead of leaving the caller waiting.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -263,27 +264,27 @@ def run_forked(fn, items, workers=None, fallback="threads") -> list:
         raise ValueError(f"fallback must be 'threads' or 'serial', got {fallback!r}")
     items = list(items)
     w = min(resolve_workers(workers), len(items))
-    if in_forked_job():
-        return [fn(it) for it in items]                     # no grandchildren
-    if w <= 1 or not fork_available() or threading.current_thread() is not threading.main_thread():
-        return run(fn, items, workers if fallback == "threads" else 1)
+    fall_back = lambda: run(fn, items, workers if fallback == "threads" else 1)   # noqa: E731  (serial in a job)
+    if (w <= 1 or in_forked_job() or not fork_available()
+            or threading.current_thread() is not threading.main_thread()):
+        return fall_back()
     _shutdown_pools()             # no idle worker threads across the fork (Python 3.12+ warns about them)
     _FORKED_JOB[:] = [lambda i: fn(items[i]), os.getpid()]
     try:
         with blas_threads(1):                               # set before the fork: the children inherit it
             pool = ProcessPoolExecutor(w, mp_context=multiprocessing.get_context("fork"))
             try:
-                try:
-                    futures = [pool.submit(_forked_call, i) for i in range(len(items))]   # forks the children
-                except OSError:                             # fork refused (e.g. strict memory overcommit)
-                    futures = None
+                futures = [pool.submit(_forked_call, i) for i in range(len(items))]   # forks the children
+            except OSError:                                 # fork refused (e.g. strict memory overcommit)
+                futures = None
+            try:
                 if futures is not None:
                     return [f.result() for f in futures]
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
     finally:
         _FORKED_JOB[:] = [None, None]
-    return run(fn, items, workers if fallback == "threads" else 1)   # ... then threads (or serially)
+    return fall_back()
 
 
 _SWITCH_LOCK = threading.Lock()

@@ -180,7 +180,7 @@ def group_permutation_test(clusters, groups, n_draws=10000, seed=0, exact_max=20
     obs = clusters_inside(multi, g)
     total = n_assignments(g)
     if total <= exact_max:
-        sizes = np.bincount(np.unique(g, return_inverse=True)[1].ravel())   # labels per group, groups renumbered
+        sizes = np.unique(g, return_counts=True)[1]            # labels per group, in group-id order
         A, member = _assignments_cached(tuple(sizes.tolist()))   # [P, K], [V, P]: once per group sizes
         null = np.concatenate([clusters_inside(multi, A[s:s + chunk]) if member is None else
                                _inside_from_masks(multi, member[:, s:s + chunk]) for s in range(0, len(A), chunk)])

@@ -199,7 +199,8 @@ def _step_grads(Xb, yb, params, mode):
     Xb: A rows [B, T, D]; for mode "mean" the token averages Z [B, D] (train_readout pools them once: the
     average does not depend on the parameters). params["W^T"]: the read-out weight stored transposed,
     [T*D, K] (flat) or [D, K]: X @ W^T and X^T @ dlogits are the fast layouts of these skinny products
-    (K = 10-100 outputs against T*D = 4096 inputs), with the same numbers as W's.
+    (K = 10-100 outputs against T*D = 4096 inputs). The same products as with W [K, T*D]; BLAS may round
+    them differently in the last bit (here: the flat read-out's bits are the same, the pooled ones' are not).
     """
     B = Xb.shape[0]
     Wt = params["W^T"]                                        # [T*D, K] or [D, K]

@@ -38,7 +38,7 @@ from .snp import AFCC_THRESHOLD, node_fields, normalise_threshold, single_node_p
 #: compute image by image, so an image's activations do not depend on its batch as long as the tokenizer's
 #: convolutions (one matrix product per block of images) round the same for any block; they do for the
 #: classroom model (tests/test_eval_forward.py; lesson 03's output is unchanged). At 100 a batch's arrays stay
-#: closer to the cache than at 250: the lesson's 12,000 images on 2 workers, about 0.5 s less of ~7 s.
+#: closer to the cache than at 250 (lesson 03's capture is a little faster; its last line prints the time).
 CAPTURE_BATCH = 100
 
 
