@@ -2,12 +2,13 @@
 Flowers-102 (downloaded once, md5-verified, cached in data/ or $MINICCT_DATA).
 
     load("embedded")              -> Dataset (20+ classes, 32x32, ground-truth groups)
+    load("cifar10_sample")        -> the committed 4,000 real CIFAR-10 photographs (offline)
     load("cifar10"), load("cifar100"), load("flowers102", img_size=64)
     load("npz:my_arrays.npz"), load("folder:my_images", img_size=32)      your own images (datasets/custom.py)
 """
 from .base import Dataset, channel_stats, data_dir, to_model_input
 
-NAMES = ("embedded", "cifar10", "cifar100", "flowers102")
+NAMES = ("embedded", "cifar10_sample", "cifar10", "cifar100", "flowers102")
 
 
 def load(name: str, root=None, download: bool = True, **kwargs) -> Dataset:
@@ -23,6 +24,9 @@ def load(name: str, root=None, download: bool = True, **kwargs) -> Dataset:
     if name == "embedded":
         from .embedded import load_embedded
         return load_embedded(root=root, **kwargs)
+    if name == "cifar10_sample":
+        from .cifar_sample import load_cifar10_sample
+        return load_cifar10_sample(root=root)
     if name == "cifar10":
         from .cifar import load_cifar10
         return load_cifar10(root=root, download=download, **kwargs)

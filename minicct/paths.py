@@ -1,0 +1,18 @@
+"""Where minicct finds the files it ships: the classroom checkpoints and the real-image sample.
+
+One rule: `data/<name>` of the source checkout this package was imported from.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def find_data(name: str) -> Path:
+    """data/<name> (a file or folder) of the checkout; a clear error if it is not there."""
+    path = CHECKOUT / "data" / name
+    if not path.exists():
+        raise FileNotFoundError(f"minicct's shipped data {name!r} is not at {path}; run from a clone of the "
+                                f"repository (or reinstall it), or pass the path explicitly")
+    return path
