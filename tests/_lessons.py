@@ -22,7 +22,12 @@ def tiny_checkpoint(folder, n_train_per_class, n_test_per_class):
 
 
 def load_lesson(name, data, monkeypatch):
-    """lessons/<name> as a module whose `load` returns `data` (the small embedded set instead of the cached one)."""
+    """lessons/<name> as a module whose `load` returns `data` (the small embedded set instead of the cached one).
+
+    Lessons load their images through lessons/_common.py, so its `load` is replaced too."""
+    monkeypatch.syspath_prepend(str(LESSONS))
+    import _common
+    monkeypatch.setattr(_common, "load", lambda *a, **k: data)
     spec = importlib.util.spec_from_file_location(name.replace(".py", "").lstrip("0123456789_"), LESSONS / name)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

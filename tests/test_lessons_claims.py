@@ -42,7 +42,7 @@ def test_lesson_03_prints_intervals_and_interval_checks(tiny, tmp_path, monkeypa
     out = capsys.readouterr().out
     assert rc in (0, 1)                                       # 1 only if the read-out is not above chance
     assert ("PASS" in out) == (rc == 0)
-    assert "top-label fraction above 50 %" in out and "single-node accuracy below" in out
+    assert "top-label fraction" in out and "(supported above 50 %)" in out and "supported below 2/K" in out
     words = ("SUPPORTED ", "CONTRADICTED ", "INCONCLUSIVE ", "NOT SHOWN ")
     assert sum(out.count(w) for w in words) == 4              # three claims and the ground-truth groups
     assert "p_Holm" in out and "read-out accuracy %" in out
