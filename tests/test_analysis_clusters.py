@@ -7,7 +7,7 @@ from minicct.analysis.snp import normalise_threshold
 
 
 def _return_squares_port(B):
-    """Line-by-line port of the AFCC code's return_squares / is_square (paper_method 2.1), the reference."""
+    """Line-by-line port of the AFCC code's return_squares / is_square (docs/method.md sec. 6.1), the reference."""
     K = B.shape[0]
     labels_one = [j for j in range(K) if B[j, j] == 1]
     temp = list(labels_one)

@@ -1,4 +1,4 @@
-"""ANDC pruning of a read-out (applied nodal diagonal connection, paper_method 3.2) and its random control.
+"""ANDC pruning of a read-out (applied nodal diagonal connection, docs/method.md sec. 8) and its random control.
 
 Rule [INF, the abstract's ANDC]: node n keeps its read-out weights to label j, at every token, iff
 B_n[j, j] = 1 (j is in the node's diagonal set D_n); every other weight is set to 0:
@@ -50,7 +50,7 @@ def expand_mask(M, T):
 
 
 def pruned_fraction(M):
-    """Fraction of read-out weights removed: 1 - sum(M) / M.size. [INF, paper_method 3.2]
+    """Fraction of read-out weights removed: 1 - sum(M) / M.size. [INF, docs/method.md sec. 8.2]
 
     For M [K, D] this is 1 - sum_n |D_n| / (K D); the token-expanded mask [K, T, D] gives the same number.
     """
@@ -80,7 +80,7 @@ def random_mask_like(M, seed=0):
     """Random control mask [K, D] with exactly the column degrees of M (labels kept per node).
 
     [INF, after Random_AFCC.py]: the authors give every filter 5 random labels with every label used equally
-    often; here each node gets |D_n| distinct random labels (its ANDC degree, paper_method 3.2) and all
+    often; here each node gets |D_n| distinct random labels (its ANDC degree, docs/method.md sec. 8.4) and all
     labels are used as evenly as possible. Nodes are visited in random order; each takes the |D_n| labels
     used least so far (random tie-break), which keeps every label's count within one of sum_n |D_n| / K.
     """
@@ -135,7 +135,7 @@ def _label_matrix(L, num_classes, name):
 def ff_mask(labels_hidden, labels_out, num_classes=None):
     """Keep-mask [D, F] for an FF linear2 weight (hidden a -> output b): keep iff the label sets intersect.
 
-        M[b, a] = |L_hidden[a] & L_out[b]| > 0      [INF, paper_method 3.2 optional extension; AFCC's
+        M[b, a] = |L_hidden[a] & L_out[b]| > 0      [INF, docs/method.md sec. 8.6; AFCC's
                                                       between-layer rule, shared labels]
     Inputs: labels_hidden bool [F, K] (e.g. node_labels of the ff_hidden site) or a list of F label sets,
     labels_out bool [D, K] or a list of D sets; num_classes K is needed only when both are lists.

@@ -1,4 +1,4 @@
-"""Clusters, signal, noise and SNR of thresholded node matrices (paper_method 2.1-2.4).
+"""Clusters, signal, noise and SNR of thresholded node matrices (docs/method.md sec. 6-7).
 
 B_n [K, K] is node n's 0/1 matrix (rows = true label i, columns = output j). A cluster is a set of labels L
 whose whole |L| x |L| block of B_n is 1 (both (a, b) and (b, a), and the diagonal). The authors find them
@@ -14,7 +14,7 @@ clusters is exactly its diagonal set {j : B[j, j] = 1}.
 Per node [CODE]: number of clusters, labels in clusters sum_c |c|, noise = (ones of B) - sum_c |c|^2 (the
 ones outside the cluster blocks; -1 for a node without clusters, and a with-zeros variant), column noise
 (ones left in the cluster labels' columns after zeroing the blocks). Signal S = sum_c |c|^2 and the SNR
-are this project's operationalisation [INF] (paper_method 2.4).
+are this project's operationalisation [INF] (docs/method.md sec. 7.3).
 Shape legend: D nodes, K classes.
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _per_node(B, fn, clusters=None):
 
 
 def node_signal(B, clusters=None):
-    """Signal of a node, the ones inside its cluster blocks: S = sum_c |c|^2. [INF name, paper_method 2.4]
+    """Signal of a node, the ones inside its cluster blocks: S = sum_c |c|^2. [INF name, docs/method.md sec. 7.3]
 
     B [K, K] 0/1 (one node) -> int; B [D, K, K] (a layer) -> int64 [D]. Clusters from greedy_clusters
     (or `clusters`, if already found).
@@ -90,7 +90,7 @@ def node_signal(B, clusters=None):
 
 
 def node_noise(B, clusters=None):
-    """Noise of a node, the ones outside its cluster blocks. [CODE: AFCC `noise_filter`, paper_method 2.2]
+    """Noise of a node, the ones outside its cluster blocks. [CODE: AFCC `noise_filter`, docs/method.md sec. 7.1]
 
         noise = sum_{i,j} B[i, j] - sum_c |c|^2,     and -1 for a node without clusters (excluded from means)
     B [K, K] 0/1 (one node) -> int; B [D, K, K] (a layer) -> int64 [D]. Clusters from greedy_clusters.
@@ -99,7 +99,7 @@ def node_noise(B, clusters=None):
 
 
 def snr(signal, noise):
-    """Signal-to-noise ratio of a layer: SNR = <S_n> / <N_n> over the nodes with a cluster. [INF, paper_method 2.4]
+    """Signal-to-noise ratio of a layer: SNR = <S_n> / <N_n> over the nodes with a cluster. [INF, docs/method.md sec. 7.3]
 
     signal [D] (node_signal), noise [D] (node_noise; -1 marks a node without clusters, left out).
     Returns a float: inf when the mean noise is 0 and the signal positive, nan when both are 0 or no node
@@ -206,7 +206,7 @@ def layer_summary(stats, V=None, threshold=AFCC_THRESHOLD):
         mean_clusters_per_node (all) and _with_cluster;  mean_cluster_size over all clusters of the layer
         mean_noise (nodes with a cluster, the -1s excluded) and mean_noise_with_zeros (all nodes)
         cluster_size_hist: int array, hist[s] = number of clusters of size s (s = 0..K)
-    [INF] signal-to-noise (paper_method 2.4), over the nodes with a cluster:
+    [INF] signal-to-noise (docs/method.md sec. 7.3-7.4), over the nodes with a cluster:
         snr      = <S> / <N>                      (S = sum_c |c|^2, N = noise)
         snr_a    = <sum_c |c|> / <N>              (labels in clusters vs noise)
         snr_b    = median_n S_n / max(N_n, 1)

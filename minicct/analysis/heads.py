@@ -1,4 +1,4 @@
-"""Head specialisation of multi-head attention from node matrices (paper_method 4) [INF throughout].
+"""Head specialisation of multi-head attention from node matrices (docs/method.md sec. 9) [INF throughout].
 
 The MHA nodes are the D = h * d coordinates of the concatenated per-head outputs attn @ v (before proj);
 node n belongs to head n // d. From the thresholded node matrices B [D, K, K]:
@@ -50,7 +50,7 @@ def _check_counts(c):
 
 
 def designated_labels(c, rule="max", tau=1):
-    """Designated labels L [h, K] bool of every head. [INF, paper_method 4]
+    """Designated labels L [h, K] bool of every head. [INF, docs/method.md sec. 9.2]
 
         rule "threshold": L[h, j] = c[h, j] >= tau
         rule "max":       L[h, j] = c[h, j] == max_h' c[h', j] and c[h, j] >= tau   (ties: every head at the max)

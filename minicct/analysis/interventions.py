@@ -1,18 +1,18 @@
 """Experiments ON the model (not only on read-outs): per-label accuracy, ANDC pruning of the read-out and of
-the encoders' FF output weights, and head ablation (paper_method 3.2 and 4, step 4).
+the encoders' FF output weights, and head ablation (docs/method.md sec. 8 and 9.5).
 
-ANDC on a read-out [INF, paper_method 3.2]: node n keeps its weights to label j iff j is in its diagonal set
+ANDC on a read-out [INF, docs/method.md sec. 8.2]: node n keeps its weights to label j iff j is in its diagonal set
 D_n = {j : B_n[j, j] = 1} (andc.andc_mask); the pruned read-out is scored as it is and after a short masked
 retraining (mask re-applied after every SGD step, AFCC train_func [CODE]), against a random mask with the
 same number of labels per node (andc.random_mask_like, after Random_AFCC.py [CODE]).  -> `andc_readout_sweep`
 
-ANDC inside an encoder [INF, the "optional extension" of paper_method 3.2, AFCC's between-layer rule]:
+ANDC inside an encoder [INF, docs/method.md sec. 8.6, AFCC's between-layer rule]:
     linear2.weight [D, F] maps FF hidden unit a to encoder-output node b;  keep W2[b, a]  iff  L_a & L_b != {}
 with L_a the label set of hidden node a (flat read-out SNP of site enc{e}.ff_hidden) and L_b that of output
 node b (site enc{e}.out). The whole model's test accuracy before and after (no retraining), and a random mask
 keeping every output node's number of inputs.                                     -> `ff_pruning_experiment`
 
-Head ablation [INF, paper_method 4 step 4]: zero the columns of encoder e's output projection that read head g
+Head ablation [INF, docs/method.md sec. 9.5]: zero the columns of encoder e's output projection that read head g
 (`ablate_head`, a parameter edit like the FF pruning) and measure the per-label accuracy drop, on the head's
 designated labels against the others.
                                                                                  -> `head_ablation`
@@ -202,7 +202,7 @@ def andc_readout_sweep(A_train, y_train, A_test, y_test, num_classes, W, thresho
                        seed=0, rule="diagonal", min_cluster_size=1, fields_on="test", V=None, **train_kw):
     """ANDC pruning of a trained flat read-out W at several thresholds, with the random control. [INF + CODE]
 
-    For each threshold th:  B = normalise_threshold(V, th)  (V = node fields of W, paper_method 1.2)
+    For each threshold th:  B = normalise_threshold(V, th)  (V = node fields of W, docs/method.md sec. 4.1)
         M[j, n] = B[n, j, j] (rule "diagonal", ANDC) or j in a cluster of n of size >= min_cluster_size
                   (rule "clusters", AFCC)                                            andc.andc_mask
         R = random mask with R.sum(0) == M.sum(0), labels spread evenly, seed       andc.random_mask_like
@@ -362,7 +362,7 @@ class HeadAblation:
 
 def head_ablation(params, cfg, data, encoder, head, designated_labels, full_logits=None, z_test=None,
                   n_perm=0, seed=0, batch_size=250):
-    """Causal test of a head's expertise: silence head `head` of encoder `encoder`. [INF, paper_method 4.4]
+    """Causal test of a head's expertise: silence head `head` of encoder `encoder`. [INF, docs/method.md sec. 9.5]
 
         params' = ablate_head(params, encoder, head)   (zeroes the proj.weight columns that read head g)
         drop[j] = acc_full[j] - acc_ablated[j]      (per_label_accuracy on the test set)

@@ -5,7 +5,7 @@ layer, ...) to K logits. Three forms are offered (`mode`):
 
     "flat"     [CODE]  logits = A.reshape(N, T*D) @ W.reshape(K, T*D)^T,   W [K, T, D], no bias.
                        The AFCC `FC_Net` (nn.Linear(T*D, K, bias=False)) on the flattened tokens: every token
-                       of every node has its own weight to every label (paper_method 1.2, 1.3).
+                       of every node has its own weight to every label (docs/method.md sec. 3.1).
     "mean"     [INF]   logits = mean_t(A) @ W^T,   W [K, D], no bias (token-averaged read-out).
     "seqpool"  [INF]   logits = seqpool(A) @ W^T,  W [K, D], no bias; seqpool = softmax over tokens of a fresh
                        Linear(D, 1), as the CCT's own pooling (layers/pooling.py), trained jointly with W.

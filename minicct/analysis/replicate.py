@@ -57,7 +57,7 @@ def near_chance_verdict(sacc, K):
 QUANTITIES = ("accuracy", "clusters_per_node", "cluster_size", "labels_in_clusters", "noise", "snr", "snr_a",
               "snr_b", "snr_c", "snr_d", "single_node_accuracy", "single_node_top_fraction")
 
-# the paper's claims in their own words (abstracts; paper_method sections 1.1, 4, 6)
+# the paper's claims in their own words (abstracts; docs/method.md sec. 10.1)
 CLAIMS = {
     "small_clusters": ("P-T", "Each node identifies small clusters of possible output labels, with additional "
                               "noise represented as labels outside these clusters."),

@@ -1,6 +1,6 @@
 """Single-nodal performance (SNP): node fields, their max-normalised thresholded matrices, single-node argmax.
 
-Phase 3 of the method (paper_method 1.2, AFCC `Compute_Matrices_Clusters.py`). With a trained bias-free
+Phase 3 of the method (docs/method.md sec. 4, AFCC `Compute_Matrices_Clusters.py`). With a trained bias-free
 read-out W and all other nodes silenced, node n sends to output j, for image k, the field
 
     flat [CODE]:            h_n(k, j) = sum_t W[j, t, n] * A_k[t, n]
@@ -105,7 +105,7 @@ def pooled_node_fields(Z, y, W, num_classes):
 
     Inputs: Z [N, D] pooled features (readout.pooled_features, or any [N, D] features with a bias-free
     Linear(D, K) read-out W [K, D]), y int [N]. Returns V [D, K, K] float64.
-    Each node's matrix is rank one (row i = Zbar[i, n] * W[:, n]), paper_method 1.3.
+    Each node's matrix is rank one (row i = Zbar[i, n] * W[:, n]), docs/method.md sec. 3.3.
     """
     Z = np.asarray(Z)
     if Z.ndim != 2 or not np.issubdtype(Z.dtype, np.floating):
@@ -189,7 +189,7 @@ def normalise_fields(V):
     """Divide each node's matrix by its global max: Vn[n] = V[n] / max_{i,j} V[n, i, j]. [CODE]
 
     The max is over the whole K x K matrix (not per row or column). A node whose max is not positive
-    is marked invalid and gets Vn[n] = 0 [INF caveat, paper_method 1.2: a negative max would flip signs and
+    is marked invalid and gets Vn[n] = 0 [INF caveat, docs/method.md sec. 5.3: a negative max would flip signs and
     let every entry pass the threshold; a zero max is left undivided by the code, so nothing passes].
     Returns (Vn [D, K, K] float64, valid [D] bool).
     """
