@@ -87,13 +87,21 @@ def _check_output_dir(path, what):
     return path
 
 
-def _dataset_kwargs(args, model_img_size=None):
-    kw = {}
-    if args.dataset == "flowers102":
+def _dataset_for(args, checkpoint=None) -> str:
+    """--dataset, with "auto" resolved: the committed checkpoints' own images (paths.SHIPPED_DATA), else embedded."""
+    if args.dataset != "auto":
+        return args.dataset
+    from .paths import SHIPPED_DATA
+    return SHIPPED_DATA.get(Path(str(checkpoint)).name, "embedded") if checkpoint else "embedded"
+
+
+def _dataset_kwargs(args, model_img_size=None, name=None):
+    kw, name = {}, name or args.dataset
+    if name == "flowers102":
         kw["img_size"] = args.img_size or 64
-    if args.dataset.startswith("folder:"):
+    if name.startswith("folder:"):
         kw["img_size"] = args.img_size or model_img_size or 32
-    if args.dataset == "embedded":
+    if name == "embedded":
         kw["seed"] = args.data_seed
     return kw
 
@@ -101,16 +109,19 @@ def _dataset_kwargs(args, model_img_size=None):
 def _dataset_name(text):
     """--dataset value: a named dataset, npz:PATH or folder:PATH."""
     from .datasets import NAMES
-    if text in NAMES or (text.startswith(("npz:", "folder:")) and len(text.split(":", 1)[1]) > 0):
+    if text == "auto" or text in NAMES or (text.startswith(("npz:", "folder:")) and len(text.split(":", 1)[1]) > 0):
         return text
     raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(NAMES)}, npz:PATH or folder:PATH")
 
 
-def _add_data_args(p):
-    p.add_argument("--dataset", default="embedded", type=_dataset_name, metavar="NAME",
-                   help="embedded (default, offline), cifar10, cifar100, flowers102, npz:PATH (your arrays: "
-                        "x_train, y_train, x_test, y_test [, class_names, mean, std]) or folder:PATH "
-                        "(PATH/{train,test}/<class>/*.png|jpg|jpeg, resized to the model's size)")
+def _add_data_args(p, default="embedded"):
+    auto = ("auto (default): the images of a committed checkpoint (cifar10_classroom*: the real CIFAR-10 sample "
+            "cifar10_sample; classroom*: embedded), embedded for any other; " if default == "auto" else
+            "embedded (default, offline), ")
+    p.add_argument("--dataset", default=default, type=_dataset_name, metavar="NAME",
+                   help=auto + "cifar10_sample (4,000 real photographs, offline), cifar10, cifar100, flowers102, "
+                        "npz:PATH (your arrays: x_train, y_train, x_test, y_test [, class_names, mean, std]) or "
+                        "folder:PATH (PATH/{train,test}/<class>/*.png|jpg|jpeg, resized to the model's size)")
     p.add_argument("--data-seed", type=nonneg_int, default=0, help="seed of the embedded dataset (default 0)")
     p.add_argument("--img-size", type=image_size, default=None,
                    help="image size after resizing: Flowers-102 (default 64) and folder:PATH (default: the model's)")
@@ -255,6 +266,7 @@ def cmd_evaluate(args):
     from .train.loop import evaluate
 
     params, cfg, meta = _load_model(args)
+    args.dataset = _dataset_for(args, None if args.pretrained else args.checkpoint)
     data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
     _check_data_fits(data, cfg, args.pretrained or args.checkpoint)
     x, y = data.x_test, data.y_test
@@ -287,6 +299,7 @@ def cmd_snp(args):
 
     out = _check_output_dir(args.out, "--out")            # before the analysis, not after it
     params, cfg, _ = _load_model(args)
+    args.dataset = _dataset_for(args, None if args.pretrained else args.checkpoint)
     data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
     _check_data_fits(data, cfg, args.pretrained or args.checkpoint)
     if args.n_train is not None and args.n_train > len(data.y_train):
@@ -403,7 +416,8 @@ def cmd_replicate(args):
     t_all = time.time()
     for name, params, cfg in models:
         t0 = time.time()
-        data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
+        dataset = _dataset_for(args, None if args.pretrained else name)
+        data = load(dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size, dataset))
         _check_data_fits(data, cfg, name)
         title = (f"{Path(name).name}: {cfg.num_layers} encoders x {cfg.num_heads} heads, {data.name}, "
                  f"read-out seeds {seeds[0]}..{seeds[-1]}")
@@ -478,17 +492,17 @@ def main(argv=None):
                    "(downloaded once over HTTPS and cached)")
     p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror "
                    "(unauthenticated; the file is still checked by its tensors and sha256 record)")
-    _add_data_args(p)
+    _add_data_args(p, default="auto")
     p.add_argument("--batch-size", type=positive_int, default=250)
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test images")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("snp", help="the single-nodal-performance analysis of a checkpoint",
                        description="Per-encoder read-outs, node field matrices, clusters, noise and SNR.")
-    _add_checkpoint_args(p, default="data/checkpoints/classroom.npz")
+    _add_checkpoint_args(p, default="data/checkpoints/cifar10_classroom.npz")
     p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
     p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
-    _add_data_args(p)
+    _add_data_args(p, default="auto")
     p.add_argument("--site", default="out", choices=["out", "mha_heads", "mha_out", "ff_hidden", "all"])
     p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
                    help="read-out modes, comma separated: flat,mean,seqpool")
@@ -528,15 +542,16 @@ def main(argv=None):
                        description="For each checkpoint: the paper's claims, each measured over --seeds read-out "
                        "seeds with its 95 %% interval, against its null or baseline, with a verdict (supported / "
                        "contradicted / inconclusive). Writes claims.json, claims.md and claims.png.")
-    p.add_argument("--checkpoint", nargs="+", default=[c for c in ("data/checkpoints/classroom.npz",
-                   "data/checkpoints/classroom_4heads.npz") if Path(c).exists()] or ["data/checkpoints/classroom.npz"],
+    p.add_argument("--checkpoint", nargs="+", default=["data/checkpoints/cifar10_classroom.npz",
+                   "data/checkpoints/cifar10_classroom_4heads.npz"],
                    help="one or more checkpoints: minicct .npz, PyTorch .pth state_dicts or timm/SHI-Labs training "
-                        "checkpoints (default: the committed classroom checkpoints)")
+                        "checkpoints (default: the two committed classroom CCTs trained on real CIFAR-10; "
+                        "data/checkpoints/classroom*.npz are the embedded-data ones)")
     _add_checkpoint_args(p, what="--init")              # --heads, --ema (for .pth files)
     p.add_argument("--model", default=None, help="variant name to build for a .pth (classes come from the file)")
     p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
     p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
-    _add_data_args(p)
+    _add_data_args(p, default="auto")
     p.add_argument("--seeds", type=positive_int, default=3,
                    help="number of read-out seeds (default 3; >= 2 for verdicts)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="first read-out seed (default 0)")

@@ -16,3 +16,7 @@ def find_data(name: str) -> Path:
         raise FileNotFoundError(f"minicct's shipped data {name!r} is not at {path}; run from a clone of the "
                                 f"repository (or reinstall it), or pass the path explicitly")
     return path
+
+#: The images each committed checkpoint is analysed on when a command's --dataset is "auto" (its default).
+SHIPPED_DATA = {"cifar10_classroom.npz": "cifar10_sample", "cifar10_classroom_4heads.npz": "cifar10_sample",
+                "classroom.npz": "embedded", "classroom_4heads.npz": "embedded"}

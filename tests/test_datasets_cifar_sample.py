@@ -42,3 +42,26 @@ def test_changed_file_is_refused(tmp_path):
         f.write(bytes([b[0] ^ 1]))
     with pytest.raises(ValueError, match="md5"):
         load_cifar10_sample(root=folder)
+
+
+def test_committed_real_checkpoints_reproduce_their_accuracy(sample):
+    """The real-data checkpoints score on the sample's test images exactly what training recorded."""
+    from minicct.io.checkpoints import load_any_checkpoint
+    from minicct.paths import find_data
+    from minicct.train.loop import evaluate
+    for name, recorded in (("cifar10_classroom.npz", 0.775), ("cifar10_classroom_4heads.npz", 0.76)):
+        params, cfg, meta = load_any_checkpoint(find_data("checkpoints") / name)
+        assert meta["test_acc"] == pytest.approx(recorded)
+        _, acc = evaluate(params, cfg, sample.x_test, sample.y_test, sample.mean, sample.std)
+        assert acc == pytest.approx(recorded, abs=1e-9)
+
+
+def test_auto_dataset_follows_the_committed_checkpoint():
+    import argparse
+
+    from minicct.__main__ import _dataset_for
+    auto = argparse.Namespace(dataset="auto")
+    assert _dataset_for(auto, "data/checkpoints/cifar10_classroom_4heads.npz") == "cifar10_sample"
+    assert _dataset_for(auto, "data/checkpoints/classroom.npz") == "embedded"
+    assert _dataset_for(auto, "my_model.npz") == "embedded"
+    assert _dataset_for(argparse.Namespace(dataset="cifar10"), "data/checkpoints/classroom.npz") == "cifar10"
