@@ -25,6 +25,7 @@ import collections
 import functools
 import itertools
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import ndtri     # standard normal quantile (what scipy.stats.norm.ppf calls)
@@ -265,3 +266,278 @@ def min_detectable_effect(null_sd, alpha, power=0.8):
     if not 0 < alpha < 1 or not 0 < power < 1:
         raise ValueError(f"alpha and power must be in (0, 1), got {alpha}, {power}")
     return float((ndtri(1 - alpha) + ndtri(power)) * null_sd)
+
+
+# ------------------------------------------------------------------- label-permutation null of the SNP
+# Every SNP quantity of a site (read-out and single-node accuracy, clusters, cluster size, labels in clusters,
+# noise, signal, every SNR variant, top-label fraction) measured again with NO label information: the training
+# labels and the test labels are each shuffled over the images (a uniformly random permutation of the label
+# vector, so every class keeps its number of images), and the read-out is trained with the same seed, epochs
+# and recipe (report.analyse_site). The activations are untouched; only which image carries which label
+# changes. A quantity that comes out the same with shuffled labels does not measure label information.
+#
+# One null draw of read-out seed s: the permutations label_permutation(N_train, s, draw, 0) and
+# label_permutation(N_test, s, draw, 1), from np.random.default_rng([NULL_SALT, s, draw, split]); draws
+# 0 .. P-1 per seed (`null_draws` = P). A permutation that maps every label to itself (e.g. one that shuffles
+# images only within their class) gives exactly the real run.
+#
+# Summaries over S seeds and P draws per seed (`compare_to_null`):
+#   value   mean over seeds, t interval (stats.summarise), as everywhere else
+#   null    the mean over seeds of the per-seed draw means (= the mean over all S x P draws when all are
+#           finite), t interval over seeds (S >= 2); with one seed, mean and t interval over its P draws
+#   excess  value - null, paired within a seed: x_s - mean_d null_{s,d}, t interval over seeds (S >= 2);
+#           with one seed x - null_d over the draws (the real value taken as fixed)
+#   beyond  "above" / "below" when the excess interval lies strictly on one side of 0, "within" otherwise
+# Docs: docs/nulls.md (what a draw is, the variance measurement behind the default NULL_DRAWS).
+
+#: Seed salt of the null permutations ("null" in ASCII): the null's generator never coincides with a read-out's.
+NULL_SALT = 0x6E756C6C
+#: Default label-permutation draws per read-out seed (docs/nulls.md: the measurement behind it).
+NULL_DRAWS = 1
+
+
+def label_permutation(n, seed, draw=0, split=0):
+    """The permutation of n rows of null draw `draw` of read-out seed `seed` (split 0 = training labels, 1 = test
+    labels): np.random.default_rng([NULL_SALT, seed, draw, split]).permutation(n). Labels y become y[perm]."""
+    if min(int(seed), int(draw), int(split)) < 0:
+        raise ValueError(f"seed, draw and split must be >= 0, got {seed}, {draw}, {split}")
+    return np.random.default_rng([NULL_SALT, int(seed), int(draw), int(split)]).permutation(int(n))
+
+
+def null_site(A_train, y_train, A_test, y_test, num_classes, mode="flat", epochs=10, threshold=0.3, seed=0, draw=0,
+              site="enc0.out", perms=None):
+    """One null draw of one site: report.analyse_site with the training and test labels permuted. [INF]
+
+    perms: (perm_train [N_train], perm_test [N_test]) to use instead of label_permutation(..., seed, draw, 0/1)
+    (e.g. the identity, or a within-class shuffle: then the result is exactly the real run's). Same seed, epochs
+    and recipe as the real read-out. Returns the SiteAnalysis of the permuted run.
+    """
+    from .report import analyse_site
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    if perms is None:
+        perms = (label_permutation(len(y_train), seed, draw, 0), label_permutation(len(y_test), seed, draw, 1))
+    pt, pe = (np.asarray(p) for p in perms)
+    for p, y, what in ((pt, y_train, "perm_train"), (pe, y_test, "perm_test")):
+        if p.shape != y.shape or not np.array_equal(np.sort(p), np.arange(y.size)):
+            raise ValueError(f"{what} must be a permutation of 0..{y.size - 1}")
+    return analyse_site(A_train, y_train[pt], A_test, y_test[pe], num_classes, mode, epochs, threshold, seed, site)
+
+
+def _null_units(N):
+    """Replicate units of a null [S, P]: the per-seed draw means [S] (S >= 2), else the P draws of the one seed."""
+    N = np.asarray(N, dtype=np.float64)
+    if N.shape[1] == 0:
+        return np.full(N.shape[0], np.nan)
+    if N.shape[0] >= 2:
+        with np.errstate(invalid="ignore"):
+            return N.mean(axis=1)                   # inf / nan draws make the seed's mean non-finite: dropped
+    return N[0]
+
+
+def compare_to_null(real, null, level=0.95):
+    """Value, null and excess of one quantity at one position (module section above). real [S]; null [S, P].
+
+    Returns a dict: value, null, excess (stats.Summary each), beyond ("above" / "below" / "within", "n/a"
+    without draws), draws (P), null_sd (sd of the single draws: the spread of one no-information run).
+    """
+    from .stats import summarise
+    real = np.asarray(real, dtype=np.float64).ravel()
+    null = np.asarray(null, dtype=np.float64)
+    if null.ndim != 2 or null.shape[0] != real.size:
+        raise ValueError(f"null must be [S, P] with S = {real.size} seeds, got shape {null.shape}")
+    value = summarise(real, level)
+    P = null.shape[1]
+    if P == 0:
+        nan = summarise([], level)
+        return {"value": value, "null": nan, "excess": nan, "beyond": "n/a", "draws": 0, "null_sd": float("nan")}
+    units = _null_units(null)
+    nul = summarise(units, level)                   # its mean = the mean over all draws when every draw is finite
+    fin = null[np.isfinite(null)]
+    if real.size >= 2:
+        with np.errstate(invalid="ignore"):
+            exc = summarise(real - units, level)
+    else:
+        exc = summarise(real[0] - null[0], level)
+    beyond = "within"
+    if np.isfinite(exc.lo):
+        beyond = "above" if exc.lo > 0 else "below" if exc.hi < 0 else "within"
+    return {"value": value, "null": nul, "excess": exc, "beyond": beyond, "draws": P,
+            "null_sd": float(fin.std(ddof=1)) if fin.size > 1 else float("nan")}
+
+
+def _fmt_summary(s, scale, digits):
+    f = f"{{:.{digits}f}}"
+    if not np.isfinite(s.mean):
+        return "-"
+    if not np.isfinite(s.lo):
+        return f.format(scale * s.mean)
+    return f"{f.format(scale * s.mean)} [{f.format(scale * s.lo)}, {f.format(scale * s.hi)}]"
+
+
+@dataclass
+class NullSweep:
+    """Every SNP quantity of every site and read-out mode, for S read-out seeds, with its label-permutation null.
+
+    names: the sites in order along the encoders (E); modes; seeds (S); draws (P null draws per seed).
+    real[mode][quantity]: float [S, E] (replicate.QUANTITIES + "signal"), the true-label values;
+    null[mode][quantity]: float [S, P, E], the same with permuted labels;
+    kept[(seed, name, mode)]: the true-label SiteAnalyses asked for (keep=).
+    """
+
+    names: list
+    modes: tuple
+    seeds: list
+    draws: int
+    real: dict
+    null: dict
+    kept: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def compare(self, mode, quantity, level=0.95) -> list:
+        """compare_to_null at every position: a list of E dicts (value, null, excess Summaries, beyond)."""
+        R, N = self.real[mode][quantity], self.null[mode][quantity]
+        return [compare_to_null(R[:, e], N[:, :, e], level) for e in range(len(self.names))]
+
+    def null_means(self, mode, quantity):
+        """[S, E] the per-seed mean over the null draws (nan without draws)."""
+        N = self.null[mode][quantity]
+        if N.shape[1] == 0:
+            return np.full((N.shape[0], N.shape[2]), np.nan)
+        with np.errstate(invalid="ignore"):
+            return N.mean(axis=1)
+
+    def trend(self, mode, quantity, direction="rise", start=0, scale=1.0) -> dict:
+        """A trend along the positions start.. (stats.trend_verdict) for the real values, the same trend under the
+        null, and the trend of the excess (real minus the seed's null mean), with the rule stats.null_check.
+
+        Returns a dict: real, null, excess (trend_verdict dicts; null / excess None without draws), check (the
+        words of stats.null_check: "label-driven", "not label-driven: the null shows it too", ...).
+        """
+        from .stats import null_check, trend_verdict
+        R = self.real[mode][quantity][:, start:] * scale
+        out = {"real": trend_verdict(R, direction), "null": None, "excess": None}
+        if self.draws:
+            N = self.null[mode][quantity][:, :, start:] * scale
+            units = self.null_means(mode, quantity)[:, start:] * scale if N.shape[0] >= 2 else N[0]
+            out["null"] = trend_verdict(units, direction)
+            if N.shape[0] >= 2:
+                out["excess"] = trend_verdict(R - units, direction)
+        out["check"] = null_check(out["real"]["verdict"], out["null"]["verdict"] if out["null"] else None)
+        return out
+
+    def table(self, mode, quantities=None, level=0.95) -> str:
+        """Per position: value, null and excess (mean [95 % interval]) of each quantity, as text."""
+        from .replicate import LABELS
+        E = len(self.names)
+        lines = [f"{mode} read-out: value | label-permutation null ({self.draws} draw(s) per seed, {len(self.seeds)} "
+                 f"seed(s)) | excess = value - null; '*' = excess interval beyond 0"]
+        for e in range(E):
+            lines.append(f"  {self.names[e]}")
+            for q in quantities or self.real[mode]:
+                label, scale, digits = LABELS.get(q, (q, 1, 2))
+                c = compare_to_null(self.real[mode][q][:, e], self.null[mode][q][:, :, e], level)
+                mark = "*" if c["beyond"] in ("above", "below") else " "
+                lines.append(f"    {label:<26}{_fmt_summary(c['value'], scale, digits):>24} | "
+                             f"{_fmt_summary(c['null'], scale, digits):>24} | "
+                             f"{_fmt_summary(c['excess'], scale, digits):>24} {mark}")
+        return "\n".join(lines)
+
+    def to_dict(self, level=0.95) -> dict:
+        """JSON-able: config, and per mode / quantity / position the value, null and excess (mean, lo, hi, values)
+        and the raw null draws [S, P]."""
+        out = {"names": list(self.names), "modes": list(self.modes), "seeds": list(self.seeds),
+               "null_draws": self.draws, "null_seed_salt": NULL_SALT, "quantities": {}}
+        for mode in self.modes:
+            per = out["quantities"][mode] = {}
+            for q in self.real[mode]:
+                rows = []
+                for e, c in enumerate(self.compare(mode, q, level)):
+                    rows.append({"name": self.names[e], "value": c["value"].to_dict(), "null": c["null"].to_dict(),
+                                 "excess": c["excess"].to_dict(), "beyond": c["beyond"], "null_sd": c["null_sd"],
+                                 "null_draws": self.null[mode][q][:, :, e].tolist()})
+                per[q] = rows
+        return out
+
+    @classmethod
+    def concat(cls, parts):
+        """One NullSweep of several along the positions (e.g. capture groups of one run)."""
+        parts = list(parts)
+        first = parts[0]
+        cat = lambda d, ax: {m: {q: np.concatenate([getattr(p_, d)[m][q] for p_ in parts], axis=ax)   # noqa: E731
+                                 for q in first.real[m]} for m in first.modes}
+        kept = {}
+        for p_ in parts:
+            kept.update(p_.kept)
+        return cls([n for p_ in parts for n in p_.names], first.modes, first.seeds, first.draws, cat("real", 1),
+                   cat("null", 2), kept, sum(p_.seconds for p_ in parts))
+
+
+def _site(name, index):
+    """The Site of a capture name ("tokens", "enc2.out"), or of any other name at position `index` (snp-arrays)."""
+    from ..sites import Site
+    return Site.named(name, index)
+
+
+def _values_with_signal(r):
+    from .replicate import _site_values
+    v = _site_values(r)
+    v["signal"] = r.summary["mean_signal"]
+    return v
+
+
+def sweep_with_null(A_train, y_train, A_test, y_test, num_classes, names, modes=("flat",), seeds=(0, 1, 2),
+                    epochs=10, threshold=0.3, null_draws=NULL_DRAWS, keep=(), workers=None, progress=None) -> NullSweep:
+    """Every SNP quantity of the sites `names` (in order along the encoders), every read-out mode and seed, with
+    true labels and with null_draws label-permutation draws per seed (null_site). [INF]
+
+    A_train / A_test: {name: [N, T, D]}; y_train [N], y_test [M]. The true-label read-outs are those of
+    replicate.seed_sweep (same calls, so the same numbers, digit for digit); all read-outs, real and null, run
+    on `workers` forked processes (parallel.run_forked), each computed whole by one worker. keep: (name, mode)
+    pairs whose true-label SiteAnalyses are returned in .kept. null_draws = 0: no null (null arrays [S, 0, E]).
+    Returns a NullSweep.
+    """
+    import time as _time
+    from ..parallel import gil_switch_interval, run_forked
+    from .replicate import QUANTITIES
+    from .report import analyse_site
+    t0 = _time.time()
+    seeds = [int(s) for s in seeds]
+    if not (isinstance(null_draws, (int, np.integer)) and null_draws >= 0):
+        raise ValueError(f"null_draws must be an integer >= 0, got {null_draws!r}")
+    qs = QUANTITIES + ("signal",)
+    S, P, E = len(seeds), int(null_draws), len(names)
+    real = {m: {q: np.full((S, E), np.nan) for q in qs} for m in modes}
+    null = {m: {q: np.full((S, P, E), np.nan) for q in qs} for m in modes}
+    keep = set(keep)
+    jobs = [(si, seed, d, p, name, mode) for si, seed in enumerate(seeds) for d in range(-1, P)
+            for p, name in enumerate(names) for mode in modes]             # d = -1: the true labels
+    cost = {"flat": 0, "seqpool": 1, "mean": 2}                # longest read-outs first: the workers end together
+
+    def run_job(i):
+        si, seed, d, p, name, mode = jobs[i]
+        site = _site(name, p)
+        if d < 0:
+            r = analyse_site(A_train[name], y_train, A_test[name], y_test, num_classes, mode, epochs, threshold,
+                             seed, site)
+            return (r if (name, mode) in keep else None), _values_with_signal(r)
+        r = null_site(A_train[name], y_train, A_test[name], y_test, num_classes, mode, epochs, threshold, seed, d,
+                      site)
+        return None, _values_with_signal(r)
+
+    order = sorted(range(len(jobs)), key=lambda i: cost[jobs[i][5]])
+    with gil_switch_interval(2e-4):
+        done = dict(zip(order, run_forked(run_job, order, workers)))
+    kept = {}
+    for i, (si, seed, d, p, name, mode) in enumerate(jobs):
+        r, v = done[i]
+        for q in qs:
+            if d < 0:
+                real[mode][q][si, p] = v[q]
+            else:
+                null[mode][q][si, d, p] = v[q]
+        if r is not None:
+            kept[(seed, name, mode)] = r
+    if progress:
+        progress(f"  {S} seeds x {E} sites x {len(modes)} read-outs, {P} null draw(s) per seed: "
+                 f"{len(jobs)} read-outs in {_time.time() - t0:.1f} s", flush=True)
+    return NullSweep(list(names), tuple(modes), seeds, P, real, null, kept, _time.time() - t0)
