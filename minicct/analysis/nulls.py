@@ -486,7 +486,8 @@ def _values_with_signal(r):
 
 
 def sweep_with_null(A_train, y_train, A_test, y_test, num_classes, names, modes=("flat",), seeds=(0, 1, 2),
-                    epochs=10, threshold=0.3, null_draws=NULL_DRAWS, keep=(), workers=None, progress=None) -> NullSweep:
+                    epochs=10, threshold=0.3, null_draws=NULL_DRAWS, keep=(), workers=None, progress=None,
+                    sites=None) -> NullSweep:
     """Every SNP quantity of the sites `names` (in order along the encoders), every read-out mode and seed, with
     true labels and with null_draws label-permutation draws per seed (null_site). [INF]
 
@@ -494,7 +495,7 @@ def sweep_with_null(A_train, y_train, A_test, y_test, num_classes, names, modes=
     replicate.seed_sweep (same calls, so the same numbers, digit for digit); all read-outs, real and null, run
     on `workers` forked processes (parallel.run_forked), each computed whole by one worker. keep: (name, mode)
     pairs whose true-label SiteAnalyses are returned in .kept. null_draws = 0: no null (null arrays [S, 0, E]).
-    Returns a NullSweep.
+    sites: the Site of each name (labels only; default Site.named(name, position)). Returns a NullSweep.
     """
     import time as _time
     from ..parallel import gil_switch_interval, run_forked
@@ -515,7 +516,7 @@ def sweep_with_null(A_train, y_train, A_test, y_test, num_classes, names, modes=
 
     def run_job(i):
         si, seed, d, p, name, mode = jobs[i]
-        site = _site(name, p)
+        site = _site(name, p) if sites is None else sites[p]
         if d < 0:
             r = analyse_site(A_train[name], y_train, A_test[name], y_test, num_classes, mode, epochs, threshold,
                              seed, site)
@@ -541,3 +542,180 @@ def sweep_with_null(A_train, y_train, A_test, y_test, num_classes, names, modes=
         progress(f"  {S} seeds x {E} sites x {len(modes)} read-outs, {P} null draw(s) per seed: "
                  f"{len(jobs)} read-outs in {_time.time() - t0:.1f} s", flush=True)
     return NullSweep(list(names), tuple(modes), seeds, P, real, null, kept, _time.time() - t0)
+
+
+def variance_components(null):
+    """How the spread of a null [S, P] (S seeds x P draws, S >= 2, P >= 2) splits between read-out seeds and
+    permutations, one-way random effects (method of moments):
+
+        within  = mean_s var_d null[s, d]                 (ddof 1: the permutation's share, sigma_p^2)
+        between = var_s mean_d null[s, d] - within / P    (the seed's share, sigma_s^2, floored at 0)
+    Var(null mean over S seeds x P draws) = between / S + within / (S P): a second draw per seed helps only
+    as much as `within` outweighs `between`. Returns a dict: within, between, var_mean_1 (the variance of the
+    null mean with one draw per seed), var_mean_P (with P draws), S, P.
+    """
+    N = np.asarray(null, dtype=np.float64)
+    if N.ndim != 2 or N.shape[0] < 2 or N.shape[1] < 2:
+        raise ValueError(f"variance_components needs a null [S, P] with S >= 2 seeds and P >= 2 draws, got {N.shape}")
+    N = N[np.isfinite(N).all(axis=1)]
+    S, P = N.shape
+    if S < 2:
+        return {"within": float("nan"), "between": float("nan"), "var_mean_1": float("nan"),
+                "var_mean_P": float("nan"), "S": S, "P": P}
+    within = float(N.var(axis=1, ddof=1).mean())
+    between = max(0.0, float(N.mean(axis=1).var(ddof=1)) - within / P)
+    return {"within": within, "between": between, "var_mean_1": (between + within) / S,
+            "var_mean_P": between / S + within / (S * P), "S": S, "P": P}
+
+
+def variance_table(sweep, mode="flat", quantities=None, position=-1) -> str:
+    """variance_components of every quantity at one position of a NullSweep (S >= 2 seeds, P >= 2 draws), beside
+    the variance of the true-label values over seeds: the measurement behind NULL_DRAWS (docs/nulls.md)."""
+    from .replicate import LABELS
+    e = position % len(sweep.names)
+    lines = [f"null variance at {sweep.names[e]} ({mode} read-out), {len(sweep.seeds)} seeds x {sweep.draws} draws: "
+             f"sd of the real values over seeds; sd between seeds / within a seed (between permutations) of the "
+             f"null; se of the null mean with 1 draw per seed / with {sweep.draws}",
+             f"  {'quantity':<26}{'real sd':>10}{'null seed sd':>14}{'null perm sd':>14}{'se (1 draw)':>13}"
+             f"{'se (' + str(sweep.draws) + ' draws)':>14}"]
+    for q in quantities or sweep.real[mode]:
+        label, scale, digits = LABELS.get(q, (q, 1, 2))
+        vc = variance_components(sweep.null[mode][q][:, :, e])
+        r = sweep.real[mode][q][:, e]
+        r = r[np.isfinite(r)]
+        rsd = float(r.std(ddof=1)) if r.size > 1 else float("nan")
+        f = lambda v: f"{scale * v:.{digits + 1}f}"              # noqa: E731
+        lines.append(f"  {label:<26}{f(rsd):>10}{f(math.sqrt(vc['between'])):>14}{f(math.sqrt(vc['within'])):>14}"
+                     f"{f(math.sqrt(vc['var_mean_1'])):>13}{f(math.sqrt(vc['var_mean_P'])):>14}")
+    return "\n".join(lines)
+
+
+def run_snp_with_null(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool"), include_tokens=True,
+                      epochs=10, threshold=0.3, n_train=None, seeds=(0,), null_draws=NULL_DRAWS, batch_size=None,
+                      max_capture_bytes=5e9, progress=print, workers=None):
+    """report.run_snp over several read-out seeds and with the label-permutation null (`python -m minicct snp`).
+
+    Captures the sites in as few forward passes as fit in max_capture_bytes (as run_snp), then per group of sites
+    sweep_with_null. Returns (report, sweep): report = the SNPReport of the first seed (the numbers of
+    run_snp with that seed, digit for digit), sweep = a NullSweep of every site (in run_snp's order).
+    """
+    import time as _time
+    from .report import CAPTURE_BATCH, SNPReport, capture, site_names
+    t0 = _time.time()
+    say = progress or (lambda *a, **k: None)
+    if data.num_classes != cfg.num_classes:
+        raise ValueError(f"dataset {data.name} has {data.num_classes} classes, the model {cfg.num_classes}")
+    seeds = [int(x) for x in seeds]
+    names = site_names(cfg, sites, include_tokens)
+    x_tr, y_tr, x_te, y_te = data.x_train[:n_train], data.y_train[:n_train], data.x_test, data.y_test
+    n_img = len(x_tr) + len(x_te)
+    per_name = {n: n_img * cfg.seq_len * (cfg.ff_dim if n.endswith("ff_hidden") else cfg.embedding_dim) * 4
+                for n in names}
+    groups, cur, size = [], [], 0.0
+    for n in names:                                   # greedy packing of capture passes under the budget
+        if cur and size + per_name[n] > max_capture_bytes:
+            groups.append(cur)
+            cur, size = [], 0.0
+        cur.append(n)
+        size += per_name[n]
+    if cur:
+        groups.append(cur)
+    parts, results = [], []
+    for group in groups:
+        say(f"capturing {', '.join(group)} for {len(x_tr)} training and {len(x_te)} test images ...", flush=True)
+        A_tr = capture(params, cfg, x_tr, data.mean, data.std, group, batch_size or CAPTURE_BATCH)
+        A_te = capture(params, cfg, x_te, data.mean, data.std, group, batch_size or CAPTURE_BATCH)
+        sw = sweep_with_null(A_tr, y_tr, A_te, y_te, cfg.num_classes, group, modes, seeds, epochs, threshold,
+                             null_draws, keep=[(n, m) for n in group for m in modes], workers=workers, progress=say)
+        for name in group:
+            for mode in modes:
+                r = sw.kept[(seeds[0], name, mode)]
+                c = {q: compare_to_null(sw.real[mode][q][:, group.index(name)],
+                                        sw.null[mode][q][:, :, group.index(name)]) for q in ("accuracy", "snr")}
+                nul = (f"  | null: acc {100 * c['accuracy']['null'].mean:5.1f}%  SNR {c['snr']['null'].mean:.2f}"
+                       if sw.draws else "")
+                say(f"  {name:<16} {mode:>7} read-out: test acc {100 * r.accuracy:5.1f}%  "
+                    f"clusters/node {r.summary['mean_clusters_per_node']:.2f}  noise {r.summary['mean_noise']:.2f}  "
+                    f"SNR {r.summary['snr']:.2f}  (seed {seeds[0]}){nul}", flush=True)
+                results.append(r)
+        # only the first seed's analyses are kept for the report (the sweep holds the numbers of every seed)
+        sw.kept = {k: v for k, v in sw.kept.items() if k[0] == seeds[0]}
+        parts.append(sw)
+        del A_tr, A_te
+    report = SNPReport(results, list(data.class_names), dict(data.groups), dict(data.group_names))
+    report.seconds = _time.time() - t0
+    return report, NullSweep.concat(parts)
+
+
+def features_with_null(fs, modes=("flat", "mean", "seqpool"), epochs=10, threshold=0.3, seeds=(0,),
+                       null_draws=NULL_DRAWS, n_train=None, keep_all=(), progress=print, workers=None):
+    """io.features.analyse_features over several read-out seeds and with the label-permutation null
+    (`python -m minicct snp-arrays`): one site of the file at a time, sweep_with_null on it.
+
+    keep_all: sites whose SiteAnalyses are kept for every seed (head verdicts need them); of the others only the
+    first seed's. Returns (report, sweep): report = the SNPReport of the first seed (analyse_features' numbers
+    with that seed, digit for digit), sweep = a NullSweep of every site in file order.
+    """
+    from ..sites import Site
+    from .report import SNPReport
+    say = progress or (lambda *a, **k: None)
+    seeds = [int(x) for x in seeds]
+    y_tr, y_te = fs.y_train[:n_train], fs.y_test
+    parts, results = [], []
+    for i, name in enumerate(fs.sites):
+        A_tr, A_te = fs.arrays(name)
+        A_tr = A_tr[:n_train]
+        sw = sweep_with_null({name: A_tr}, y_tr, {name: A_te}, y_te, fs.num_classes, [name], modes, seeds, epochs,
+                             threshold, null_draws, keep=[(name, m) for m in modes], workers=workers,
+                             sites=[Site.named(name, i)])
+        for mode in modes:
+            r = sw.kept[(seeds[0], name, mode)]
+            c = compare_to_null(sw.real[mode]["snr"][:, 0], sw.null[mode]["snr"][:, :, 0])
+            a = compare_to_null(sw.real[mode]["accuracy"][:, 0], sw.null[mode]["accuracy"][:, :, 0])
+            say(f"  {name:<16} {mode:>7} read-out: test acc {100 * r.accuracy:5.1f}%  "
+                f"clusters/node {r.summary['mean_clusters_per_node']:.2f}  noise {r.summary['mean_noise']:.2f}  "
+                f"SNR {r.summary['snr']:.2f}  (seed {seeds[0]})" +
+                (f"  | null: acc {100 * a['null'].mean:5.1f}%  SNR {c['null'].mean:.2f}" if sw.draws else ""),
+                flush=True)
+            results.append(r)
+        if name not in keep_all:
+            sw.kept = {k: v for k, v in sw.kept.items() if k[0] == seeds[0]}
+        parts.append(sw)
+        del A_tr, A_te
+    return SNPReport(results, list(fs.class_names)), NullSweep.concat(parts)
+
+
+def head_verdicts(sweep, head_sites, head_dim, threshold=0.3, n_draws=200, seed=0, alpha=0.05) -> dict:
+    """Head verdicts of the attention-head sites of a NullSweep, as the claims table gives them (replicate.py):
+    per site the specialisation index (SI) and the SHP heads per recognised label of the real heads against
+    n_draws random partitions of the nodes into groups of head_dim (the statistic averaged over the seeds),
+    one-sided p, Holm over the sites, both tails; verdict by replicate._null_verdict (a majority of sites beyond
+    the null on the claimed side: supported; on the other side: contradicted; else inconclusive).
+    Needs the SiteAnalyses of every seed at those sites in sweep.kept (read-out "flat" if swept, else the first).
+    Returns a dict: mode, sites, si / shp (per site: observed, null_mean, null_sd, p_value, p_holm),
+    si_verdict, shp_verdict, text.
+    """
+    from .clusters import node_labels
+    from .replicate import _null_verdict, head_null_tests, opposite_tail_p
+    mode = "flat" if "flat" in sweep.modes else sweep.modes[0]
+    missing = [(s, n) for n in head_sites for s in sweep.seeds if (s, n, mode) not in sweep.kept]
+    if missing:
+        raise ValueError(f"head_verdicts needs the {mode} SiteAnalyses of every seed at {missing[:3]}...")
+    Ls = [[node_labels(sweep.kept[(s, n, mode)].B) for s in sweep.seeds] for n in head_sites]
+    Vs = [[sweep.kept[(s, n, mode)].V for s in sweep.seeds] for n in head_sites]
+    si_res, hp_res = head_null_tests(Ls, Vs, head_dim, threshold, n_draws, seed=seed)
+    out = {"mode": mode, "sites": list(head_sites), "head_dim": head_dim, "n_draws": n_draws}
+    lines = [f"head verdicts ({mode} read-out, {len(sweep.seeds)} seed(s) averaged; null: {n_draws} random partitions "
+             f"of the nodes into groups of {head_dim}; Holm over {len(head_sites)} site(s)):"]
+    for key, res, alt, word in (("si", si_res, "greater", "specialisation index (higher = specialised)"),
+                                ("shp", hp_res, "less", "SHP heads per recognised label (fewer = specialised)")):
+        p_adj, _ = holm([r["p_value"] for r in res], alpha)
+        p_oth, _ = holm([opposite_tail_p(r["observed"], r["null"], alt) for r in res], alpha)
+        out[key] = [{"site": n, "observed": r["observed"], "null_mean": r["null_mean"], "null_sd": r["null_sd"],
+                     "p_value": r["p_value"], "p_holm": float(p)} for n, r, p in zip(head_sites, res, p_adj)]
+        out[f"{key}_verdict"] = _null_verdict(p_adj, p_oth, alpha)
+        lines.append(f"  {word}: {out[f'{key}_verdict'].upper()}; " + "; ".join(
+            f"{n}: {r['observed']:.3f} vs {r['null_mean']:.3f} +- {r['null_sd']:.3f} (p_Holm {p:.2g})"
+            for n, r, p in zip(head_sites, res, p_adj)))
+    out["text"] = "\n".join(lines)
+    return out
