@@ -141,8 +141,10 @@ def plot_along_encoders_sweep(sweep, path, quantities=ALONG, title=None):
                 if sweep.draws:
                     draw_null_band(ax, x, [cmp[i]["null"] for i in idx], line.get_color(),
                                    f"{part + ' / ' if part else ''}{mode}, shuffled labels", scale)
+    ticks = sorted({i if external else s.depth for i, s in enumerate(sites)})
     for ax, (_, t, _) in zip(axes[0], quantities):
         ax.set_title(t)
+        ax.set_xticks(ticks)
         ax.set_xlabel("site (file order)" if external else "encoder (0 = tokenizer)")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=6)

@@ -216,7 +216,11 @@ def seeded_snp(params, cfg, data, site="out", modes=("flat", "mean", "seqpool"),
                        dict(data.groups), dict(data.group_names))
     if out_dir is not None:
         from .. import plots
-        report.figures = plots.snp_figures(report, out_dir)
+        from .nulls import NullSweep
+        S, E = len(seeds), len(names)                 # the figure shows what the table shows: mean over seeds
+        no_null = {m: {q: np.empty((S, 0, E)) for q in vals[m]} for m in modes}
+        report.figures = plots.snp_figures(report, out_dir, sweep=NullSweep(names, tuple(modes), list(seeds), 0,
+                                                                            vals, no_null))
     return vals, report, kept
 
 
