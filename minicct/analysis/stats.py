@@ -234,7 +234,7 @@ def null_check(verdict, null_verdict):
 
         null supported                  -> NOT_LABEL_DRIVEN ("not label-driven: the null shows it too")
         real supported, null not        -> LABEL_DRIVEN
-        neither supported               -> "neither shows it" (null: <null verdict>)
+        neither supported               -> "neither shows it"
     """
     if null_verdict is None:
         return "no null run"
@@ -242,4 +242,4 @@ def null_check(verdict, null_verdict):
         return NOT_LABEL_DRIVEN
     if verdict == SUPPORTED:
         return LABEL_DRIVEN
-    return f"neither shows it (null: {null_verdict})"
+    return "neither shows it"
