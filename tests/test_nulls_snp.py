@@ -96,6 +96,8 @@ def test_null_rule_words():
     assert null_check("inconclusive", SUPPORTED) == NOT_LABEL_DRIVEN
     assert null_check("contradicted", "inconclusive").startswith("neither")
     assert null_check(SUPPORTED, None) == "no null run"
+    assert null_check(SUPPORTED, "inconclusive", "supported") == LABEL_DRIVEN
+    assert null_check(SUPPORTED, "inconclusive", "inconclusive").startswith("the null does not show it, but")
 
 
 def test_trend_under_the_null_and_concat():

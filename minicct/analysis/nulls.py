@@ -422,7 +422,8 @@ class NullSweep:
             out["null"] = trend_verdict(units, direction)
             if N.shape[0] >= 2:
                 out["excess"] = trend_verdict(R - units, direction)
-        out["check"] = null_check(out["real"]["verdict"], out["null"]["verdict"] if out["null"] else None)
+        out["check"] = null_check(out["real"]["verdict"], out["null"]["verdict"] if out["null"] else None,
+                                  out["excess"]["verdict"] if out["excess"] else None)
         return out
 
     def table(self, mode, quantities=None, level=0.95) -> str:

@@ -25,9 +25,9 @@ Trend rule ("X rises along the encoders"), on paired differences within a replic
 Null rule (`null_check`, beside the verdict rules above, which it does not change): every claim is also
 decided, by the same rule, on the label-permutation null (nulls.sweep_with_null: read-outs trained and fields
 computed with shuffled labels). If the null meets the claim too, the claim does not show label information:
-the row says "not label-driven: the null shows it too". If the real run meets it and the null does not:
-"label-driven". Otherwise nothing is claimed ("neither shows it"). The trend of the excess (real minus null,
-paired within a seed) is reported beside it.
+the row says "not label-driven: the null shows it too". If the real run meets it and the null does not (and, for
+a trend, the excess -- real minus null, paired within a seed -- shows the trend too): "label-driven". Otherwise
+nothing is claimed.
 Shape legend: S replicates (seeds), E positions (tokenizer + encoders).
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ from scipy.special import stdtrit   # Student t quantile (what scipy.stats.t.ppf
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 LABEL_DRIVEN, NOT_LABEL_DRIVEN = "label-driven", "not label-driven: the null shows it too"
 NULL_RULE = ("judged on the label-permutation null by the same rule: 'not label-driven' if the null meets the claim "
-             "too; 'label-driven' if the real run meets it and the null does not")
+             "too; 'label-driven' if the real run meets it, the null does not and (for a trend) the excess over the "
+             "null, paired within a seed, shows the trend as well")
 
 
 @dataclass
@@ -228,18 +229,23 @@ def verdict_from(s, direction="greater", tolerance=None):
     return SUPPORTED if side > 0 else CONTRADICTED if side < 0 else INCONCLUSIVE
 
 
-def null_check(verdict, null_verdict):
+def null_check(verdict, null_verdict, excess_verdict=None):
     """The null rule of the module docstring: the words for a claim's real verdict beside its verdict under the
-    label-permutation null (both from the same rule). null_verdict None: no null was run.
+    label-permutation null (both from the same rule). null_verdict None: no null was run. excess_verdict: for a
+    trend, the verdict of the same trend on the excess (real minus null, paired within a seed), if available.
 
-        null supported                  -> NOT_LABEL_DRIVEN ("not label-driven: the null shows it too")
-        real supported, null not        -> LABEL_DRIVEN
-        neither supported               -> "neither shows it"
+        null supported                                   -> NOT_LABEL_DRIVEN ("not label-driven: the null shows it too")
+        real supported, null not, excess supported/None  -> LABEL_DRIVEN
+        real supported, null not, excess not supported   -> "the null does not show it, but the excess over the null
+                                                            is <excess verdict>"  (not called label-driven)
+        neither supported                                -> "neither shows it"
     """
     if null_verdict is None:
         return "no null run"
     if null_verdict == SUPPORTED:
         return NOT_LABEL_DRIVEN
     if verdict == SUPPORTED:
-        return LABEL_DRIVEN
+        if excess_verdict is None or excess_verdict == SUPPORTED:
+            return LABEL_DRIVEN
+        return f"the null does not show it, but the excess over the null is {excess_verdict}"
     return "neither shows it"
