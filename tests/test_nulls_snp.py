@@ -93,7 +93,7 @@ def test_compare_to_null_arithmetic_and_one_seed():
 def test_null_rule_words():
     assert null_check(SUPPORTED, SUPPORTED) == NOT_LABEL_DRIVEN
     assert null_check(SUPPORTED, "inconclusive") == LABEL_DRIVEN
-    assert null_check("inconclusive", SUPPORTED) == NOT_LABEL_DRIVEN
+    assert null_check("contradicted", SUPPORTED) == "only the null shows it (real: contradicted)"
     assert null_check("contradicted", "inconclusive").startswith("neither")
     assert null_check(SUPPORTED, None) == "no null run"
     assert null_check(SUPPORTED, "inconclusive", "supported") == LABEL_DRIVEN

@@ -234,7 +234,8 @@ def null_check(verdict, null_verdict, excess_verdict=None):
     label-permutation null (both from the same rule). null_verdict None: no null was run. excess_verdict: for a
     trend, the verdict of the same trend on the excess (real minus null, paired within a seed), if available.
 
-        null supported                                   -> NOT_LABEL_DRIVEN ("not label-driven: the null shows it too")
+        real and null supported                          -> NOT_LABEL_DRIVEN ("not label-driven: the null shows it too")
+        null supported, real not                         -> "only the null shows it (real: <verdict>)"
         real supported, null not, excess supported/None  -> LABEL_DRIVEN
         real supported, null not, excess not supported   -> "the null does not show it, but the excess over the null
                                                             is <excess verdict>"  (not called label-driven)
@@ -243,7 +244,7 @@ def null_check(verdict, null_verdict, excess_verdict=None):
     if null_verdict is None:
         return "no null run"
     if null_verdict == SUPPORTED:
-        return NOT_LABEL_DRIVEN
+        return NOT_LABEL_DRIVEN if verdict == SUPPORTED else f"only the null shows it (real: {verdict})"
     if verdict == SUPPORTED:
         if excess_verdict is None or excess_verdict == SUPPORTED:
             return LABEL_DRIVEN
