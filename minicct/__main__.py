@@ -128,6 +128,21 @@ def _add_data_args(p, default="embedded"):
     p.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
 
 
+def _null_draws_default():
+    from .analysis.nulls import NULL_DRAWS
+    return NULL_DRAWS
+
+
+def _add_null_args(p):
+    """--seeds and --null-draws of snp / snp-arrays."""
+    p.add_argument("--seeds", type=positive_int, default=1,
+                   help="read-out seeds --seed, --seed + 1, ...: every quantity as mean [95 %% interval] over them "
+                        "(>= 2 for intervals; default 1)")
+    p.add_argument("--null-draws", type=nonneg_int, default=_null_draws_default(),
+                   help="label-permutation draws per read-out seed: every quantity beside its value with shuffled "
+                        "labels (0 = no null; default %(default)s, docs/nulls.md)")
+
+
 def _add_checkpoint_args(p, default=None, what="--checkpoint"):
     """--checkpoint (any kind) and the options that say how to read it: --heads, --model, --ema."""
     if what == "--checkpoint":
@@ -308,16 +323,30 @@ def cmd_snp(args):
         raise ValueError(f"--n-train {args.n_train}: the first {args.n_train} training images do not cover all "
                          f"{data.num_classes} classes; the read-outs need every class (use more images)")
     sites = ("mha_heads", "mha_out", "ff_hidden", "out") if args.site == "all" else (args.site,)
-    rep = run_snp(params, cfg, data, sites=sites, modes=tuple(args.modes.split(",")), epochs=args.epochs,
-                  threshold=args.threshold, n_train=args.n_train, seed=args.seed, out_dir=None,
-                  max_capture_bytes=args.memory_gb * 1e9)
+    modes = tuple(args.modes.split(","))
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    sweep = None
+    if args.seeds == 1 and args.null_draws == 0:           # one seed, no null: the plain analysis
+        rep = run_snp(params, cfg, data, sites=sites, modes=modes, epochs=args.epochs,
+                      threshold=args.threshold, n_train=args.n_train, seed=args.seed, out_dir=None,
+                      max_capture_bytes=args.memory_gb * 1e9)
+    else:
+        from .analysis.nulls import run_snp_with_null
+        rep, sweep = run_snp_with_null(params, cfg, data, sites=sites, modes=modes, epochs=args.epochs,
+                                       threshold=args.threshold, n_train=args.n_train, seeds=seeds,
+                                       null_draws=args.null_draws, max_capture_bytes=args.memory_gb * 1e9)
     print()
     print(rep.format_table())
+    if sweep is not None:
+        _print_sweep(sweep, seeds)
     results = out / "snp_results.json"                    # the numbers first: a failing figure cannot lose them
     from .io.atomic import atomic_write_text
     table = {k: v.tolist() for k, v in rep.table().items()}
-    atomic_write_text(results, json.dumps({"command": " ".join(sys.argv), "table": table,
-                                           "seconds": rep.seconds}, indent=1) + "\n")
+    record = {"command": " ".join(sys.argv), "table": table, "seconds": rep.seconds}
+    if sweep is not None:
+        from .analysis.replicate import _jsonable
+        record.update(table_seed=seeds[0], sweep=_jsonable(sweep.to_dict()))
+    atomic_write_text(results, json.dumps(record, indent=1) + "\n")
     print(f"results: {results}")
     if data.groups:
         last = [r for r in rep.results if r.mode == "flat" and r.depth == cfg.num_layers] or rep.results
@@ -326,35 +355,111 @@ def cmd_snp(args):
             print(f"multi-label clusters inside one '{g}' group: {100 * a['inside']:.1f}% of {a['n']} "
                   f"(chance {100 * a['chance']:.1f}%)")
     from . import plots
-    rep.figures = plots.snp_figures(rep, out)
+    rep.figures = plots.snp_figures(rep, out, sweep=sweep)
     for f in rep.figures:
         print(f"figure: {f}")
     return 0
 
 
+#: the quantities printed beside their null by snp / snp-arrays (every one is in the JSON)
+NULL_TABLE = ("accuracy", "clusters_per_node", "cluster_size", "labels_in_clusters", "noise", "signal", "snr",
+              "snr_a", "snr_b", "snr_c", "snr_d", "single_node_accuracy", "single_node_top_fraction")
+
+
+def _print_sweep(sweep, seeds):
+    """The value / null / excess tables of a NullSweep (and the null's variance split with >= 2 seeds and draws)."""
+    from .analysis.nulls import variance_table
+    print(f"\nEvery quantity over {len(seeds)} read-out seed(s) ({seeds[0]}..{seeds[-1]}): mean [95 % interval], "
+          f"beside its label-permutation null (labels shuffled over the training and the test images, same seeds and "
+          f"recipe; {sweep.draws} draw(s) per seed) and the excess over it (docs/nulls.md).")
+    if not sweep.draws:
+        print("(--null-draws 0: no null)")
+    for mode in sweep.modes:
+        print()
+        print(sweep.table(mode, NULL_TABLE))
+    if len(seeds) >= 2 and sweep.draws >= 2:
+        for mode in sweep.modes:
+            print()
+            print(variance_table(sweep, mode, NULL_TABLE))
+
+
 def cmd_snp_arrays(args):
     from .io.features import analyse_features, format_table, head_analysis, read_features
 
+    out = _check_output_dir(args.out, "--out") if args.out else None    # before the analysis, not after it
     fs = read_features(args.features)
     print(f"{args.features}: {len(fs.sites)} sites, {len(fs.y_train)} train / {len(fs.y_test)} test rows, "
           f"{fs.num_classes} classes; " + ", ".join(f"{s} [T={t}, D={d}]" for s, (t, d) in fs.shapes.items()),
           flush=True)
+    head_sites = _head_sites(args, fs)
+    modes = tuple(args.modes.split(","))
+    seeds = list(range(args.seed, args.seed + args.seeds))
     t0 = time.time()
-    rep = analyse_features(fs, modes=tuple(args.modes.split(",")), epochs=args.epochs, threshold=args.threshold,
-                           seed=args.seed, n_train=args.n_train)
+    sweep = None
+    if args.seeds == 1 and args.null_draws == 0:
+        rep = analyse_features(fs, modes=modes, epochs=args.epochs, threshold=args.threshold, seed=args.seed,
+                               n_train=args.n_train)
+    else:
+        from .analysis.nulls import features_with_null
+        rep, sweep = features_with_null(fs, modes=modes, epochs=args.epochs, threshold=args.threshold, seeds=seeds,
+                                        null_draws=args.null_draws, n_train=args.n_train, keep_all=head_sites)
     print()
     print(format_table(rep))
-    if args.head_dim:
-        rows = head_analysis(rep, args.head_dim, seed=args.seed)
-        if not rows:
-            print(f"head analysis: no site has a node count divisible by --head-dim {args.head_dim}")
-        for r in rows:
+    if sweep is not None:
+        _print_sweep(sweep, seeds)
+    heads = None
+    if head_sites:
+        sub = type(rep)([r for r in rep.results if r.name in head_sites], rep.class_names)
+        for r in head_analysis(sub, args.head_dim, seed=args.seed):
             m, sd = r["control"]
             print(f"heads {r['name']:<16} {r['mode']:>7}: {r['heads']} heads of {args.head_dim}, specialisation "
                   f"index {r['si']:.3f} (shuffled nodes {m:.3f} +- {sd:.3f}), labels per head "
                   f"{r['labels_per_head'].tolist()}, mean Jaccard {r['mean_jaccard']:.2f}")
+        if sweep is not None:
+            from .analysis.nulls import head_verdicts
+            heads = head_verdicts(sweep, head_sites, args.head_dim, threshold=args.threshold, n_draws=args.draws,
+                                  seed=args.seed)
+            print(heads["text"])
     print(f"({time.time() - t0:.1f} s)")
+    if out is not None:                                    # the numbers first, then the figures
+        from .io.atomic import atomic_write_text
+        from .analysis.replicate import _jsonable
+        results = out / "snp_arrays_results.json"
+        record = {"command": " ".join(sys.argv), "features": str(args.features), "table_seed": seeds[0],
+                  "table": {k: v.tolist() for k, v in rep.table().items()}, "seconds": time.time() - t0}
+        if sweep is not None:
+            record["sweep"] = sweep.to_dict()
+        if heads is not None:
+            record["heads"] = {k: v for k, v in heads.items() if k != "text"}
+        atomic_write_text(results, json.dumps(_jsonable(record), indent=1) + "\n")
+        print(f"results: {results}")
+        from . import plots
+        for f in plots.snp_figures(rep, out, sweep=sweep):
+            print(f"figure: {f}")
     return 0
+
+
+def _head_sites(args, fs):
+    """--head-sites (or, with --head-dim alone, every site named *.mha_heads): the sites that are attention heads;
+    checked before any work."""
+    if args.head_sites is None:
+        if not args.head_dim:
+            return []
+        sites = [s for s in fs.sites if s.endswith(".mha_heads")]
+        if not sites:
+            raise ValueError(f"--head-dim {args.head_dim}: no site is named *.mha_heads; name the attention-head "
+                             f"sites with --head-sites (of {', '.join(fs.sites)})")
+        return sites
+    if not args.head_dim:
+        raise ValueError("--head-sites needs --head-dim (nodes per head)")
+    sites = [s.strip() for s in args.head_sites.split(",") if s.strip()]
+    bad = [s for s in sites if s not in fs.sites]
+    if bad:
+        raise ValueError(f"--head-sites: {', '.join(bad)} not in the file (sites: {', '.join(fs.sites)})")
+    odd = [s for s in sites if fs.shapes[s][1] % args.head_dim]
+    if odd:
+        raise ValueError(f"--head-sites: D of {', '.join(odd)} is not a multiple of --head-dim {args.head_dim}")
+    return sites
 
 
 _TORCH_SNIPPET = """\
@@ -424,7 +529,8 @@ def cmd_replicate(args):
         print(f"\n== {title}", flush=True)
         res = replicate(params, cfg, data, seeds=seeds, modes=tuple(args.modes.split(",")), epochs=args.epochs,
                         retrain_epochs=args.retrain_epochs,
-                        threshold=args.threshold, n_train=args.n_train, n_draws=args.draws, n_perm=args.n_perm)
+                        threshold=args.threshold, n_train=args.n_train, n_draws=args.draws, n_perm=args.n_perm,
+                        null_draws=args.null_draws)
         out = Path(args.out) / Path(name).stem if len(models) > 1 else Path(args.out)
         paths = write_outputs(res, out, title)
         print(f"\nPer-encoder quantities, mean [95 % interval over {len(seeds)} read-out seeds]:")
@@ -436,6 +542,11 @@ def cmd_replicate(args):
         print(f"\n{len(res['rows'])} rows; verdicts: " + ", ".join(
             f"{verdicts.count(v)} {v}" for v in ("supported", "contradicted", "inconclusive"))
             + f"  ({time.time() - t0:.0f} s)")
+        checks = " ".join(r.get("null_check", "") for r in res["rows"])
+        if res["config"].get("null_draws"):
+            print(f"against the label-permutation null ({res['config']['null_draws']} draw(s) per seed): "
+                  f"'not label-driven' {checks.count('not label-driven')} times, 'label-driven' "
+                  f"{checks.count('label-driven') - checks.count('not label-driven')} times (column 5)")
         print(f"written: {paths['json']}, {paths['md']}, {paths['png']}")
     print(f"replicate done in {time.time() - t_all:.0f} s")
     return 0
@@ -509,7 +620,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
     p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
     p.add_argument("--n-train", type=positive_int, default=None, help="training images for the read-outs (default all)")
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0, help="(first) read-out seed")
+    _add_null_args(p)
     p.add_argument("--out", default="runs/snp", help="folder for the results (snp_results.json) and figures")
     p.add_argument("--memory-gb", type=positive_float, default=5.0,
                    help="memory for captured activations; less means more forward passes (default 5)")
@@ -526,8 +638,16 @@ def main(argv=None):
     p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
     p.add_argument("--n-train", type=positive_int, default=None, help="training rows for the read-outs (default all)")
     p.add_argument("--head-dim", type=positive_int, default=None,
-                   help="nodes per attention head: also report head specialisation for sites with D = h x head_dim")
-    p.add_argument("--seed", type=nonneg_int, default=0)
+                   help="nodes per attention head: also report head specialisation (and, with a null, its verdicts) "
+                        "for the attention-head sites (--head-sites; default: the sites named *.mha_heads)")
+    p.add_argument("--head-sites", default=None, metavar="SITES",
+                   help="comma-separated sites that are attention heads (D = heads x --head-dim); only these get "
+                        "head verdicts")
+    p.add_argument("--draws", type=positive_int, default=200, help="random node partitions for the head nulls")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="(first) read-out seed")
+    _add_null_args(p)
+    p.add_argument("--out", default=None, help="folder for snp_arrays_results.json (written first) and the figures "
+                   "(default: print only)")
     p.set_defaults(func=cmd_snp_arrays)
 
     p = sub.add_parser("export", help="write a checkpoint as a PyTorch state_dict (or as a minicct .npz)",
@@ -564,6 +684,9 @@ def main(argv=None):
     p.add_argument("--n-train", type=positive_int, default=None, help="training images for the read-outs (default all)")
     p.add_argument("--draws", type=positive_int, default=200, help="random node partitions for the head nulls")
     p.add_argument("--n-perm", type=positive_int, default=2000, help="random label sets per head ablation")
+    p.add_argument("--null-draws", type=nonneg_int, default=_null_draws_default(),
+                   help="label-permutation draws per read-out seed: every claim is also decided on read-outs trained "
+                        "with shuffled labels (0 = no null; default %(default)s, docs/nulls.md)")
     p.add_argument("--out", default="runs/replicate", help="output folder (one subfolder per checkpoint)")
     p.set_defaults(func=cmd_replicate)
 

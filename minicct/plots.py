@@ -95,6 +95,64 @@ def plot_along_encoders(report, path, site=None):
     return _save(fig, path)
 
 
+def draw_null_band(ax, x, summaries, color, label=None, scale=1.0):
+    """The label-permutation null of a curve: its mean dashed and its 95 % interval as a hatched band, in the
+    curve's colour. summaries: one Summary (or its dict: mean, lo, hi) per x."""
+    get = lambda s, k: (s.get(k) if isinstance(s, dict) else getattr(s, k))   # noqa: E731
+    val = lambda k: np.array([np.nan if get(s, k) is None else get(s, k) for s in summaries], dtype=float) * scale
+    x = np.asarray(x)
+    m, lo, hi = val("mean"), val("lo"), val("hi")
+    ax.plot(x, m, ls="--", lw=1, color=color, label=label)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if ok.any():
+        ax.fill_between(x[ok], lo[ok], hi[ok], facecolor="none", edgecolor=color, hatch="///", lw=0, alpha=0.5)
+
+
+ALONG = (("accuracy", "read-out test accuracy (%)", 100), ("noise", "noise per node", 1), ("snr", "SNR = <S>/<N>", 1))
+
+
+def plot_along_encoders_sweep(sweep, path, quantities=ALONG, title=None):
+    """Quantities along the encoders from a nulls.NullSweep: for every (site, read-out mode) the mean over the
+    read-out seeds with its 95 % interval (solid, shaded), and the label-permutation null (dashed, hatched band:
+    mean and 95 % interval, nulls.compare_to_null) -- what the tables print. quantities: (quantity, title,
+    scale) triples. Sites are grouped by their part (out, mha_heads, ...); the tokenizer starts every line."""
+    from .sites import Site
+    sites = [Site.named(n, i) for i, n in enumerate(sweep.names)]
+    external = any(s.external for s in sites)            # another network's sites: one line, in file order
+    parts = []
+    for s in sites:
+        if not external and not s.is_tokens and s.part not in parts:
+            parts.append(s.part)
+    fig, axes = plt.subplots(1, len(quantities), figsize=(4.4 * len(quantities), 3.8), squeeze=False)
+    S = len(sweep.seeds)
+    for part in parts or [None]:
+        idx = [i for i, s in enumerate(sites) if part is None or s.is_tokens or s.part == part]
+        x = np.array(idx if external else [sites[i].depth for i in idx])
+        for mode in sweep.modes:
+            for ax, (q, _, scale) in zip(axes[0], quantities):
+                cmp = sweep.compare(mode, q)
+                m = np.array([cmp[i]["value"].mean for i in idx]) * scale
+                lo = np.array([cmp[i]["value"].lo for i in idx]) * scale
+                hi = np.array([cmp[i]["value"].hi for i in idx]) * scale
+                line, = ax.plot(x, m, "o-", label=f"{part} / {mode}" if part else mode)
+                ok = np.isfinite(lo) & np.isfinite(hi)
+                if ok.any():
+                    ax.fill_between(x[ok], lo[ok], hi[ok], alpha=0.2, color=line.get_color())
+                if sweep.draws:
+                    draw_null_band(ax, x, [cmp[i]["null"] for i in idx], line.get_color(),
+                                   f"{part + ' / ' if part else ''}{mode}, shuffled labels", scale)
+    ticks = sorted({i if external else s.depth for i, s in enumerate(sites)})
+    for ax, (_, t, _) in zip(axes[0], quantities):
+        ax.set_title(t)
+        ax.set_xticks(ticks)
+        ax.set_xlabel("site (file order)" if external else "encoder (0 = tokenizer)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(title or f"mean [95 % interval] over {S} read-out seed(s); dashed, hatched: label-permutation null "
+                 f"({sweep.draws} draw(s) per seed)", fontsize=9)
+    return _save(fig, path)
+
+
 def plot_cluster_sizes(report, path, mode="flat"):
     """Cluster-size histograms, one bar group per site of the given read-out mode."""
     rs = [r for r in report.results if r.mode == mode]
@@ -115,9 +173,11 @@ def plot_cluster_sizes(report, path, mode="flat"):
     return _save(fig, path)
 
 
-def snp_figures(report, out_dir, mode="flat"):
+def snp_figures(report, out_dir, mode="flat", sweep=None):
     """The standard SNP figures of a report: one node's raw and clustered matrices (last encoder), the
-    progression along the encoders, and the cluster-size histograms. Returns the paths."""
+    progression along the encoders, and the cluster-size histograms. Returns the paths.
+    sweep: a nulls.NullSweep of the same sites; then the progression shows its mean over seeds with the 95 %
+    interval and the label-permutation null (plot_along_encoders_sweep) instead of the report's one seed."""
     out_dir = Path(out_dir)
     last = [r for r in report.results if r.mode == mode]
     if not last:
@@ -130,7 +190,8 @@ def snp_figures(report, out_dir, mode="flat"):
                                  f"{where}, node {n}: mean field V[i, j]"),
         lambda: plot_node_clusters(r.B[n], r.stats.clusters[n], report.class_names, out_dir / "node_clusters.png",
                                    f"{where}, node {n}: V/max > threshold, clusters first"),
-        lambda: plot_along_encoders(report, out_dir / "along_encoders.png"),
+        (lambda: plot_along_encoders(report, out_dir / "along_encoders.png")) if sweep is None else
+        (lambda: plot_along_encoders_sweep(sweep, out_dir / "along_encoders.png")),
         lambda: plot_cluster_sizes(report, out_dir / "cluster_sizes.png", mode),
     ]
     # independent figures, drawn side by side on forked processes; one after the other where fork is not

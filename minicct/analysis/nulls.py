@@ -25,6 +25,7 @@ import collections
 import functools
 import itertools
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import ndtri     # standard normal quantile (what scipy.stats.norm.ppf calls)
@@ -265,3 +266,457 @@ def min_detectable_effect(null_sd, alpha, power=0.8):
     if not 0 < alpha < 1 or not 0 < power < 1:
         raise ValueError(f"alpha and power must be in (0, 1), got {alpha}, {power}")
     return float((ndtri(1 - alpha) + ndtri(power)) * null_sd)
+
+
+# ------------------------------------------------------------------- label-permutation null of the SNP
+# Every SNP quantity of a site (read-out and single-node accuracy, clusters, cluster size, labels in clusters,
+# noise, signal, every SNR variant, top-label fraction) measured again with NO label information: the training
+# labels and the test labels are each shuffled over the images (a uniformly random permutation of the label
+# vector, so every class keeps its number of images), and the read-out is trained with the same seed, epochs
+# and recipe (report.analyse_site). The activations are untouched; only which image carries which label
+# changes. A quantity that comes out the same with shuffled labels does not measure label information.
+#
+# One null draw of read-out seed s: the permutations label_permutation(N_train, s, draw, 0) and
+# label_permutation(N_test, s, draw, 1), from np.random.default_rng([NULL_SALT, s, draw, split]); draws
+# 0 .. P-1 per seed (`null_draws` = P). A permutation that maps every label to itself (e.g. one that shuffles
+# images only within their class) gives exactly the real run.
+#
+# Summaries over S seeds and P draws per seed (`compare_to_null`):
+#   value   mean over seeds, t interval (stats.summarise), as everywhere else
+#   null    the mean over seeds of the per-seed draw means (= the mean over all S x P draws when all are
+#           finite), t interval over seeds (S >= 2); with one seed, mean and t interval over its P draws
+#   excess  value - null, paired within a seed: x_s - mean_d null_{s,d}, t interval over seeds (S >= 2);
+#           with one seed x - null_d over the draws (the real value taken as fixed)
+#   beyond  "above" / "below" when the excess interval lies strictly on one side of 0, "within" otherwise
+# Docs: docs/nulls.md (what a draw is, the variance measurement behind the default NULL_DRAWS).
+
+#: Seed salt of the null permutations ("null" in ASCII): the null's generator never coincides with a read-out's.
+NULL_SALT = 0x6E756C6C
+#: Default label-permutation draws per read-out seed (docs/nulls.md: the measurement behind it).
+NULL_DRAWS = 1
+
+
+def label_permutation(n, seed, draw=0, split=0):
+    """The permutation of n rows of null draw `draw` of read-out seed `seed` (split 0 = training labels, 1 = test
+    labels): np.random.default_rng([NULL_SALT, seed, draw, split]).permutation(n). Labels y become y[perm]."""
+    if min(int(seed), int(draw), int(split)) < 0:
+        raise ValueError(f"seed, draw and split must be >= 0, got {seed}, {draw}, {split}")
+    return np.random.default_rng([NULL_SALT, int(seed), int(draw), int(split)]).permutation(int(n))
+
+
+def null_site(A_train, y_train, A_test, y_test, num_classes, mode="flat", epochs=10, threshold=0.3, seed=0, draw=0,
+              site="enc0.out", perms=None):
+    """One null draw of one site: report.analyse_site with the training and test labels permuted. [INF]
+
+    perms: (perm_train [N_train], perm_test [N_test]) to use instead of label_permutation(..., seed, draw, 0/1)
+    (e.g. the identity, or a within-class shuffle: then the result is exactly the real run's). Same seed, epochs
+    and recipe as the real read-out. Returns the SiteAnalysis of the permuted run.
+    """
+    from .report import analyse_site
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    if perms is None:
+        perms = (label_permutation(len(y_train), seed, draw, 0), label_permutation(len(y_test), seed, draw, 1))
+    pt, pe = (np.asarray(p) for p in perms)
+    for p, y, what in ((pt, y_train, "perm_train"), (pe, y_test, "perm_test")):
+        if p.shape != y.shape or not np.array_equal(np.sort(p), np.arange(y.size)):
+            raise ValueError(f"{what} must be a permutation of 0..{y.size - 1}")
+    return analyse_site(A_train, y_train[pt], A_test, y_test[pe], num_classes, mode, epochs, threshold, seed, site)
+
+
+def _null_units(N):
+    """Replicate units of a null [S, P]: the per-seed draw means [S] (S >= 2), else the P draws of the one seed."""
+    N = np.asarray(N, dtype=np.float64)
+    if N.shape[1] == 0:
+        return np.full(N.shape[0], np.nan)
+    if N.shape[0] >= 2:
+        with np.errstate(invalid="ignore"):
+            return N.mean(axis=1)                   # inf / nan draws make the seed's mean non-finite: dropped
+    return N[0]
+
+
+def compare_to_null(real, null, level=0.95):
+    """Value, null and excess of one quantity at one position (module section above). real [S]; null [S, P].
+
+    Returns a dict: value, null, excess (stats.Summary each), beyond ("above" / "below" / "within", "n/a"
+    without draws), draws (P), null_sd (sd of the single draws: the spread of one no-information run).
+    """
+    from .stats import summarise
+    real = np.asarray(real, dtype=np.float64).ravel()
+    null = np.asarray(null, dtype=np.float64)
+    if null.ndim != 2 or null.shape[0] != real.size:
+        raise ValueError(f"null must be [S, P] with S = {real.size} seeds, got shape {null.shape}")
+    value = summarise(real, level)
+    P = null.shape[1]
+    if P == 0:
+        nan = summarise([], level)
+        return {"value": value, "null": nan, "excess": nan, "beyond": "n/a", "draws": 0, "null_sd": float("nan")}
+    units = _null_units(null)
+    nul = summarise(units, level)                   # its mean = the mean over all draws when every draw is finite
+    fin = null[np.isfinite(null)]
+    if real.size >= 2:
+        with np.errstate(invalid="ignore"):
+            exc = summarise(real - units, level)
+    else:
+        exc = summarise(real[0] - null[0], level)
+    beyond = "within"
+    if np.isfinite(exc.lo):
+        beyond = "above" if exc.lo > 0 else "below" if exc.hi < 0 else "within"
+    return {"value": value, "null": nul, "excess": exc, "beyond": beyond, "draws": P,
+            "null_sd": float(fin.std(ddof=1)) if fin.size > 1 else float("nan")}
+
+
+def _fmt_summary(s, scale, digits):
+    f = f"{{:.{digits}f}}"
+    if not np.isfinite(s.mean):
+        return "-"
+    if not np.isfinite(s.lo):
+        return f.format(scale * s.mean)
+    return f"{f.format(scale * s.mean)} [{f.format(scale * s.lo)}, {f.format(scale * s.hi)}]"
+
+
+@dataclass
+class NullSweep:
+    """Every SNP quantity of every site and read-out mode, for S read-out seeds, with its label-permutation null.
+
+    names: the sites in order along the encoders (E); modes; seeds (S); draws (P null draws per seed).
+    real[mode][quantity]: float [S, E] (replicate.QUANTITIES + "signal"), the true-label values;
+    null[mode][quantity]: float [S, P, E], the same with permuted labels;
+    kept[(seed, name, mode)]: the true-label SiteAnalyses asked for (keep=).
+    """
+
+    names: list
+    modes: tuple
+    seeds: list
+    draws: int
+    real: dict
+    null: dict
+    kept: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def compare(self, mode, quantity, level=0.95) -> list:
+        """compare_to_null at every position: a list of E dicts (value, null, excess Summaries, beyond)."""
+        R, N = self.real[mode][quantity], self.null[mode][quantity]
+        return [compare_to_null(R[:, e], N[:, :, e], level) for e in range(len(self.names))]
+
+    def null_means(self, mode, quantity):
+        """[S, E] the per-seed mean over the null draws (nan without draws)."""
+        N = self.null[mode][quantity]
+        if N.shape[1] == 0:
+            return np.full((N.shape[0], N.shape[2]), np.nan)
+        with np.errstate(invalid="ignore"):
+            return N.mean(axis=1)
+
+    def trend(self, mode, quantity, direction="rise", start=0, scale=1.0) -> dict:
+        """A trend along the positions start.. (stats.trend_verdict) for the real values, the same trend under the
+        null, and the trend of the excess (real minus the seed's null mean), with the rule stats.null_check.
+
+        Returns a dict: real, null, excess (trend_verdict dicts; null / excess None without draws), check (the
+        words of stats.null_check: "label-driven", "not label-driven: the null shows it too", ...).
+        """
+        from .stats import null_check, trend_verdict
+        R = self.real[mode][quantity][:, start:] * scale
+        out = {"real": trend_verdict(R, direction), "null": None, "excess": None}
+        if self.draws:
+            N = self.null[mode][quantity][:, :, start:] * scale
+            units = self.null_means(mode, quantity)[:, start:] * scale if N.shape[0] >= 2 else N[0]
+            out["null"] = trend_verdict(units, direction)
+            if N.shape[0] >= 2:
+                out["excess"] = trend_verdict(R - units, direction)
+        out["check"] = null_check(out["real"]["verdict"], out["null"]["verdict"] if out["null"] else None,
+                                  out["excess"]["verdict"] if out["excess"] else None)
+        return out
+
+    def table(self, mode, quantities=None, level=0.95) -> str:
+        """Per position: value, null and excess (mean [95 % interval]) of each quantity, as text."""
+        from .replicate import LABELS
+        E = len(self.names)
+        lines = [f"{mode} read-out: value | label-permutation null ({self.draws} draw(s) per seed, {len(self.seeds)} "
+                 f"seed(s)) | excess = value - null; '*' = excess interval beyond 0"]
+        for e in range(E):
+            lines.append(f"  {self.names[e]}")
+            for q in quantities or self.real[mode]:
+                label, scale, digits = LABELS.get(q, (q, 1, 2))
+                c = compare_to_null(self.real[mode][q][:, e], self.null[mode][q][:, :, e], level)
+                mark = "*" if c["beyond"] in ("above", "below") else " "
+                lines.append(f"    {label:<26}{_fmt_summary(c['value'], scale, digits):>24} | "
+                             f"{_fmt_summary(c['null'], scale, digits):>24} | "
+                             f"{_fmt_summary(c['excess'], scale, digits):>24} {mark}")
+        return "\n".join(lines)
+
+    def to_dict(self, level=0.95) -> dict:
+        """JSON-able: config, and per mode / quantity / position the value, null and excess (mean, lo, hi, values)
+        and the raw null draws [S, P]."""
+        out = {"names": list(self.names), "modes": list(self.modes), "seeds": list(self.seeds),
+               "null_draws": self.draws, "null_seed_salt": NULL_SALT, "quantities": {}}
+        for mode in self.modes:
+            per = out["quantities"][mode] = {}
+            for q in self.real[mode]:
+                rows = []
+                for e, c in enumerate(self.compare(mode, q, level)):
+                    rows.append({"name": self.names[e], "value": c["value"].to_dict(), "null": c["null"].to_dict(),
+                                 "excess": c["excess"].to_dict(), "beyond": c["beyond"], "null_sd": c["null_sd"],
+                                 "null_draws": self.null[mode][q][:, :, e].tolist()})
+                per[q] = rows
+        return out
+
+    @classmethod
+    def concat(cls, parts):
+        """One NullSweep of several along the positions (e.g. capture groups of one run)."""
+        parts = list(parts)
+        first = parts[0]
+        cat = lambda d, ax: {m: {q: np.concatenate([getattr(p_, d)[m][q] for p_ in parts], axis=ax)   # noqa: E731
+                                 for q in first.real[m]} for m in first.modes}
+        kept = {}
+        for p_ in parts:
+            kept.update(p_.kept)
+        return cls([n for p_ in parts for n in p_.names], first.modes, first.seeds, first.draws, cat("real", 1),
+                   cat("null", 2), kept, sum(p_.seconds for p_ in parts))
+
+
+def _site(name, index):
+    """The Site of a capture name ("tokens", "enc2.out"), or of any other name at position `index` (snp-arrays)."""
+    from ..sites import Site
+    return Site.named(name, index)
+
+
+def _values_with_signal(r):
+    from .replicate import _site_values
+    v = _site_values(r)
+    v["signal"] = r.summary["mean_signal"]
+    return v
+
+
+def sweep_with_null(A_train, y_train, A_test, y_test, num_classes, names, modes=("flat",), seeds=(0, 1, 2),
+                    epochs=10, threshold=0.3, null_draws=NULL_DRAWS, keep=(), workers=None, progress=None,
+                    sites=None) -> NullSweep:
+    """Every SNP quantity of the sites `names` (in order along the encoders), every read-out mode and seed, with
+    true labels and with null_draws label-permutation draws per seed (null_site). [INF]
+
+    A_train / A_test: {name: [N, T, D]}; y_train [N], y_test [M]. The true-label read-outs are those of
+    replicate.seed_sweep (same calls, so the same numbers, digit for digit); all read-outs, real and null, run
+    on `workers` forked processes (parallel.run_forked), each computed whole by one worker. keep: (name, mode)
+    pairs whose true-label SiteAnalyses are returned in .kept. null_draws = 0: no null (null arrays [S, 0, E]).
+    sites: the Site of each name (labels only; default Site.named(name, position)). Returns a NullSweep.
+    """
+    import time as _time
+    from ..parallel import gil_switch_interval, run_forked
+    from .replicate import QUANTITIES
+    from .report import analyse_site
+    t0 = _time.time()
+    seeds = [int(s) for s in seeds]
+    if not (isinstance(null_draws, (int, np.integer)) and null_draws >= 0):
+        raise ValueError(f"null_draws must be an integer >= 0, got {null_draws!r}")
+    qs = QUANTITIES + ("signal",)
+    S, P, E = len(seeds), int(null_draws), len(names)
+    real = {m: {q: np.full((S, E), np.nan) for q in qs} for m in modes}
+    null = {m: {q: np.full((S, P, E), np.nan) for q in qs} for m in modes}
+    keep = set(keep)
+    jobs = [(si, seed, d, p, name, mode) for si, seed in enumerate(seeds) for d in range(-1, P)
+            for p, name in enumerate(names) for mode in modes]             # d = -1: the true labels
+    cost = {"flat": 0, "seqpool": 1, "mean": 2}                # longest read-outs first: the workers end together
+
+    def run_job(i):
+        si, seed, d, p, name, mode = jobs[i]
+        site = _site(name, p) if sites is None else sites[p]
+        if d < 0:
+            r = analyse_site(A_train[name], y_train, A_test[name], y_test, num_classes, mode, epochs, threshold,
+                             seed, site)
+            return (r if (name, mode) in keep else None), _values_with_signal(r)
+        r = null_site(A_train[name], y_train, A_test[name], y_test, num_classes, mode, epochs, threshold, seed, d,
+                      site)
+        return None, _values_with_signal(r)
+
+    order = sorted(range(len(jobs)), key=lambda i: cost[jobs[i][5]])
+    with gil_switch_interval(2e-4):
+        done = dict(zip(order, run_forked(run_job, order, workers)))
+    kept = {}
+    for i, (si, seed, d, p, name, mode) in enumerate(jobs):
+        r, v = done[i]
+        for q in qs:
+            if d < 0:
+                real[mode][q][si, p] = v[q]
+            else:
+                null[mode][q][si, d, p] = v[q]
+        if r is not None:
+            kept[(seed, name, mode)] = r
+    if progress:
+        progress(f"  {S} seeds x {E} sites x {len(modes)} read-outs, {P} null draw(s) per seed: "
+                 f"{len(jobs)} read-outs in {_time.time() - t0:.1f} s", flush=True)
+    return NullSweep(list(names), tuple(modes), seeds, P, real, null, kept, _time.time() - t0)
+
+
+def variance_components(null):
+    """How the spread of a null [S, P] (S seeds x P draws, S >= 2, P >= 2) splits between read-out seeds and
+    permutations, one-way random effects (method of moments):
+
+        within  = mean_s var_d null[s, d]                 (ddof 1: the permutation's share, sigma_p^2)
+        between = var_s mean_d null[s, d] - within / P    (the seed's share, sigma_s^2, floored at 0)
+    Var(null mean over S seeds x P draws) = between / S + within / (S P): a second draw per seed helps only
+    as much as `within` outweighs `between`. Returns a dict: within, between, var_mean_1 (the variance of the
+    null mean with one draw per seed), var_mean_P (with P draws), S, P.
+    """
+    N = np.asarray(null, dtype=np.float64)
+    if N.ndim != 2 or N.shape[0] < 2 or N.shape[1] < 2:
+        raise ValueError(f"variance_components needs a null [S, P] with S >= 2 seeds and P >= 2 draws, got {N.shape}")
+    N = N[np.isfinite(N).all(axis=1)]
+    S, P = N.shape
+    if S < 2:
+        return {"within": float("nan"), "between": float("nan"), "var_mean_1": float("nan"),
+                "var_mean_P": float("nan"), "S": S, "P": P}
+    within = float(N.var(axis=1, ddof=1).mean())
+    between = max(0.0, float(N.mean(axis=1).var(ddof=1)) - within / P)
+    return {"within": within, "between": between, "var_mean_1": (between + within) / S,
+            "var_mean_P": between / S + within / (S * P), "S": S, "P": P}
+
+
+def variance_table(sweep, mode="flat", quantities=None, position=-1) -> str:
+    """variance_components of every quantity at one position of a NullSweep (S >= 2 seeds, P >= 2 draws), beside
+    the variance of the true-label values over seeds: the measurement behind NULL_DRAWS (docs/nulls.md)."""
+    from .replicate import LABELS
+    e = position % len(sweep.names)
+    lines = [f"null variance at {sweep.names[e]} ({mode} read-out), {len(sweep.seeds)} seeds x {sweep.draws} draws: "
+             f"sd of the real values over seeds; sd between seeds / within a seed (between permutations) of the "
+             f"null; se of the null mean with 1 draw per seed / with {sweep.draws}",
+             f"  {'quantity':<26}{'real sd':>10}{'null seed sd':>14}{'null perm sd':>14}{'se (1 draw)':>13}"
+             f"{'se (' + str(sweep.draws) + ' draws)':>14}"]
+    for q in quantities or sweep.real[mode]:
+        label, scale, digits = LABELS.get(q, (q, 1, 2))
+        vc = variance_components(sweep.null[mode][q][:, :, e])
+        r = sweep.real[mode][q][:, e]
+        r = r[np.isfinite(r)]
+        rsd = float(r.std(ddof=1)) if r.size > 1 else float("nan")
+        f = lambda v: f"{scale * v:.{digits + 1}f}"              # noqa: E731
+        lines.append(f"  {label:<26}{f(rsd):>10}{f(math.sqrt(vc['between'])):>14}{f(math.sqrt(vc['within'])):>14}"
+                     f"{f(math.sqrt(vc['var_mean_1'])):>13}{f(math.sqrt(vc['var_mean_P'])):>14}")
+    return "\n".join(lines)
+
+
+def run_snp_with_null(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool"), include_tokens=True,
+                      epochs=10, threshold=0.3, n_train=None, seeds=(0,), null_draws=NULL_DRAWS, batch_size=None,
+                      max_capture_bytes=5e9, progress=print, workers=None):
+    """report.run_snp over several read-out seeds and with the label-permutation null (`python -m minicct snp`).
+
+    Captures the sites in as few forward passes as fit in max_capture_bytes (as run_snp), then per group of sites
+    sweep_with_null. Returns (report, sweep): report = the SNPReport of the first seed (the numbers of
+    run_snp with that seed, digit for digit), sweep = a NullSweep of every site (in run_snp's order).
+    """
+    import time as _time
+    from .report import CAPTURE_BATCH, SNPReport, capture, site_names
+    t0 = _time.time()
+    say = progress or (lambda *a, **k: None)
+    if data.num_classes != cfg.num_classes:
+        raise ValueError(f"dataset {data.name} has {data.num_classes} classes, the model {cfg.num_classes}")
+    seeds = [int(x) for x in seeds]
+    names = site_names(cfg, sites, include_tokens)
+    x_tr, y_tr, x_te, y_te = data.x_train[:n_train], data.y_train[:n_train], data.x_test, data.y_test
+    n_img = len(x_tr) + len(x_te)
+    per_name = {n: n_img * cfg.seq_len * (cfg.ff_dim if n.endswith("ff_hidden") else cfg.embedding_dim) * 4
+                for n in names}
+    groups, cur, size = [], [], 0.0
+    for n in names:                                   # greedy packing of capture passes under the budget
+        if cur and size + per_name[n] > max_capture_bytes:
+            groups.append(cur)
+            cur, size = [], 0.0
+        cur.append(n)
+        size += per_name[n]
+    if cur:
+        groups.append(cur)
+    parts, results = [], []
+    for group in groups:
+        say(f"capturing {', '.join(group)} for {len(x_tr)} training and {len(x_te)} test images ...", flush=True)
+        A_tr = capture(params, cfg, x_tr, data.mean, data.std, group, batch_size or CAPTURE_BATCH)
+        A_te = capture(params, cfg, x_te, data.mean, data.std, group, batch_size or CAPTURE_BATCH)
+        sw = sweep_with_null(A_tr, y_tr, A_te, y_te, cfg.num_classes, group, modes, seeds, epochs, threshold,
+                             null_draws, keep=[(n, m) for n in group for m in modes], workers=workers, progress=say)
+        for name in group:
+            for mode in modes:
+                r = sw.kept[(seeds[0], name, mode)]
+                c = {q: compare_to_null(sw.real[mode][q][:, group.index(name)],
+                                        sw.null[mode][q][:, :, group.index(name)]) for q in ("accuracy", "snr")}
+                nul = (f"  | null: acc {100 * c['accuracy']['null'].mean:5.1f}%  SNR {c['snr']['null'].mean:.2f}"
+                       if sw.draws else "")
+                say(f"  {name:<16} {mode:>7} read-out: test acc {100 * r.accuracy:5.1f}%  "
+                    f"clusters/node {r.summary['mean_clusters_per_node']:.2f}  noise {r.summary['mean_noise']:.2f}  "
+                    f"SNR {r.summary['snr']:.2f}  (seed {seeds[0]}){nul}", flush=True)
+                results.append(r)
+        # only the first seed's analyses are kept for the report (the sweep holds the numbers of every seed)
+        sw.kept = {k: v for k, v in sw.kept.items() if k[0] == seeds[0]}
+        parts.append(sw)
+        del A_tr, A_te
+    report = SNPReport(results, list(data.class_names), dict(data.groups), dict(data.group_names))
+    report.seconds = _time.time() - t0
+    return report, NullSweep.concat(parts)
+
+
+def features_with_null(fs, modes=("flat", "mean", "seqpool"), epochs=10, threshold=0.3, seeds=(0,),
+                       null_draws=NULL_DRAWS, n_train=None, keep_all=(), progress=print, workers=None):
+    """io.features.analyse_features over several read-out seeds and with the label-permutation null
+    (`python -m minicct snp-arrays`): one site of the file at a time, sweep_with_null on it.
+
+    keep_all: sites whose SiteAnalyses are kept for every seed (head verdicts need them); of the others only the
+    first seed's. Returns (report, sweep): report = the SNPReport of the first seed (analyse_features' numbers
+    with that seed, digit for digit), sweep = a NullSweep of every site in file order.
+    """
+    from ..sites import Site
+    from .report import SNPReport
+    say = progress or (lambda *a, **k: None)
+    seeds = [int(x) for x in seeds]
+    y_tr, y_te = fs.y_train[:n_train], fs.y_test
+    parts, results = [], []
+    for i, name in enumerate(fs.sites):
+        A_tr, A_te = fs.arrays(name)
+        A_tr = A_tr[:n_train]
+        sw = sweep_with_null({name: A_tr}, y_tr, {name: A_te}, y_te, fs.num_classes, [name], modes, seeds, epochs,
+                             threshold, null_draws, keep=[(name, m) for m in modes], workers=workers,
+                             sites=[Site.named(name, i)])
+        for mode in modes:
+            r = sw.kept[(seeds[0], name, mode)]
+            c = compare_to_null(sw.real[mode]["snr"][:, 0], sw.null[mode]["snr"][:, :, 0])
+            a = compare_to_null(sw.real[mode]["accuracy"][:, 0], sw.null[mode]["accuracy"][:, :, 0])
+            say(f"  {name:<16} {mode:>7} read-out: test acc {100 * r.accuracy:5.1f}%  "
+                f"clusters/node {r.summary['mean_clusters_per_node']:.2f}  noise {r.summary['mean_noise']:.2f}  "
+                f"SNR {r.summary['snr']:.2f}  (seed {seeds[0]})" +
+                (f"  | null: acc {100 * a['null'].mean:5.1f}%  SNR {c['null'].mean:.2f}" if sw.draws else ""),
+                flush=True)
+            results.append(r)
+        if name not in keep_all:
+            sw.kept = {k: v for k, v in sw.kept.items() if k[0] == seeds[0]}
+        parts.append(sw)
+        del A_tr, A_te
+    return SNPReport(results, list(fs.class_names)), NullSweep.concat(parts)
+
+
+def head_verdicts(sweep, head_sites, head_dim, threshold=0.3, n_draws=200, seed=0, alpha=0.05) -> dict:
+    """Head verdicts of the attention-head sites of a NullSweep, as the claims table gives them (replicate.py):
+    per site the specialisation index (SI) and the SHP heads per recognised label of the real heads against
+    n_draws random partitions of the nodes into groups of head_dim (the statistic averaged over the seeds),
+    one-sided p, Holm over the sites, both tails; verdict by replicate._null_verdict (a majority of sites beyond
+    the null on the claimed side: supported; on the other side: contradicted; else inconclusive).
+    Needs the SiteAnalyses of every seed at those sites in sweep.kept (read-out "flat" if swept, else the first).
+    Returns a dict: mode, sites, si / shp (per site: observed, null_mean, null_sd, p_value, p_holm),
+    si_verdict, shp_verdict, text.
+    """
+    from .clusters import node_labels
+    from .replicate import _null_verdict, head_null_tests, opposite_tail_p
+    mode = "flat" if "flat" in sweep.modes else sweep.modes[0]
+    missing = [(s, n) for n in head_sites for s in sweep.seeds if (s, n, mode) not in sweep.kept]
+    if missing:
+        raise ValueError(f"head_verdicts needs the {mode} SiteAnalyses of every seed at {missing[:3]}...")
+    Ls = [[node_labels(sweep.kept[(s, n, mode)].B) for s in sweep.seeds] for n in head_sites]
+    Vs = [[sweep.kept[(s, n, mode)].V for s in sweep.seeds] for n in head_sites]
+    si_res, hp_res = head_null_tests(Ls, Vs, head_dim, threshold, n_draws, seed=seed)
+    out = {"mode": mode, "sites": list(head_sites), "head_dim": head_dim, "n_draws": n_draws}
+    lines = [f"head verdicts ({mode} read-out, {len(sweep.seeds)} seed(s) averaged; null: {n_draws} random partitions "
+             f"of the nodes into groups of {head_dim}; Holm over {len(head_sites)} site(s)):"]
+    for key, res, alt, word in (("si", si_res, "greater", "specialisation index (higher = specialised)"),
+                                ("shp", hp_res, "less", "SHP heads per recognised label (fewer = specialised)")):
+        p_adj, _ = holm([r["p_value"] for r in res], alpha)
+        p_oth, _ = holm([opposite_tail_p(r["observed"], r["null"], alt) for r in res], alpha)
+        out[key] = [{"site": n, "observed": r["observed"], "null_mean": r["null_mean"], "null_sd": r["null_sd"],
+                     "p_value": r["p_value"], "p_holm": float(p)} for n, r, p in zip(head_sites, res, p_adj)]
+        out[f"{key}_verdict"] = _null_verdict(p_adj, p_oth, alpha)
+        lines.append(f"  {word}: {out[f'{key}_verdict'].upper()}; " + "; ".join(
+            f"{n}: {r['observed']:.3f} vs {r['null_mean']:.3f} +- {r['null_sd']:.3f} (p_Holm {p:.2g})"
+            for n, r, p in zip(head_sites, res, p_adj)))
+    out["text"] = "\n".join(lines)
+    return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,10 @@ from .andc import andc_mask, ff_mask
 from .baselines import ff_baseline_masks, readout_baselines
 from .clusters import node_labels
 from .heads import designated_labels, heads_per_label, partition_counts, partition_si, shp_label_sets
-from .nulls import group_permutation_test, holm, min_detectable_effect, partition_null
+from .nulls import NULL_DRAWS, group_permutation_test, holm, min_detectable_effect, partition_null, sweep_with_null
 from .report import analyse_site, capture
-from .stats import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, bootstrap_summary, summarise, summarise_columns,
-                    trend_verdict, verdict_from)
+from .stats import (CONTRADICTED, INCONCLUSIVE, NULL_RULE, SUPPORTED, bootstrap_summary, null_check, summarise,
+                    summarise_columns, trend_verdict, verdict_from)
 
 def small_clusters_verdict(lab, K):
     """P-T "small clusters": labels in clusters per node (a Summary over seeds) against K labels. Supported if the
@@ -215,8 +216,64 @@ def seeded_snp(params, cfg, data, site="out", modes=("flat", "mean", "seqpool"),
                        dict(data.groups), dict(data.group_names))
     if out_dir is not None:
         from .. import plots
-        report.figures = plots.snp_figures(report, out_dir)
+        from .nulls import NullSweep
+        S, E = len(seeds), len(names)                 # the figure shows what the table shows: mean over seeds
+        no_null = {m: {q: np.empty((S, 0, E)) for q in vals[m]} for m in modes}
+        report.figures = plots.snp_figures(report, out_dir, sweep=NullSweep(names, tuple(modes), list(seeds), 0,
+                                                                            vals, no_null))
     return vals, report, kept
+
+
+@dataclass
+class SNPSweep:
+    """What lesson 03 shows, with the label-permutation null (snp_sweep).
+
+    sweep: nulls.NullSweep -- every quantity [S, E] per mode (sweep.real), its null [S, P, E] (sweep.null),
+        sweep.compare(mode, q) (value / null / excess per position), sweep.trend(mode, q, "rise"), sweep.table(mode);
+    report: an SNPReport of the first seed's SiteAnalyses (report.figures: the figures written, if out_dir).
+    vals / kept: as seeded_snp returns them (sweep.real, sweep.kept).
+    """
+
+    sweep: object
+    report: object
+
+    @property
+    def vals(self):
+        return self.sweep.real
+
+    @property
+    def kept(self):
+        return self.sweep.kept
+
+
+def snp_sweep(params, cfg, data, site="out", modes=("flat", "mean", "seqpool"), seeds=(0, 1, 2), epochs=10,
+              threshold=0.3, n_train=None, out_dir=None, batch_size=250, acts=None, workers=None,
+              null_draws=NULL_DRAWS) -> SNPSweep:
+    """seeded_snp with the label-permutation null: tokenizer + every encoder's `site`, every mode and seed, and
+    null_draws permuted-label runs per seed (nulls.sweep_with_null; 0 = none). The true-label numbers are
+    seeded_snp's, digit for digit. Figures (out_dir): along_encoders.png shows the mean over seeds, its
+    interval and the null band. acts: (A_train, A_test) already captured (as seeded_snp). Returns an SNPSweep.
+    """
+    from .report import SNPReport
+    names = ["tokens"] + [f"enc{e}.{site}" for e in range(cfg.num_layers)]
+    x_tr, y_tr = data.x_train[:n_train], data.y_train[:n_train]
+    if acts is None:
+        A_tr = capture(params, cfg, x_tr, data.mean, data.std, names, batch_size)
+        A_te = capture(params, cfg, data.x_test, data.mean, data.std, names, batch_size)
+    else:
+        A_tr, A_te = acts
+        missing = [n for n in names if n not in A_tr or n not in A_te]
+        if missing:
+            raise ValueError(f"acts lacks the activations of {missing}; capture them or pass acts=None")
+    seeds = [int(x) for x in seeds]
+    sw = sweep_with_null(A_tr, y_tr, A_te, data.y_test, cfg.num_classes, names, modes, seeds, epochs, threshold,
+                         null_draws, keep=[(n, m) for n in names for m in modes], workers=workers)
+    report = SNPReport([sw.kept[(seeds[0], n, m)] for n in names for m in modes], list(data.class_names),
+                       dict(data.groups), dict(data.group_names))
+    if out_dir is not None:
+        from .. import plots
+        report.figures = plots.snp_figures(report, out_dir, sweep=sw)
+    return SNPSweep(sw, report)
 
 
 def andc_experiment(params, cfg, A_train, y_train, A_test, y_test, seed, epochs=10, retrain_epochs=1, threshold=0.3,
@@ -304,10 +361,39 @@ def andc_rows(runs, full_logits, y_test, num_layers, retrain_epochs=1, tolerance
     return rows
 
 
-def _row(key, quantity, measured, null, verdict, rule, **details):
+def _row(key, quantity, measured, null, verdict, rule, null_check=None, **details):
     source, claim = CLAIMS[key]
-    return {"id": key, "source": source, "claim": claim, "quantity": quantity, "measured": measured,
-            "null_or_baseline": null, "verdict": verdict, "rule": rule, "details": details}
+    row = {"id": key, "source": source, "claim": claim, "quantity": quantity, "measured": measured,
+           "null_or_baseline": null, "verdict": verdict, "rule": rule, "details": details}
+    if null_check is not None:
+        row["null_check"] = null_check
+    return row
+
+
+def _null_of(sw, mode, q, pos):
+    """The label-permutation null of quantity q at position pos as a Summary (nulls.compare_to_null), or None."""
+    if not sw.draws:
+        return None
+    return sw.compare(mode, q)[pos]["null"]
+
+
+def _null_text(sw, mode, quantities, pos):
+    """'; label-permutation null: q1 m [lo, hi], ...' for the null column of a row ('' without draws)."""
+    if not sw.draws:
+        return ""
+    cells = []
+    for q in quantities:
+        label, scale, digits = LABELS[q]
+        cells.append(f"{label} {sw.compare(mode, q)[pos]['null'].fmt(scale, 1 if scale > 1 else digits)}")
+    return f"; label-permutation null ({sw.draws} draw(s) per seed): " + ", ".join(cells)
+
+
+def _check_text(verdict, null_verdict):
+    """stats.null_check with the null's own verdict named."""
+    if null_verdict is None:
+        return "no null run"
+    return f"{null_check(verdict, null_verdict)} (null {null_verdict})"
+
 
 
 def _pct(s):
@@ -341,14 +427,17 @@ def _null_verdict(p_adj, p_adj_other, alpha=0.05):
 
 def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpool"), epochs=10, retrain_epochs=1,
               threshold=0.3, n_train=None, tolerance=0.01, n_draws=200, n_perm=2000, group_draws=10000,
-              batch_size=250, progress=print) -> dict:
+              batch_size=250, progress=print, null_draws=NULL_DRAWS) -> dict:
     """The replication report of a trained CCT on a dataset (module docstring). Returns a dict:
 
     rows (claims table rows), positions (per mode: per quantity a list of Summaries as dicts, tokenizer first),
     config (seeds, epochs, ...), model_accuracy, seconds.
     seeds: read-out seeds (>= 2 for any verdict); epochs: read-out epochs; retrain_epochs: masked retraining
     of the ANDC read-out and its baselines; tolerance: accuracy loss counted as 'without affecting' (0.01 =
-    1 point); n_draws: random node partitions; n_perm: random label sets per head ablation.
+    1 point); n_draws: random node partitions; n_perm: random label sets per head ablation; null_draws:
+    label-permutation draws per seed (nulls.sweep_with_null; 0 = none): every per-position quantity gets its
+    null (result["null"]) and every claim on them is also decided on the null (stats.null_check, the row's
+    "null_check"). The true-label numbers do not depend on null_draws.
     """
     t0 = time.time()
     say = progress or (lambda *a, **k: None)
@@ -373,8 +462,9 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
     acc_model = float((full_logits.argmax(1) == y_te).mean())
     say(f"model test accuracy {100 * acc_model:.2f}%  [{time.time() - t0:.0f} s]", flush=True)
 
-    vals, kept = seed_sweep(A_tr, y_tr, A_te, y_te, K, pos, modes, seeds, epochs, threshold,
-                            keep=[(name, "flat") for name in pos[1:]], progress=say)
+    sw = sweep_with_null(A_tr, y_tr, A_te, y_te, K, pos, modes, seeds, epochs, threshold, null_draws,
+                         keep=[(name, "flat") for name in pos[1:]], progress=say)
+    vals, kept = sw.real, sw.kept
     last_clusters, heads_L, heads_V = [], [[] for _ in range(L)], [[] for _ in range(L)]
     andc_runs = []
     for si, seed in enumerate(seeds):
@@ -405,18 +495,26 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
     size = summarise(fl["cluster_size"][:, last])
     noise = summarise(fl["noise"][:, last])
     v = small_clusters_verdict(lab, K)
+    nl = _null_of(sw, "flat", "labels_in_clusters", last)
+    nv = small_clusters_verdict(nl, K) if nl is not None else None
     rows.append(_row("small_clusters", f"labels in clusters per node, encoder {L} (flat read-out)",
                      f"{lab.fmt()} of K={K} labels; cluster size {size.fmt()}; noise {noise.fmt()} per node",
-                     f"K/4 = {K / 4:g} labels (few) / K/2 (many)", v,
-                     "supported if the interval is below K/4; contradicted if above K/2"))
+                     f"K/4 = {K / 4:g} labels (few) / K/2 (many)" + _null_text(sw, "flat", (
+                         "labels_in_clusters", "cluster_size", "noise"), last), v,
+                     "supported if the interval is below K/4; contradicted if above K/2",
+                     null_verdict=nv, null_check=_check_text(v, nv)))
     # 2. one label per node
     top = summarise(fl["single_node_top_fraction"][:, last])
     sacc = summarise(fl["single_node_accuracy"][:, last])
     v = single_label_verdict(top)
+    nt = _null_of(sw, "flat", "single_node_top_fraction", last)
+    nv = single_label_verdict(nt) if nt is not None else None
     rows.append(_row("single_label", f"fraction of test images on a node's most frequent label, encoder {L} (flat)",
                      f"{_pct(top)} %; single-node accuracy {_pct(sacc)} %", f"chance accuracy {100 / K:.1f} %; "
-                     f"1/K = {100 / K:.1f} % if predictions were spread", v,
-                     "supported if the interval of the top fraction is above 50 %; contradicted if below"))
+                     f"1/K = {100 / K:.1f} % if predictions were spread" + _null_text(sw, "flat", (
+                         "single_node_top_fraction", "single_node_accuracy"), last), v,
+                     "supported if the interval of the top fraction is above 50 %; contradicted if below",
+                     null_verdict=nv, null_check=_check_text(v, nv)))
     # 3. accuracy, noise and SNR along the encoders, every read-out; from the tokenizer and from encoder 1
     #    (the tokenizer is not an encoder: "along the transformer encoders" is read both ways)
     def trend_row(key, mode, q, want, name, scale, unit):
@@ -429,7 +527,21 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
                 f"{t['steps_against']}/{L}")
         verdict = (f"tokenizer -> enc {L}: {t['verdict']}; enc 1 -> enc {L}: {te['verdict']}" if L > 1
                    else t["verdict"])
-        rows.append(_row(key, f"{name} ({mode} read-out)", meas, "paired differences over seeds", verdict, t["rule"]))
+        null, check, nd = "paired differences over seeds", "no null run", {}
+        if sw.draws:
+            n0, n1 = sw.trend(mode, q, want, 0, scale), sw.trend(mode, q, want, 1, scale) if L > 1 else None
+            pn = n0["null"]["per_position"]
+            null += (f"; label-permutation null ({sw.draws} draw(s) per seed): {pn[0].fmt(1, digits)} -> "
+                     f"{pn[1].fmt(1, digits)} -> {pn[-1].fmt(1, digits)}{unit}, last-first "
+                     f"{n0['null']['total'].fmt(1, digits)}; excess over the null, last-first "
+                     + (n0["excess"]["total"].fmt(1, digits) if n0["excess"] else "-"))
+            parts = [(f"tokenizer -> enc {L}", n0)] + ([(f"enc 1 -> enc {L}", n1)] if n1 else [])
+            word = lambda n: (f"{n['check']} (null {n['null']['verdict']}; excess over the null "   # noqa: E731
+                              f"{n['excess']['verdict'] if n['excess'] else '-'})")
+            check = "; ".join(f"{w}: {word(n)}" for w, n in parts) if L > 1 else word(n0)
+            nd = {"null_verdict": {w: n["null"]["verdict"] for w, n in parts},
+                  "excess_verdict": {w: n["excess"]["verdict"] if n["excess"] else None for w, n in parts}}
+        rows.append(_row(key, f"{name} ({mode} read-out)", meas, null, verdict, t["rule"], null_check=check, **nd))
         return t, te
 
     trends = {}
@@ -441,12 +553,20 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
             trends[(mode, q)] = trend_row("sharpened", mode, q, want, name, 1, "")
     variants = {q: (trend_verdict(vals["flat"][q], "rise"), trend_verdict(vals["flat"][q][:, 1:], "rise"))
                 for q in ("snr_a", "snr_b", "snr_c", "snr_d")}
+    vnull, vcheck = "paired differences over seeds", "no null run"
+    if sw.draws:
+        vn = {q: sw.trend("flat", q, "rise") for q in variants}
+        vnull += "; label-permutation null: " + "; ".join(
+            f"{q[-1]}: {n['null']['per_position'][0].fmt()} -> {n['null']['per_position'][-1].fmt()}"
+            for q, n in vn.items())
+        vcheck = "; ".join(f"{q[-1]}: {n['check']} (null {n['null']['verdict']})" for q, n in vn.items())
     rows.append(_row("sharpened", f"SNR variants (a) labels/noise, (b) median S/N, (c) field ratio, (d) S/column "
                      f"noise, tokenizer -> encoder {L} (flat read-out)",
                      "; ".join(f"{q[-1]}: {t['per_position'][0].fmt()} -> {t['per_position'][-1].fmt()}"
-                               for q, (t, _) in variants.items()), "paired differences over seeds",
+                               for q, (t, _) in variants.items()), vnull,
                      "; ".join(f"{q[-1]}: {t['verdict']} (from enc 1: {te['verdict']})"
-                               for q, (t, te) in variants.items()), trends[("flat", "snr")][0]["rule"]))
+                               for q, (t, te) in variants.items()), trends[("flat", "snr")][0]["rule"],
+                     null_check=vcheck))
     # 4. ANDC against its baselines
     rows += andc_rows(andc_runs, full_logits, y_te, L, retrain_epochs, tolerance, seed=seeds[0])
     # 5. heads: specialisation index and SHP against random partitions (statistic averaged over seeds)
@@ -496,12 +616,15 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
                          "supported if any grouping is significant after Holm (p <= 0.05); inconclusive otherwise"))
     positions = {mode: {q: [s.to_dict() for s in summarise_columns(vals[mode][q])] for q in QUANTITIES}
                  for mode in modes}
-    return {"rows": rows, "positions": positions, "heads": head_rows,
+    for r in rows:                                              # rows with a null of their own (ANDC baselines,
+        r.setdefault("null_check", "own null / baseline (previous column)")   # partitions, group permutation)
+    return {"rows": rows, "positions": positions, "heads": head_rows, "null": sw.to_dict(), "null_rule": NULL_RULE,
             "andc_readout": ro, "andc_readout_before": {k: [r["readout_before"][k] for r in andc_runs] for k in ro},
             "ff": ff_acc, "model_accuracy": acc_model,
             "config": {"seeds": seeds, "modes": list(modes), "epochs": epochs, "retrain_epochs": retrain_epochs,
                        "threshold": threshold, "n_train": len(y_tr), "n_test": len(y_te), "tolerance": tolerance,
-                       "n_draws": n_draws, "n_perm": n_perm, "num_layers": L, "num_heads": h, "K": K},
+                       "n_draws": n_draws, "n_perm": n_perm, "num_layers": L, "num_heads": h, "K": K,
+                       "null_draws": sw.draws},
             "seconds": time.time() - t0}
 
 
@@ -511,12 +634,15 @@ def format_claims_table(result, title=None) -> str:
     lines = []
     if title:
         lines.append(f"**{title}**\n")
-    lines.append("| claim (source) | measured: quantity, mean [95 % interval] | null / baseline | verdict |")
-    lines.append("|---|---|---|---|")
+    lines.append("| claim (source) | measured: quantity, mean [95 % interval] | null / baseline | verdict | "
+                 "against the label-permutation null |")
+    lines.append("|---|---|---|---|---|")
     for r in result["rows"]:
         cell = lambda s: str(s).replace("|", "/")
         lines.append(f"| \"{cell(r['claim'])}\" ({r['source']}) | {cell(r['quantity'])}: {cell(r['measured'])} | "
-                     f"{cell(r['null_or_baseline'])} | **{cell(r['verdict'])}** |")
+                     f"{cell(r['null_or_baseline'])} | **{cell(r['verdict'])}** | {cell(r.get('null_check', '-'))} |")
+    if result.get("null_rule"):
+        lines.append(f"\nNull rule: {result['null_rule']}.")
     return "\n".join(lines)
 
 
@@ -525,6 +651,7 @@ LABELS = {"accuracy": ("read-out accuracy %", 100, 1), "clusters_per_node": ("cl
           "noise": ("noise per node", 1, 2), "snr": ("SNR <S>/<N>", 1, 2), "snr_a": ("SNR (a) labels/noise", 1, 2),
           "snr_b": ("SNR (b) median S/N", 1, 2), "snr_c": ("SNR (c) field ratio", 1, 2),
           "snr_d": ("SNR (d) S/column noise", 1, 2), "single_node_accuracy": ("single-node accuracy %", 100, 1),
+          "signal": ("signal <S>", 1, 2),
           "single_node_top_fraction": ("top-label fraction %", 100, 1)}
 
 
@@ -578,7 +705,8 @@ def write_outputs(result, out_dir, title="") -> dict:
 
 
 def plot_claims_summary(result, path, title=""):
-    """One PNG: read-out accuracy and SNR along the encoders (mean and 95 % interval over seeds, every read-out),
+    """One PNG: read-out accuracy and SNR along the encoders (mean and 95 % interval over seeds, every read-out;
+    dashed with a hatched band: the label-permutation null, mean and 95 % interval),
     ANDC read-out against its baselines, and the heads' specialisation index against random partitions."""
     from ..plots import _save, plt
     fig, ax = plt.subplots(1, 4, figsize=(18, 4))
@@ -590,9 +718,13 @@ def plot_claims_summary(result, path, title=""):
             m = np.array([s["mean"] for s in per[q]], dtype=float)
             lo = np.array([s["lo"] for s in per[q]], dtype=float)
             hi = np.array([s["hi"] for s in per[q]], dtype=float)
-            a.plot(x, m, marker="o", label=mode)
+            line, = a.plot(x, m, marker="o", label=mode)
             ok = np.isfinite(lo) & np.isfinite(hi)
-            a.fill_between(x[ok], lo[ok], hi[ok], alpha=0.2)
+            a.fill_between(x[ok], lo[ok], hi[ok], alpha=0.2, color=line.get_color())
+            nul = (result.get("null") or {}).get("quantities", {}).get(mode, {}).get(q)
+            if nul and result["null"]["null_draws"]:               # the label-permutation null beside the curve
+                from ..plots import draw_null_band
+                draw_null_band(a, x, [r["null"] for r in nul], line.get_color(), f"{mode}, shuffled labels")
         a.set_xticks(x, ticks)
         a.set_title(f"{lab} (95 % interval, {len(cfg['seeds'])} seeds)")
         a.legend(fontsize=8)

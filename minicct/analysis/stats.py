@@ -21,6 +21,13 @@ Trend rule ("X rises along the encoders"), on paired differences within a replic
     inconclusive  otherwise (including fewer than 2 replicates with finite values).
 `compare_verdict` applies the same rule to one paired difference (e.g. ANDC minus a baseline), and
 `no_loss_verdict` decides "without affecting the accuracy" against a stated tolerance.
+
+Null rule (`null_check`, beside the verdict rules above, which it does not change): every claim is also
+decided, by the same rule, on the label-permutation null (nulls.sweep_with_null: read-outs trained and fields
+computed with shuffled labels). If the null meets the claim too, the claim does not show label information:
+the row says "not label-driven: the null shows it too". If the real run meets it and the null does not (and, for
+a trend, the excess -- real minus null, paired within a seed -- shows the trend too): "label-driven". Otherwise
+nothing is claimed.
 Shape legend: S replicates (seeds), E positions (tokenizer + encoders).
 """
 from __future__ import annotations
@@ -33,6 +40,10 @@ from scipy.special import stdtrit   # Student t quantile (what scipy.stats.t.ppf
                                      # 0.4 s to import)
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+LABEL_DRIVEN, NOT_LABEL_DRIVEN = "label-driven", "not label-driven: the null shows it too"
+NULL_RULE = ("judged on the label-permutation null by the same rule: 'not label-driven' if the null meets the claim "
+             "too; 'label-driven' if the real run meets it, the null does not and (for a trend) the excess over the "
+             "null, paired within a seed, shows the trend as well")
 
 
 @dataclass
@@ -216,3 +227,26 @@ def verdict_from(s, direction="greater", tolerance=None):
         return SUPPORTED if s.lo > -tolerance else CONTRADICTED if s.hi < -tolerance else INCONCLUSIVE
     side = _side(s, _sign(direction))
     return SUPPORTED if side > 0 else CONTRADICTED if side < 0 else INCONCLUSIVE
+
+
+def null_check(verdict, null_verdict, excess_verdict=None):
+    """The null rule of the module docstring: the words for a claim's real verdict beside its verdict under the
+    label-permutation null (both from the same rule). null_verdict None: no null was run. excess_verdict: for a
+    trend, the verdict of the same trend on the excess (real minus null, paired within a seed), if available.
+
+        real and null supported                          -> NOT_LABEL_DRIVEN ("not label-driven: the null shows it too")
+        null supported, real not                         -> "only the null shows it (real: <verdict>)"
+        real supported, null not, excess supported/None  -> LABEL_DRIVEN
+        real supported, null not, excess not supported   -> "the null does not show it, but the excess over the null
+                                                            is <excess verdict>"  (not called label-driven)
+        neither supported                                -> "neither shows it"
+    """
+    if null_verdict is None:
+        return "no null run"
+    if null_verdict == SUPPORTED:
+        return NOT_LABEL_DRIVEN if verdict == SUPPORTED else f"only the null shows it (real: {verdict})"
+    if verdict == SUPPORTED:
+        if excess_verdict is None or excess_verdict == SUPPORTED:
+            return LABEL_DRIVEN
+        return f"the null does not show it, but the excess over the null is {excess_verdict}"
+    return "neither shows it"
