@@ -34,8 +34,9 @@ from _common import Clock, add_material_args, load_material
 from minicct.analysis.clusters import greedy_clusters, node_noise, node_signal, snr
 from minicct.analysis.nulls import group_permutation_test, holm
 from minicct.analysis.readout import train_readout
-from minicct.analysis.replicate import (format_positions_table, near_chance_verdict, positions_summary, seeded_snp,
-                                       single_label_verdict, small_clusters_verdict)
+from minicct.analysis.nulls import NULL_DRAWS
+from minicct.analysis.replicate import (LABELS, format_positions_table, near_chance_verdict, positions_summary,
+                                       single_label_verdict, small_clusters_verdict, snp_sweep)
 from minicct.analysis.report import capture
 from minicct.analysis.snp import node_fields, normalise_threshold
 from minicct.analysis.stats import summarise
@@ -44,12 +45,15 @@ from minicct.sites import Site
 
 TABLE = ("accuracy", "clusters_per_node", "cluster_size", "labels_in_clusters", "noise", "snr",
          "single_node_accuracy", "single_node_top_fraction")
+NULL_ROWS = ("accuracy", "cluster_size", "noise", "snr")        # each also printed under permuted labels
 
 
 @dataclass
 class Sweep:
-    """Every read-out of the tokenizer and each encoder, for every mode and seed (replicate.seeded_snp)."""
+    """Every read-out of the tokenizer and each encoder, for every mode and seed, and the same with permuted
+    labels (replicate.snp_sweep)."""
     values: dict        # values[mode][quantity] -> [seeds, positions] (position 0 = tokenizer)
+    null: object        # nulls.NullSweep: null.compare(mode, quantity) -> value, null, excess per position
     report: object      # SNPReport of the first seed (figures)
     kept: dict          # (seed, capture name, mode) -> SiteAnalysis
     seeds: list
@@ -81,21 +85,42 @@ def step_by_step(m, site, args):
 
 
 def sweep_encoders(m, args) -> Sweep:
-    """The tokenizer and every encoder, all read-out modes and seeds (one capture, read-outs on both cores)."""
+    """The tokenizer and every encoder, all read-out modes and seeds (one capture, read-outs on both cores),
+    and --null-draws runs per seed with both label vectors permuted (the no-information null)."""
     seeds, modes = list(range(args.seed, args.seed + args.seeds)), tuple(args.modes.split(","))
-    values, report, kept = seeded_snp(m.params, m.cfg, m.data, site=args.site, modes=modes, seeds=seeds,
-                                      epochs=args.epochs, threshold=args.threshold, out_dir=args.out)
-    return Sweep(values, report, kept, seeds, modes)
+    res = snp_sweep(m.params, m.cfg, m.data, site=args.site, modes=modes, seeds=seeds, epochs=args.epochs,
+                    threshold=args.threshold, out_dir=args.out, null_draws=args.null_draws)
+    return Sweep(res.vals, res.sweep, res.report, res.kept, seeds, modes)
+
+
+def null_rows(sweep, mode) -> str:
+    """The same quantities with permuted labels: what the pipeline gives when the labels carry no information."""
+    lines = []
+    for q in NULL_ROWS:
+        label, scale, digits = LABELS[q]
+        cells = []
+        for c in sweep.null.compare(mode, q):
+            s, f = c["null"], f"{{:.{digits}f}}"
+            cells.append("-" if not np.isfinite(s.mean) else f.format(scale * s.mean) if not np.isfinite(s.lo)
+                         else f"{f.format(scale * s.mean)} [{f.format(scale * s.lo)}, {f.format(scale * s.hi)}]")
+        lines.append(f"  {'null: ' + label:<24}" + "".join(f"{c:>22}" for c in cells))
+    return "\n".join(lines)
 
 
 def print_table(sweep, K, args):
     print(f"\nSNP after each encoder ({args.site}), mean [95 % interval over {len(sweep.seeds)} read-out seeds]. "
           f"noise = ones outside the clusters per node;\nSNR = <signal>/<noise>; single-node accuracy: chance "
           f"{100 / K:.0f} %; top-label fraction = test images on which a node picks its most frequent label.")
+    if sweep.null.draws:
+        print(f"'null:' rows = the same pipeline with the training and test labels permuted ({sweep.null.draws} "
+              f"draw(s) per seed): a number that sits at its null carries no label information.")
     positions = positions_summary(sweep.values)
     for mode in sweep.modes:
         print(format_positions_table(positions, mode, TABLE))
-    print("Look at the noise and cluster-size rows from the tokenizer to the last encoder, and at read-out accuracy.")
+        if sweep.null.draws:
+            print(null_rows(sweep, mode))
+    print("Look at the noise and cluster-size rows from the tokenizer to the last encoder, at read-out accuracy, "
+          "and at each against its null.")
 
 
 def one_node(sweep, names):
@@ -153,6 +178,8 @@ def main(argv=None):
     ap.add_argument("--modes", default="flat,mean,seqpool", help="read-outs: flat (the authors'), mean, seqpool")
     ap.add_argument("--seed", type=int, default=0, help="first read-out seed")
     ap.add_argument("--seeds", type=int, default=3, help="read-out seeds (>= 3 for useful intervals)")
+    ap.add_argument("--null-draws", type=int, default=NULL_DRAWS,
+                    help=f"label-permutation runs per seed (default {NULL_DRAWS}; 0 = no null)")
     ap.add_argument("--out", default="runs/03_snp", help="folder for the figures")
     args = ap.parse_args(argv)
 
@@ -162,7 +189,7 @@ def main(argv=None):
     clock.step(f"Step by step, {site.label()}, flat read-out:")
     step_by_step(m, site, args)
     clock.step(f"The same for the tokenizer and every encoder: {len(args.modes.split(','))} read-outs x "
-               f"{args.seeds} seeds x {m.cfg.num_layers + 1} positions ...")
+               f"{args.seeds} seeds x {m.cfg.num_layers + 1} positions, and {args.null_draws} null draw(s) per seed ...")
     sweep = sweep_encoders(m, args)
     print_table(sweep, m.data.num_classes, args)
     last = one_node(sweep, m.data.class_names)
