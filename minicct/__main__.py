@@ -162,6 +162,25 @@ def _check_data_fits(data, cfg, source):
                          f"{cfg.num_classes} classes (its images are resized only for folder:PATH)")
 
 
+def _use_model_stats(data, cfg, meta):
+    """Normalise `data` as the model was trained (preprocess.choose_stats): the checkpoint's recorded mean/std
+    unless the dataset states its own; prints which. Class names recorded with the model are checked too."""
+    from .preprocess import choose_stats, from_meta
+    pre = from_meta(meta, cfg)
+    data.mean, data.std, note = choose_stats(data, pre)
+    print(note, flush=True)
+    names = (pre or {}).get("class_names")
+    if names and len(names) == data.num_classes and list(names) != [str(c) for c in data.class_names]:
+        print(f"note: the model was trained with classes {_preview(names)}; {data.name} names them "
+              f"{_preview(data.class_names)} (labels are matched by index)", flush=True)
+    return pre
+
+
+def _preview(names, n=4):
+    names = [str(c) for c in names]
+    return ", ".join(names[:n]) + (f", ... ({len(names)})" if len(names) > n else "")
+
+
 def _init_from(args, params, icfg, cfg, data):
     """train --init FILE: parameters to start from. A different number of classes gets a fresh fc (as the
     reference's fc_check); any other difference is an error listing every key and shape."""
@@ -252,11 +271,12 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from . import model as M
     from .datasets import load
-    from .train.loop import evaluate
 
     params, cfg, meta = _load_model(args)
+    out = _check_output_dir(args.out, "--out") if args.out else None
     data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
     _check_data_fits(data, cfg, args.pretrained or args.checkpoint)
+    _use_model_stats(data, cfg, meta)
     x, y = data.x_test, data.y_test
     if args.limit is not None:
         if args.limit > len(y):
@@ -266,9 +286,24 @@ def cmd_evaluate(args):
     estimate = format_seconds(estimate_eval_seconds(cfg, len(y), args.batch_size))
     print(f"evaluating {len(y)} images, estimated {estimate} ...", flush=True)
     t0 = time.time()
-    loss, acc = evaluate(params, cfg, x, y, data.mean, data.std, args.batch_size)
-    print(f"{data.name} test: {len(y)} images, loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}% "
-          f"({time.time() - t0:.1f} s)")
+    from .datasets import to_model_input
+    from .evaluation import format_metrics, metrics, plot_confusion
+    logits = M.predict(params, x, cfg, args.batch_size, transform=lambda b: to_model_input(b, data.mean, data.std))
+    m = metrics(logits, y, cfg.num_classes)
+    print(f"{data.name} test: {len(y)} images, loss {m['loss']:.4f}, top-1 accuracy {100 * m['top1']:.2f}%, "
+          f"top-{m['k']} {100 * m['topk']:.2f}% ({time.time() - t0:.1f} s)")
+    print(format_metrics(m, data.class_names).split("\n", 1)[1])
+    if out is not None:
+        from .io.atomic import atomic_write_text
+        res = out / "evaluation.json"
+        atomic_write_text(res, json.dumps({
+            "command": " ".join(sys.argv), "dataset": data.name, "n": m["n"], "loss": m["loss"], "top1": m["top1"],
+            f"top{m['k']}": m["topk"], "class_names": [str(c) for c in data.class_names],
+            "per_class_accuracy": [None if a != a else float(a) for a in m["per_class"]],
+            "support": m["support"].tolist(), "confusion": m["confusion"].tolist(),
+            "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std]}, indent=1) + "\n")
+        print(f"results: {res}")
+        print(f"figure: {plot_confusion(m['confusion'], data.class_names, out / 'confusion.png')}")
     if meta.get("test_acc") is not None:
         print(f"recorded in the checkpoint: {100 * meta['test_acc']:.2f}%")
     if meta.get("published_top1") is not None:
@@ -286,9 +321,10 @@ def cmd_snp(args):
     from .datasets import load
 
     out = _check_output_dir(args.out, "--out")            # before the analysis, not after it
-    params, cfg, _ = _load_model(args)
+    params, cfg, meta = _load_model(args)
     data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
     _check_data_fits(data, cfg, args.pretrained or args.checkpoint)
+    _use_model_stats(data, cfg, meta)
     if args.n_train is not None and args.n_train > len(data.y_train):
         raise ValueError(f"--n-train {args.n_train} but {data.name} has {len(data.y_train)} training images")
     if args.n_train is not None and len(np.unique(data.y_train[:args.n_train])) < data.num_classes:
@@ -348,11 +384,24 @@ _TORCH_SNIPPET = """\
 import torch
 from src.cct import CCT                  # SHI-Labs/Compact-Transformers
 model = CCT({kwargs})
-{tokenizer}model.load_state_dict(torch.load("{out}", weights_only=True)); model.eval()"""
+{tokenizer}model.load_state_dict(torch.load("{out}", weights_only=True)); model.eval()
+{preprocess}
+{classes}
+# logits = model(preprocess(pil_image).unsqueeze(0)); print(classes[logits.argmax(1).item()])"""
 
 
-def torch_snippet(cfg, out) -> str:
-    """The PyTorch lines that build the official CCT class for `cfg` and load the exported state_dict."""
+def torch_snippet(cfg, out, pre=None) -> str:
+    """The PyTorch lines that build the official CCT class for `cfg`, load the exported state_dict, and
+    prepare images as in training (`pre`: the preprocessing record, preprocess.from_meta; None: not recorded)."""
+    from .preprocess import normalize_line
+    names = (pre or {}).get("class_names")
+    if names and len(names) == cfg.num_classes:
+        classes = f"classes = {[str(c) for c in names]!r}"
+        if len(classes) > 400:
+            classes = (f"import json; classes = json.load(open({str(Path(out).with_suffix('.json'))!r}))"
+                       f"['label_names']   # {len(names)} names")
+    else:
+        classes = f"classes = [str(i) for i in range({cfg.num_classes})]   # class names not recorded"
     kw = dict(img_size=cfg.img_size, embedding_dim=cfg.embedding_dim, n_input_channels=cfg.n_input_channels,
               n_conv_layers=cfg.n_conv_layers, kernel_size=cfg.kernel_size, stride=cfg.conv_stride,
               padding=cfg.conv_padding, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
@@ -364,25 +413,45 @@ def torch_snippet(cfg, out) -> str:
                f"padding={cfg.conv_padding}, n_conv_layers={cfg.n_conv_layers}, "
                f"n_input_channels={cfg.n_input_channels}, n_output_channels={cfg.embedding_dim}, "
                f"in_planes={cfg.in_planes}, max_pool=True, activation=torch.nn.ReLU, conv_bias=False)\n")
-    return _TORCH_SNIPPET.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kw.items()), tokenizer=tok, out=out)
+    return _TORCH_SNIPPET.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kw.items()), tokenizer=tok, out=out,
+                                 preprocess=normalize_line(pre), classes=classes)
 
 
 def cmd_export(args):
     from .io.torch_io import from_params, save_state_dict
     from .io.npz_checkpoint import save_checkpoint
+    from .preprocess import from_meta, normalize_line, record, write_pretrained_cfg
 
     params, cfg, meta = _load_any(args.checkpoint, args, model=args.model)
+    pre = from_meta(meta, cfg)
+    if args.dataset:                                   # statistics for a checkpoint that records none
+        from .datasets import load
+        data = load(args.dataset, download=not args.no_download,
+                    **({"img_size": cfg.img_size} if args.dataset.startswith("folder:") else {}))
+        _check_data_fits(data, cfg, args.checkpoint)
+        if pre:
+            print(f"note: the checkpoint records its preprocessing ({pre.get('source')}); --dataset "
+                  f"{args.dataset} replaces it")
+        pre = record(data, source=f"--dataset {args.dataset}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
         keep = {k: meta[k] for k in ("arch", "epoch", "metric", "test_acc", "dataset") if k in meta}
+        if pre:
+            keep["preprocess"] = pre
         save_checkpoint(out, params, cfg, dict(keep, exported_from=str(args.checkpoint)))
-        print(f"wrote {out}: minicct checkpoint ({len(params)} tensors)")
+        print(f"wrote {out}: minicct checkpoint ({len(params)} tensors)" +
+              ("" if pre else "; no mean/std recorded (give --dataset NAME to record its statistics)"))
         return 0
     save_state_dict(from_params(params), out)
+    side = write_pretrained_cfg(out.with_suffix(".json"), cfg, pre, weights=out.name,
+                                arch=meta.get("model") or meta.get("arch"))
     print(f"wrote {out}: PyTorch state_dict, {len(params)} float32 tensors under the official CCT names")
+    print(f"wrote {side}: preprocessing (timm pretrained_cfg keys: input_size, mean, std, interpolation, "
+          f"num_classes, label_names)" + ("" if pre else "; mean/std NOT recorded in the checkpoint: give "
+                                          "--dataset NAME (the training data) to record them"))
     print("load it in PyTorch (torch.load(..., weights_only=True) needs no other code):")
-    print(torch_snippet(cfg, out))
+    print(torch_snippet(cfg, out, pre))
     return 0
 
 
@@ -394,17 +463,19 @@ def cmd_replicate(args):
     models = []
     if args.pretrained:
         from .io.pretrained import load_pretrained
-        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download, allow_http=args.allow_http)
-        models.append((args.pretrained, params, cfg))
+        params, cfg, meta = load_pretrained(args.pretrained, download=not args.no_download,
+                                            allow_http=args.allow_http)
+        models.append((args.pretrained, params, cfg, meta))
     else:
         for path in args.checkpoint:                   # .npz, .pth or training checkpoint alike
-            params, cfg, _ = _load_any(path, args, model=args.model)
-            models.append((path, params, cfg))
+            params, cfg, meta = _load_any(path, args, model=args.model)
+            models.append((path, params, cfg, meta))
     t_all = time.time()
-    for name, params, cfg in models:
+    for name, params, cfg, meta in models:
         t0 = time.time()
         data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
         _check_data_fits(data, cfg, name)
+        _use_model_stats(data, cfg, meta)
         title = (f"{Path(name).name}: {cfg.num_layers} encoders x {cfg.num_heads} heads, {data.name}, "
                  f"read-out seeds {seeds[0]}..{seeds[-1]}")
         print(f"\n== {title}", flush=True)
@@ -481,6 +552,8 @@ def main(argv=None):
     _add_data_args(p)
     p.add_argument("--batch-size", type=positive_int, default=250)
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test images")
+    p.add_argument("--out", default="runs/evaluate", help="folder for evaluation.json (top-1, top-5, per-class "
+                   "accuracy, confusion matrix) and confusion.png (default runs/evaluate; '' writes nothing)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("snp", help="the single-nodal-performance analysis of a checkpoint",
@@ -521,7 +594,12 @@ def main(argv=None):
                        ".pth that torch.load(weights_only=True) and the official CCT class load (--out X.pth), "
                        "or to a minicct .npz (--out X.npz). Prints the PyTorch lines that load it.")
     _add_checkpoint_args(p)
-    p.add_argument("--out", required=True, help="destination: .pth (PyTorch) or .npz (minicct)")
+    p.add_argument("--out", required=True, help="destination: .pth (PyTorch; its preprocessing goes to the "
+                   ".json beside it) or .npz (minicct)")
+    p.add_argument("--dataset", default=None, type=_dataset_name, metavar="NAME",
+                   help="record this dataset's mean, std and class names (for a checkpoint that records none: "
+                        "give the data it was trained on)")
+    p.add_argument("--no-download", action="store_true", help="with --dataset: never download")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("replicate", help="the claims table: each claim of the paper, measured over read-out seeds",
