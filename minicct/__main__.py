@@ -1,4 +1,4 @@
-"""Command line: python -m minicct {train, evaluate, snp, snp-arrays, replicate, export, info} ... (each with --help)."""
+"""Command line: python -m minicct {train, evaluate, snp, snp-arrays, replicate, export, info, cache} ... (each with --help)."""
 from __future__ import annotations
 
 import argparse
@@ -136,6 +136,11 @@ def _load_any(path, args, model=None):
     """load_any_checkpoint with the CLI options; prints the one-line report. Returns (params, cfg, meta)."""
     from .io.checkpoints import load_any_checkpoint
     from .io.torch_io import UnsafeCheckpointError
+    from .resources import resolve_shipped
+    found = resolve_shipped(path)                       # data/checkpoints/... also after `pip install`
+    if str(found) != str(path):
+        print(f"{path}: not in the current folder; using the one shipped with minicct: {found}", flush=True)
+        path = found
     try:
         params, cfg, meta = load_any_checkpoint(path, heads=args.heads, model=model, ema=args.ema)
     except UnsafeCheckpointError as e:      # a pickle.UnpicklingError: reported like every other bad input
@@ -498,6 +503,45 @@ def cmd_replicate(args):
     return 0
 
 
+def _shipped_exists(path):
+    from .resources import resolve_shipped
+    return resolve_shipped(path).exists()
+
+
+def _cache_entries(folder):
+    """The cache entries of `folder` (data_dir()): everything but the committed README.md, checkpoints/, samples/
+    and hidden files, with their sizes in bytes."""
+    keep = {"README.md", "checkpoints", "samples"}
+    out = []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if p.name in keep or p.name.startswith("."):
+            continue
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+        out.append((p, size))
+    return out
+
+
+def cmd_cache(args):
+    import shutil
+    from .datasets import data_dir
+    folder = data_dir()
+    why = ("$MINICCT_DATA" if os.environ.get("MINICCT_DATA") else
+           "data/ of this checkout" if (folder.parent / "setup.cfg").is_file() else "the user cache folder")
+    entries = _cache_entries(folder)
+    print(f"cache folder: {folder} ({why}; set MINICCT_DATA to move it)")
+    for p, size in entries:
+        print(f"  {size / 1e6:9.1f} MB  {p.name}{'/' if p.is_dir() else ''}")
+    print(f"  {sum(s for _, s in entries) / 1e6:9.1f} MB  in {len(entries)} entries")
+    if args.clear:
+        for p, _ in entries:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            print(f"deleted {p}")
+        print("the committed checkpoints and README (if any) are kept; downloads are fetched again when needed")
+    elif entries:
+        print("clear them with: python -m minicct cache --clear")
+    return 0
+
+
 def cmd_info(args):
     from . import __version__
     from . import model as M
@@ -506,6 +550,14 @@ def cmd_info(args):
         cfg = M.get_config(name)
         print(f"  {name:<16} {M.count_params(cfg):>11,} params  {cfg.seq_len:4d} tokens  L={cfg.num_layers} "
               f"h={cfg.num_heads} D={cfg.embedding_dim} K={cfg.num_classes}")
+    from .datasets import data_dir
+    from .resources import checkout_root, shipped_checkpoints
+    root = checkout_root()
+    print(f"running from: {root if root else Path(__file__).resolve().parent} "
+          f"({'source checkout' if root else 'installed package'})")
+    for c in shipped_checkpoints():
+        print(f"  shipped checkpoint: {c}")
+    print(f"caches: {data_dir()} (python -m minicct cache lists and clears them)")
     return 0
 
 
@@ -607,7 +659,7 @@ def main(argv=None):
                        "seeds with its 95 %% interval, against its null or baseline, with a verdict (supported / "
                        "contradicted / inconclusive). Writes claims.json, claims.md and claims.png.")
     p.add_argument("--checkpoint", nargs="+", default=[c for c in ("data/checkpoints/classroom.npz",
-                   "data/checkpoints/classroom_4heads.npz") if Path(c).exists()] or ["data/checkpoints/classroom.npz"],
+                   "data/checkpoints/classroom_4heads.npz") if _shipped_exists(c)] or ["data/checkpoints/classroom.npz"],
                    help="one or more checkpoints: minicct .npz, PyTorch .pth state_dicts or timm/SHI-Labs training "
                         "checkpoints (default: the committed classroom checkpoints)")
     _add_checkpoint_args(p, what="--init")              # --heads, --ema (for .pth files)
@@ -632,6 +684,13 @@ def main(argv=None):
 
     p = sub.add_parser("info", help="list the model variants and their parameter counts")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("cache", help="where the download and image caches are, their sizes; --clear deletes them",
+                       description="Caches (downloaded datasets, decoded image folders, official weights, the "
+                       "embedded dataset) live in $MINICCT_DATA, else data/ of a source checkout, else "
+                       "~/.cache/minicct. Lists them; --clear deletes them (committed checkpoints are kept).")
+    p.add_argument("--clear", action="store_true", help="delete every cache entry listed")
+    p.set_defaults(func=cmd_cache)
 
     for sp in sub.choices.values():  # --debug also after the subcommand; SUPPRESS keeps a top-level one
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -83,13 +83,15 @@ def get_exercise(exercise_id):
 
 
 def exercises_dir():
-    """The folder of the exercise files: lessons/exercises of this checkout, else of the current directory."""
-    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
-        folder = base / "lessons" / "exercises"
-        if folder.is_dir():
+    """The folder of the exercise files: lessons/exercises of this checkout, else of the current directory,
+    else the copy installed with minicct (minicct/_data/lessons/exercises; see minicct.resources)."""
+    from ..resources import checkout_root, package_data_root
+    for base in (checkout_root(), Path.cwd(), package_data_root()):
+        folder = base / "lessons" / "exercises" if base is not None else None
+        if folder is not None and folder.is_dir() and any(folder.glob("ex0*.py")):
             return folder
-    raise FileNotFoundError("cannot find lessons/exercises (neither in the minicct checkout nor in the current "
-                            "directory): run from the repository, or pass --file / --dir")
+    raise FileNotFoundError("cannot find lessons/exercises (not in a minicct checkout, the current directory or "
+                            "the installed package): pass --file / --dir")
 
 
 def default_file(exercise_id, folder=None):
@@ -151,7 +153,9 @@ def list_text():
     for e in EXERCISES.values():
         rows.append(f"{e.id:<4}{e.minutes:<9}{e.title:<44}{', '.join(e.functions)}")
     rows.append("")
-    rows.append(f"files: {folder if folder else 'lessons/exercises (not found from here)'}/exNN_*.py")
+    rows.append(f"files: {folder / 'exNN_*.py'}" if folder else
+                "files: not found from here (no lessons/exercises); grade your own with --file / --dir")
+    rows.append(f"copy them to work on: cp {folder / 'ex0*.py'} my_folder/" if folder else "")
     rows.append("check: python -m minicct.exercises check NN [--file path/to/your_file.py]")
     return "\n".join(rows)
 
