@@ -363,9 +363,11 @@ def cmd_snp(args):
 def cmd_snp_arrays(args):
     from .io.features import analyse_features, format_table, head_analysis, read_features
 
-    fs = read_features(args.features)
+    fs = read_features(args.features, layout=args.layout)
     print(f"{args.features}: {len(fs.sites)} sites, {len(fs.y_train)} train / {len(fs.y_test)} test rows, "
-          f"{fs.num_classes} classes; " + ", ".join(f"{s} [T={t}, D={d}]" for s, (t, d) in fs.shapes.items()),
+          f"{fs.num_classes} classes; " + ", ".join(
+              f"{s} [T={t}, D={d}" + (f", from {fs.layouts[s]}]" if fs.layouts.get(s) not in ("NTD", "ND") else "]")
+              for s, (t, d) in fs.shapes.items()),
           flush=True)
     t0 = time.time()
     rep = analyse_features(fs, modes=tuple(args.modes.split(",")), epochs=args.epochs, threshold=args.threshold,
@@ -631,6 +633,9 @@ def main(argv=None):
                        description="Read-outs, node fields, clusters, noise, SNR (and with --head-dim the head "
                        "analysis) of every site in a features file. " + FORMAT_HELP)
     p.add_argument("features", help="FEATURES.npz (layout above)")
+    p.add_argument("--layout", default=None, choices=["NTD", "NCT", "NCHW", "NHWC"],
+                   help="layout of the arrays the file does not record one for: NTD = [N, tokens, nodes], NCT = "
+                        "[N, channels, positions] (e.g. out.flatten(2)); 4-D maps are NCHW unless NHWC is given")
     p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
                    help="read-out modes, comma separated: flat,mean,seqpool")
     p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
