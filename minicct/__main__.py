@@ -462,11 +462,37 @@ def cmd_export(args):
     return 0
 
 
+def _row_verdict(text):
+    """One verdict per claims row: a row comparing several spans ("tokenizer -> enc 4: supported; enc 1 ->
+    enc 4: inconclusive") is 'mixed' when they differ."""
+    import re
+    parts = re.findall(r"\b(supported|contradicted|inconclusive)\b", str(text))
+    if not parts:
+        return str(text).split()[0] if str(text).split() else "none"
+    return parts[0] if len(set(parts)) == 1 else "mixed"
+
+
+def _verdict_list(rows, width=100):
+    """claim -> verdict, one short line per row (the terminal's view of claims.md)."""
+    lines = []
+    for i, r in enumerate(rows, 1):
+        claim = " ".join(str(r["claim"]).split())
+        v = str(r["verdict"])
+        room = max(30, width - len(v) - 8)
+        claim = claim if len(claim) <= room else claim[:room - 1] + "…"
+        lines.append(f"{i:3d}. {claim} -> {v}")
+    return "\n".join(lines)
+
+
 def cmd_replicate(args):
-    from .analysis.replicate import format_claims_table, format_positions_table, replicate, write_outputs
+    from .analysis.replicate import format_positions_table, replicate, write_outputs
     from .datasets import load
 
     seeds = list(range(args.seed, args.seed + args.seeds))
+    if args.seeds < 3:
+        print(f"warning: --seeds {args.seeds}: with fewer than 3 read-out seeds the 95 % intervals are very wide "
+              f"(t quantile {'12.7' if args.seeds == 2 else 'undefined'}) and verdicts mostly inconclusive; use "
+              f"--seeds 3 or more", file=sys.stderr, flush=True)
     models = []
     if args.pretrained:
         from .io.pretrained import load_pretrained
@@ -494,12 +520,17 @@ def cmd_replicate(args):
         print(f"\nPer-encoder quantities, mean [95 % interval over {len(seeds)} read-out seeds]:")
         for mode in res["positions"]:
             print(format_positions_table(res["positions"], mode))
-        print()
-        print(format_claims_table(res, title))
-        verdicts = " ".join(r["verdict"] for r in res["rows"])
-        print(f"\n{len(res['rows'])} rows; verdicts: " + ", ".join(
-            f"{verdicts.count(v)} {v}" for v in ("supported", "contradicted", "inconclusive"))
-            + f"  ({time.time() - t0:.0f} s)")
+        print("\nClaims -> verdicts (the full table, with measured values and nulls, is in claims.md):")
+        print(_verdict_list(res["rows"]))
+        counts = {}
+        for r in res["rows"]:
+            v = _row_verdict(r["verdict"])
+            counts[v] = counts.get(v, 0) + 1
+        order = [v for v in ("supported", "contradicted", "inconclusive", "mixed") if v in counts] + \
+            [v for v in counts if v not in ("supported", "contradicted", "inconclusive", "mixed")]
+        print(f"\n{len(res['rows'])} rows: " + ", ".join(f"{counts[v]} {v}" for v in order)
+              + (" (mixed: a row whose spans got different verdicts)" if "mixed" in counts else "")
+              + f"  ({time.time() - t0:.0f} s)")
         print(f"written: {paths['json']}, {paths['md']}, {paths['png']}")
     print(f"replicate done in {time.time() - t_all:.0f} s")
     return 0
