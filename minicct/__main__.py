@@ -478,6 +478,8 @@ def _verdict_list(rows, width=100):
     for i, r in enumerate(rows, 1):
         claim = " ".join(str(r["claim"]).split())
         v = str(r["verdict"])
+        if len(v) > 40:                                  # several spans or SNR variants: the row's verdict
+            v = f"{_row_verdict(v)} (per part in claims.md)"
         room = max(30, width - len(v) - 8)
         claim = claim if len(claim) <= room else claim[:room - 1] + "…"
         lines.append(f"{i:3d}. {claim} -> {v}")

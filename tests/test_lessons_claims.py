@@ -36,7 +36,7 @@ def test_lesson_08_runs_the_replicate_command(tiny, tmp_path, monkeypatch, capsy
     summary = [ln for ln in out.splitlines() if re.match(r"\d+ rows: ", ln)][0]
     n_rows = int(summary.split()[0])
     assert sum(int(w) for w in re.findall(r"(\d+) (?:supported|contradicted|inconclusive|mixed)", summary)) == n_rows
-    assert max(len(ln) for ln in out.splitlines() if re.match(r"\s*\d+\. .* -> ", ln)) < 170
+    assert max(len(ln) for ln in out.splitlines() if re.match(r"\s*\d+\. .* -> ", ln)) < 110
     assert (tmp_path / "claims.json").exists() and (tmp_path / "claims.png").exists()
 
 
