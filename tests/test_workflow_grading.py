@@ -34,13 +34,14 @@ def test_time_limit_stops_an_infinite_loop(tmp_path):
     assert r["status"] == "failed" and "did not finish within 0.3 s" in r["report"]
 
 
-def test_importing_minicct_is_flagged_and_does_not_pass(tmp_path):
+def test_importing_minicct_is_flagged(tmp_path):
     _student(tmp_path / "s", ex07=CHEAT)
     path = tmp_path / "s" / "ex07_andc_mask.py"
     assert minicct_imports(path)[0][0] == 1
     r = grade("07", path)
     assert r["status"] == "passed" and r["imports_minicct"] and "FLAG" in r["report"]
-    assert main(["check", "07", "--file", str(path)]) == 1
+    assert main(["check", "07", "--file", str(path), "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["student"][0]["imports_minicct"]
 
 
 def test_class_mode_table_json_csv_and_extra_cases(tmp_path, capsys):
