@@ -9,8 +9,9 @@ labels (minicct/io/features.py documents the file). So it applies to networks mi
 
   with PyTorch installed (backend torch): a tiny ViT written below (patch 4 -> 64 tokens, D = 64, 2 blocks of
       2 heads, mean-pooled head; no torchvision) is trained for --torch-epochs epochs on the embedded dataset;
-      forward hooks on its blocks record, for every image, the patch embedding, each block's concatenated head
-      outputs (before the output projection) and each block's output; they are written to FEATURES.npz;
+      minicct.capture_torch.capture_features (forward hooks by module name) records, for every image, the
+      patch embedding, each block's concatenated head outputs (before the output projection) and each block's
+      output, and writes them to FEATURES.npz;
   without PyTorch (backend minicct): the committed classroom CCT's activations at the same kinds of sites
       (tokens, enc{e}.mha_heads, enc{e}.out), written through the very same file format.
 
@@ -28,8 +29,6 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
 
 from minicct.datasets import load  # noqa: E402
 from minicct.io.features import (analyse_features, format_table, head_analysis, read_features,  # noqa: E402
@@ -95,35 +94,15 @@ def torch_features(data, n_train, n_test, epochs, seed, out):
             loss.backward()
             opt.step()
         print(f"  torch epoch {e + 1}/{epochs}: loss {loss.item():.3f}", flush=True)
-    net.eval()
-    sites = {"embed": net.embed}
-    for i, b in enumerate(net.blocks):
-        sites[f"block{i}.heads"], sites[f"block{i}.out"] = b.attn.heads_out, b
-    store = {}
-
-    def hook(name):
-        def fn(module, inputs, output):
-            a = output.detach()
-            if a.ndim == 4:                          # conv map [N, C, H, W] -> [N, H*W, C]
-                a = a.flatten(2).transpose(1, 2)
-            store.setdefault(name, []).append(a.numpy().astype(np.float32))
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in sites.items()]
-    arrays = {}
-    with torch.no_grad():
-        for split, x, n in (("train", data.x_train, n_train), ("test", data.x_test, n_test)):
-            store.clear()
-            logits = torch.cat([net(prep(x[s:min(s + 500, n)])) for s in range(0, n, 500)])
-            for name in sites:
-                arrays.setdefault(name, {})[split] = np.concatenate(store[name])
-            if split == "test":
-                acc = float((logits.argmax(1).numpy() == data.y_test[:n]).mean())
-                print(f"  the tiny ViT's own test top-1 on {n} images: {100 * acc:.1f}%")
-    for h in handles:
-        h.remove()
-    return write_features(out, {n: (a["train"], a["test"]) for n, a in arrays.items()}, data.y_train[:n_train],
-                          data.y_test[:n_test], data.class_names)
+    # minicct.capture_torch: forward hooks on the named modules, eval mode, no_grad, batches; the conv map of
+    # `embed` [N, 64, 8, 8] is stored as [N, 64 positions, 64 channels]; the file records its layout.
+    from minicct.capture_torch import capture_features
+    sites = {"embed": "embed"}
+    for i in range(len(net.blocks)):
+        sites[f"block{i}.heads"], sites[f"block{i}.out"] = f"blocks.{i}.attn.heads_out", f"blocks.{i}"
+    return capture_features(net, sites, out, train=(data.x_train[:n_train], data.y_train[:n_train]),
+                            test=(data.x_test[:n_test], data.y_test[:n_test]), class_names=data.class_names,
+                            batch_size=500, mean=data.mean, std=data.std)
 
 
 def minicct_features(data, n_train, n_test, checkpoint, out):

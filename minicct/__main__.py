@@ -1,4 +1,4 @@
-"""Command line: python -m minicct {train, evaluate, snp, snp-arrays, replicate, export, info} ... (each with --help)."""
+"""Command line: python -m minicct {train, evaluate, snp, snp-arrays, replicate, export, info, cache} ... (each with --help)."""
 from __future__ import annotations
 
 import argparse
@@ -88,10 +88,10 @@ def _check_output_dir(path, what):
 
 
 def _dataset_for(args, checkpoint=None) -> str:
-    """--dataset, with "auto" resolved: the committed checkpoints' own images (paths.SHIPPED_DATA), else embedded."""
+    """--dataset, with "auto" resolved: the committed checkpoints' own images (resources.SHIPPED_DATA), else embedded."""
     if args.dataset != "auto":
         return args.dataset
-    from .paths import SHIPPED_DATA
+    from .resources import SHIPPED_DATA
     return SHIPPED_DATA.get(Path(str(checkpoint)).name, "embedded") if checkpoint else "embedded"
 
 
@@ -162,6 +162,11 @@ def _load_any(path, args, model=None):
     """load_any_checkpoint with the CLI options; prints the one-line report. Returns (params, cfg, meta)."""
     from .io.checkpoints import load_any_checkpoint
     from .io.torch_io import UnsafeCheckpointError
+    from .resources import resolve_shipped
+    found = resolve_shipped(path)                       # data/checkpoints/... also after `pip install`
+    if str(found) != str(path):
+        print(f"{path}: not in the current folder; using the one shipped with minicct: {found}", flush=True)
+        path = found
     try:
         params, cfg, meta = load_any_checkpoint(path, heads=args.heads, model=model, ema=args.ema)
     except UnsafeCheckpointError as e:      # a pickle.UnpicklingError: reported like every other bad input
@@ -186,6 +191,25 @@ def _check_data_fits(data, cfg, source):
         raise ValueError(f"the model ({source}) expects {cfg.num_classes} classes at {cfg.img_size}px, the dataset "
                          f"{data.name} has {data.num_classes} classes at {data.img_size}px; use a dataset with "
                          f"{cfg.num_classes} classes (its images are resized only for folder:PATH)")
+
+
+def _use_model_stats(data, cfg, meta):
+    """Normalise `data` as the model was trained (preprocess.choose_stats): the checkpoint's recorded mean/std
+    unless the dataset states its own; prints which. Class names recorded with the model are checked too."""
+    from .preprocess import choose_stats, from_meta
+    pre = from_meta(meta, cfg)
+    data.mean, data.std, note = choose_stats(data, pre)
+    print(note, flush=True)
+    names = (pre or {}).get("class_names")
+    if names and len(names) == data.num_classes and list(names) != [str(c) for c in data.class_names]:
+        print(f"note: the model was trained with classes {_preview(names)}; {data.name} names them "
+              f"{_preview(data.class_names)} (labels are matched by index)", flush=True)
+    return pre
+
+
+def _preview(names, n=4):
+    names = [str(c) for c in names]
+    return ", ".join(names[:n]) + (f", ... ({len(names)})" if len(names) > n else "")
 
 
 def _init_from(args, params, icfg, cfg, data):
@@ -278,12 +302,13 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from . import model as M
     from .datasets import load
-    from .train.loop import evaluate
 
     params, cfg, meta = _load_model(args)
     args.dataset = _dataset_for(args, None if args.pretrained else args.checkpoint)
+    out = _check_output_dir(args.out, "--out") if args.out else None
     data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
     _check_data_fits(data, cfg, args.pretrained or args.checkpoint)
+    _use_model_stats(data, cfg, meta)
     x, y = data.x_test, data.y_test
     if args.limit is not None:
         if args.limit > len(y):
@@ -293,9 +318,24 @@ def cmd_evaluate(args):
     estimate = format_seconds(estimate_eval_seconds(cfg, len(y), args.batch_size))
     print(f"evaluating {len(y)} images, estimated {estimate} ...", flush=True)
     t0 = time.time()
-    loss, acc = evaluate(params, cfg, x, y, data.mean, data.std, args.batch_size)
-    print(f"{data.name} test: {len(y)} images, loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}% "
-          f"({time.time() - t0:.1f} s)")
+    from .datasets import to_model_input
+    from .evaluation import format_metrics, metrics, plot_confusion
+    logits = M.predict(params, x, cfg, args.batch_size, transform=lambda b: to_model_input(b, data.mean, data.std))
+    m = metrics(logits, y, cfg.num_classes)
+    print(f"{data.name} test: {len(y)} images, loss {m['loss']:.4f}, top-1 accuracy {100 * m['top1']:.2f}%, "
+          f"top-{m['k']} {100 * m['topk']:.2f}% ({time.time() - t0:.1f} s)")
+    print(format_metrics(m, data.class_names).split("\n", 1)[1])
+    if out is not None:
+        from .io.atomic import atomic_write_text
+        res = out / "evaluation.json"
+        atomic_write_text(res, json.dumps({
+            "command": " ".join(sys.argv), "dataset": data.name, "n": m["n"], "loss": m["loss"], "top1": m["top1"],
+            f"top{m['k']}": m["topk"], "class_names": [str(c) for c in data.class_names],
+            "per_class_accuracy": [None if a != a else float(a) for a in m["per_class"]],
+            "support": m["support"].tolist(), "confusion": m["confusion"].tolist(),
+            "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std]}, indent=1) + "\n")
+        print(f"results: {res}")
+        print(f"figure: {plot_confusion(m['confusion'], data.class_names, out / 'confusion.png')}")
     if meta.get("test_acc") is not None:
         print(f"recorded in the checkpoint: {100 * meta['test_acc']:.2f}%")
     if meta.get("published_top1") is not None:
@@ -313,10 +353,11 @@ def cmd_snp(args):
     from .datasets import load
 
     out = _check_output_dir(args.out, "--out")            # before the analysis, not after it
-    params, cfg, _ = _load_model(args)
+    params, cfg, meta = _load_model(args)
     args.dataset = _dataset_for(args, None if args.pretrained else args.checkpoint)
     data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
     _check_data_fits(data, cfg, args.pretrained or args.checkpoint)
+    _use_model_stats(data, cfg, meta)
     if args.n_train is not None and args.n_train > len(data.y_train):
         raise ValueError(f"--n-train {args.n_train} but {data.name} has {len(data.y_train)} training images")
     if args.n_train is not None and len(np.unique(data.y_train[:args.n_train])) < data.num_classes:
@@ -387,9 +428,11 @@ def cmd_snp_arrays(args):
     from .io.features import analyse_features, format_table, head_analysis, read_features
 
     out = _check_output_dir(args.out, "--out") if args.out else None    # before the analysis, not after it
-    fs = read_features(args.features)
+    fs = read_features(args.features, layout=args.layout)
     print(f"{args.features}: {len(fs.sites)} sites, {len(fs.y_train)} train / {len(fs.y_test)} test rows, "
-          f"{fs.num_classes} classes; " + ", ".join(f"{s} [T={t}, D={d}]" for s, (t, d) in fs.shapes.items()),
+          f"{fs.num_classes} classes; " + ", ".join(
+              f"{s} [T={t}, D={d}" + (f", from {fs.layouts[s]}]" if fs.layouts.get(s) not in ("NTD", "ND") else "]")
+              for s, (t, d) in fs.shapes.items()),
           flush=True)
     head_sites = _head_sites(args, fs)
     modes = tuple(args.modes.split(","))
@@ -466,11 +509,24 @@ _TORCH_SNIPPET = """\
 import torch
 from src.cct import CCT                  # SHI-Labs/Compact-Transformers
 model = CCT({kwargs})
-{tokenizer}model.load_state_dict(torch.load("{out}", weights_only=True)); model.eval()"""
+{tokenizer}model.load_state_dict(torch.load("{out}", weights_only=True)); model.eval()
+{preprocess}
+{classes}
+# logits = model(preprocess(pil_image).unsqueeze(0)); print(classes[logits.argmax(1).item()])"""
 
 
-def torch_snippet(cfg, out) -> str:
-    """The PyTorch lines that build the official CCT class for `cfg` and load the exported state_dict."""
+def torch_snippet(cfg, out, pre=None) -> str:
+    """The PyTorch lines that build the official CCT class for `cfg`, load the exported state_dict, and
+    prepare images as in training (`pre`: the preprocessing record, preprocess.from_meta; None: not recorded)."""
+    from .preprocess import normalize_line
+    names = (pre or {}).get("class_names")
+    if names and len(names) == cfg.num_classes:
+        classes = f"classes = {[str(c) for c in names]!r}"
+        if len(classes) > 400:
+            classes = (f"import json; classes = json.load(open({str(Path(out).with_suffix('.json'))!r}))"
+                       f"['label_names']   # {len(names)} names")
+    else:
+        classes = f"classes = [str(i) for i in range({cfg.num_classes})]   # class names not recorded"
     kw = dict(img_size=cfg.img_size, embedding_dim=cfg.embedding_dim, n_input_channels=cfg.n_input_channels,
               n_conv_layers=cfg.n_conv_layers, kernel_size=cfg.kernel_size, stride=cfg.conv_stride,
               padding=cfg.conv_padding, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
@@ -482,48 +538,98 @@ def torch_snippet(cfg, out) -> str:
                f"padding={cfg.conv_padding}, n_conv_layers={cfg.n_conv_layers}, "
                f"n_input_channels={cfg.n_input_channels}, n_output_channels={cfg.embedding_dim}, "
                f"in_planes={cfg.in_planes}, max_pool=True, activation=torch.nn.ReLU, conv_bias=False)\n")
-    return _TORCH_SNIPPET.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kw.items()), tokenizer=tok, out=out)
+    return _TORCH_SNIPPET.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kw.items()), tokenizer=tok, out=out,
+                                 preprocess=normalize_line(pre), classes=classes)
 
 
 def cmd_export(args):
     from .io.torch_io import from_params, save_state_dict
     from .io.npz_checkpoint import save_checkpoint
+    from .preprocess import from_meta, normalize_line, record, write_pretrained_cfg
 
     params, cfg, meta = _load_any(args.checkpoint, args, model=args.model)
+    pre = from_meta(meta, cfg)
+    if args.dataset:                                   # statistics for a checkpoint that records none
+        from .datasets import load
+        data = load(args.dataset, download=not args.no_download,
+                    **({"img_size": cfg.img_size} if args.dataset.startswith("folder:") else {}))
+        _check_data_fits(data, cfg, args.checkpoint)
+        if pre:
+            print(f"note: the checkpoint records its preprocessing ({pre.get('source')}); --dataset "
+                  f"{args.dataset} replaces it")
+        pre = record(data, source=f"--dataset {args.dataset}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
         keep = {k: meta[k] for k in ("arch", "epoch", "metric", "test_acc", "dataset") if k in meta}
+        if pre:
+            keep["preprocess"] = pre
         save_checkpoint(out, params, cfg, dict(keep, exported_from=str(args.checkpoint)))
-        print(f"wrote {out}: minicct checkpoint ({len(params)} tensors)")
+        print(f"wrote {out}: minicct checkpoint ({len(params)} tensors)" +
+              ("" if pre else "; no mean/std recorded (give --dataset NAME to record its statistics)"))
         return 0
     save_state_dict(from_params(params), out)
+    side = write_pretrained_cfg(out.with_suffix(".json"), cfg, pre, weights=out.name,
+                                arch=meta.get("model") or meta.get("arch"))
     print(f"wrote {out}: PyTorch state_dict, {len(params)} float32 tensors under the official CCT names")
+    print(f"wrote {side}: preprocessing (timm pretrained_cfg keys: input_size, mean, std, interpolation, "
+          f"num_classes, label_names)" + ("" if pre else "; mean/std NOT recorded in the checkpoint: give "
+                                          "--dataset NAME (the training data) to record them"))
     print("load it in PyTorch (torch.load(..., weights_only=True) needs no other code):")
-    print(torch_snippet(cfg, out))
+    print(torch_snippet(cfg, out, pre))
     return 0
 
 
+def _row_verdict(text):
+    """One verdict per claims row: a row comparing several spans ("tokenizer -> enc 4: supported; enc 1 ->
+    enc 4: inconclusive") is 'mixed' when they differ."""
+    import re
+    parts = re.findall(r"\b(supported|contradicted|inconclusive)\b", str(text))
+    if not parts:
+        return str(text).split()[0] if str(text).split() else "none"
+    return parts[0] if len(set(parts)) == 1 else "mixed"
+
+
+def _verdict_list(rows, width=100):
+    """claim -> verdict, one short line per row (the terminal's view of claims.md)."""
+    lines = []
+    for i, r in enumerate(rows, 1):
+        claim = " ".join(str(r["claim"]).split())
+        v = str(r["verdict"])
+        if len(v) > 40:                                  # several spans or SNR variants: the row's verdict
+            v = f"{_row_verdict(v)} (per part in claims.md)"
+        room = max(30, width - len(v) - 8)
+        claim = claim if len(claim) <= room else claim[:room - 1] + "…"
+        lines.append(f"{i:3d}. {claim} -> {v}")
+    return "\n".join(lines)
+
+
 def cmd_replicate(args):
-    from .analysis.replicate import format_claims_table, format_positions_table, replicate, write_outputs
+    from .analysis.replicate import format_positions_table, replicate, write_outputs
     from .datasets import load
 
     seeds = list(range(args.seed, args.seed + args.seeds))
+    if args.seeds < 3:
+        print(f"warning: --seeds {args.seeds}: with fewer than 3 read-out seeds the 95 % intervals are very wide "
+              f"(t quantile {'12.7' if args.seeds == 2 else 'undefined'}) and verdicts mostly inconclusive; use "
+              f"--seeds 3 or more", file=sys.stderr, flush=True)
     models = []
     if args.pretrained:
         from .io.pretrained import load_pretrained
-        params, cfg, _ = load_pretrained(args.pretrained, download=not args.no_download, allow_http=args.allow_http)
-        models.append((args.pretrained, params, cfg))
+        params, cfg, meta = load_pretrained(args.pretrained, download=not args.no_download,
+                                            allow_http=args.allow_http)
+        models.append((args.pretrained, params, cfg, meta))
     else:
         for path in args.checkpoint:                   # .npz, .pth or training checkpoint alike
-            params, cfg, _ = _load_any(path, args, model=args.model)
-            models.append((path, params, cfg))
+            params, cfg, meta = _load_any(path, args, model=args.model)
+            models.append((path, params, cfg, meta))
     t_all = time.time()
-    for name, params, cfg in models:
+    for name, params, cfg, meta in models:
         t0 = time.time()
         dataset = _dataset_for(args, None if args.pretrained else name)
         data = load(dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size, dataset))
         _check_data_fits(data, cfg, name)
+        _use_model_stats(data, cfg, meta)
         title = (f"{Path(name).name}: {cfg.num_layers} encoders x {cfg.num_heads} heads, {data.name}, "
                  f"read-out seeds {seeds[0]}..{seeds[-1]}")
         print(f"\n== {title}", flush=True)
@@ -536,12 +642,17 @@ def cmd_replicate(args):
         print(f"\nPer-encoder quantities, mean [95 % interval over {len(seeds)} read-out seeds]:")
         for mode in res["positions"]:
             print(format_positions_table(res["positions"], mode))
-        print()
-        print(format_claims_table(res, title))
-        verdicts = " ".join(r["verdict"] for r in res["rows"])
-        print(f"\n{len(res['rows'])} rows; verdicts: " + ", ".join(
-            f"{verdicts.count(v)} {v}" for v in ("supported", "contradicted", "inconclusive"))
-            + f"  ({time.time() - t0:.0f} s)")
+        print("\nClaims -> verdicts (the full table, with measured values and nulls, is in claims.md):")
+        print(_verdict_list(res["rows"]))
+        counts = {}
+        for r in res["rows"]:
+            v = _row_verdict(r["verdict"])
+            counts[v] = counts.get(v, 0) + 1
+        order = [v for v in ("supported", "contradicted", "inconclusive", "mixed") if v in counts] + \
+            [v for v in counts if v not in ("supported", "contradicted", "inconclusive", "mixed")]
+        print(f"\n{len(res['rows'])} rows: " + ", ".join(f"{counts[v]} {v}" for v in order)
+              + (" (mixed: a row whose spans got different verdicts)" if "mixed" in counts else "")
+              + f"  ({time.time() - t0:.0f} s)")
         checks = " ".join(r.get("null_check", "") for r in res["rows"])
         if res["config"].get("null_draws"):
             print(f"against the label-permutation null ({res['config']['null_draws']} draw(s) per seed): "
@@ -549,6 +660,45 @@ def cmd_replicate(args):
                   f"{checks.count('label-driven') - checks.count('not label-driven')} times (column 5)")
         print(f"written: {paths['json']}, {paths['md']}, {paths['png']}")
     print(f"replicate done in {time.time() - t_all:.0f} s")
+    return 0
+
+
+def _shipped_exists(path):
+    from .resources import resolve_shipped
+    return resolve_shipped(path).exists()
+
+
+def _cache_entries(folder):
+    """The cache entries of `folder` (data_dir()): everything but the committed README.md, checkpoints/, samples/
+    and hidden files, with their sizes in bytes."""
+    keep = {"README.md", "checkpoints", "samples"}
+    out = []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if p.name in keep or p.name.startswith("."):
+            continue
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+        out.append((p, size))
+    return out
+
+
+def cmd_cache(args):
+    import shutil
+    from .datasets import data_dir
+    folder = data_dir()
+    why = ("$MINICCT_DATA" if os.environ.get("MINICCT_DATA") else
+           "data/ of this checkout" if (folder.parent / "setup.cfg").is_file() else "the user cache folder")
+    entries = _cache_entries(folder)
+    print(f"cache folder: {folder} ({why}; set MINICCT_DATA to move it)")
+    for p, size in entries:
+        print(f"  {size / 1e6:9.1f} MB  {p.name}{'/' if p.is_dir() else ''}")
+    print(f"  {sum(s for _, s in entries) / 1e6:9.1f} MB  in {len(entries)} entries")
+    if args.clear:
+        for p, _ in entries:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            print(f"deleted {p}")
+        print("the committed checkpoints and README (if any) are kept; downloads are fetched again when needed")
+    elif entries:
+        print("clear them with: python -m minicct cache --clear")
     return 0
 
 
@@ -560,6 +710,14 @@ def cmd_info(args):
         cfg = M.get_config(name)
         print(f"  {name:<16} {M.count_params(cfg):>11,} params  {cfg.seq_len:4d} tokens  L={cfg.num_layers} "
               f"h={cfg.num_heads} D={cfg.embedding_dim} K={cfg.num_classes}")
+    from .datasets import data_dir
+    from .resources import checkout_root, shipped_checkpoints
+    root = checkout_root()
+    print(f"running from: {root if root else Path(__file__).resolve().parent} "
+          f"({'source checkout' if root else 'installed package'})")
+    for c in shipped_checkpoints():
+        print(f"  shipped checkpoint: {c}")
+    print(f"caches: {data_dir()} (python -m minicct cache lists and clears them)")
     return 0
 
 
@@ -606,6 +764,8 @@ def main(argv=None):
     _add_data_args(p, default="auto")
     p.add_argument("--batch-size", type=positive_int, default=250)
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test images")
+    p.add_argument("--out", default="runs/evaluate", help="folder for evaluation.json (top-1, top-5, per-class "
+                   "accuracy, confusion matrix) and confusion.png (default runs/evaluate; '' writes nothing)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("snp", help="the single-nodal-performance analysis of a checkpoint",
@@ -632,6 +792,9 @@ def main(argv=None):
                        description="Read-outs, node fields, clusters, noise, SNR (and with --head-dim the head "
                        "analysis) of every site in a features file. " + FORMAT_HELP)
     p.add_argument("features", help="FEATURES.npz (layout above)")
+    p.add_argument("--layout", default=None, choices=["NTD", "NCT", "NCHW", "NHWC"],
+                   help="layout of the arrays the file does not record one for: NTD = [N, tokens, nodes], NCT = "
+                        "[N, channels, positions] (e.g. out.flatten(2)); 4-D maps are NCHW unless NHWC is given")
     p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
                    help="read-out modes, comma separated: flat,mean,seqpool")
     p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
@@ -655,7 +818,12 @@ def main(argv=None):
                        ".pth that torch.load(weights_only=True) and the official CCT class load (--out X.pth), "
                        "or to a minicct .npz (--out X.npz). Prints the PyTorch lines that load it.")
     _add_checkpoint_args(p)
-    p.add_argument("--out", required=True, help="destination: .pth (PyTorch) or .npz (minicct)")
+    p.add_argument("--out", required=True, help="destination: .pth (PyTorch; its preprocessing goes to the "
+                   ".json beside it) or .npz (minicct)")
+    p.add_argument("--dataset", default=None, type=_dataset_name, metavar="NAME",
+                   help="record this dataset's mean, std and class names (for a checkpoint that records none: "
+                        "give the data it was trained on)")
+    p.add_argument("--no-download", action="store_true", help="with --dataset: never download")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("replicate", help="the claims table: each claim of the paper, measured over read-out seeds",
@@ -692,6 +860,13 @@ def main(argv=None):
 
     p = sub.add_parser("info", help="list the model variants and their parameter counts")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("cache", help="where the download and image caches are, their sizes; --clear deletes them",
+                       description="Caches (downloaded datasets, decoded image folders, official weights, the "
+                       "embedded dataset) live in $MINICCT_DATA, else data/ of a source checkout, else "
+                       "~/.cache/minicct. Lists them; --clear deletes them (committed checkpoints are kept).")
+    p.add_argument("--clear", action="store_true", help="delete every cache entry listed")
+    p.set_defaults(func=cmd_cache)
 
     for sp in sub.choices.values():  # --debug also after the subcommand; SUPPRESS keeps a top-level one
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

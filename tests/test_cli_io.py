@@ -42,9 +42,11 @@ def test_evaluate_training_checkpoint_end_to_end(tmp_path, capsys):
     sd = load_state_dict(FIX / "train_ckpt_cuda.pth")
     params = {k: sd[k] for k in M.param_shapes(cfg)}
     data = load(f"npz:{data_path}")
-    loss, acc = evaluate(params, cfg, data.x_test, data.y_test, data.mean, data.std)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616)      # the checkpoint's args (timm train.py)
+    loss, acc = evaluate(params, cfg, data.x_test, data.y_test, mean, std)
     assert rc == 0, out
     assert "training checkpoint; arch cct_tiny, epoch 299, metric 80.92" in out
+    assert "recorded with the model (the training checkpoint's args" in out
     assert f"loss {loss:.4f}, top-1 accuracy {100 * acc:.2f}%" in out
     assert "metric recorded in the training checkpoint (epoch 299): 80.92" in out
 

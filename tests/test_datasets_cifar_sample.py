@@ -47,7 +47,7 @@ def test_changed_file_is_refused(tmp_path):
 def test_committed_real_checkpoints_reproduce_their_accuracy(sample):
     """The real-data checkpoints score on the sample's test images exactly what training recorded."""
     from minicct.io.checkpoints import load_any_checkpoint
-    from minicct.paths import find_data
+    from minicct.resources import find_data
     from minicct.train.loop import evaluate
     for name, recorded in (("cifar10_classroom.npz", 0.775), ("cifar10_classroom_4heads.npz", 0.76)):
         params, cfg, meta = load_any_checkpoint(find_data("checkpoints") / name)

@@ -1,4 +1,6 @@
 """Lessons 04 (trends with intervals) and 08 (replication) end to end on a tiny checkpoint trained here."""
+import re
+
 import pytest
 
 from _lessons import load_lesson as _lesson, tiny_checkpoint
@@ -30,7 +32,11 @@ def test_lesson_08_runs_the_replicate_command(tiny, tmp_path, monkeypatch, capsy
     assert mod.main(["--checkpoint", str(ckpt), "--seeds", "2", "--epochs", "1", "--modes", "flat", "--draws", "20",
                      "--n-perm", "50", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| claim (source) |" in out and "rows; verdicts: " in out and "Per-encoder quantities" in out
+    assert "Claims -> verdicts" in out and "Per-encoder quantities" in out and "| claim (source) |" not in out
+    summary = [ln for ln in out.splitlines() if re.match(r"\d+ rows: ", ln)][0]
+    n_rows = int(summary.split()[0])
+    assert sum(int(w) for w in re.findall(r"(\d+) (?:supported|contradicted|inconclusive|mixed)", summary)) == n_rows
+    assert max(len(ln) for ln in out.splitlines() if re.match(r"\s*\d+\. .* -> ", ln)) < 110
     assert (tmp_path / "claims.json").exists() and (tmp_path / "claims.png").exists()
 
 

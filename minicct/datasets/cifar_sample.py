@@ -40,7 +40,7 @@ SPRITES = {"train": ["cifar10_batch_45.png", "cifar10_batch_46.png", "cifar10_ba
 
 def sample_dir() -> Path:
     """data/cifar10_sample/ of the checkout (or of the installed package's data)."""
-    from ..paths import find_data
+    from ..resources import find_data
     return find_data("cifar10_sample")
 
 

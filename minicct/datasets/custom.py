@@ -133,9 +133,11 @@ def load_npz_dataset(path, mean=None, std=None) -> Dataset:
         K = int(max(y_tr.max(initial=-1), y_te.max(initial=-1))) + 1
         names = [str(i) for i in range(max(K, 1))]
     _check_classes(y_tr, y_te, names, path)
+    stats = "file" if "mean" in arrays else "given" if mean is not None else "x_train"
     mean, std = _stats(x_tr, arrays.get("mean", mean), arrays.get("std", std), path)
     return Dataset(name=f"npz:{path.name}", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, class_names=names,
-                   mean=mean, std=std, meta={"source": str(path.resolve()), "layout": "npz arrays"})
+                   mean=mean, std=std, meta={"source": str(path.resolve()), "layout": "npz arrays",
+                                             "stats": stats})
 
 
 def _list_split(root: Path, split: str) -> dict:
@@ -205,8 +207,10 @@ def load_folder_dataset(path, img_size: int = 32, root=None, mean=None, std=None
                 x[j] = _decode(f, img_size)
             arrays[f"x_{s}"], arrays[f"y_{s}"] = x, np.array([i for _, i in files], np.int64)
         atomic_savez(cache, source=np.array(key), **arrays)
+    stats = "given" if mean is not None else "x_train"
     mean, std = _stats(arrays["x_train"], mean, std, path)
     return Dataset(name=f"folder:{path.name}", x_train=arrays["x_train"], y_train=arrays["y_train"],
                    x_test=arrays["x_test"], y_test=arrays["y_test"], class_names=names, mean=mean, std=std,
                    meta={"source": str(path.resolve()), "cache": str(cache), "content_sha256": key,
-                         "resize": f"centre square crop, Pillow BICUBIC to {img_size}x{img_size}"})
+                         "resize": f"centre square crop, Pillow BICUBIC to {img_size}x{img_size}",
+                         "stats": stats})

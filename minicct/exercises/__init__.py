@@ -83,13 +83,15 @@ def get_exercise(exercise_id):
 
 
 def exercises_dir():
-    """The folder of the exercise files: lessons/exercises of this checkout, else of the current directory."""
-    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
-        folder = base / "lessons" / "exercises"
-        if folder.is_dir():
+    """The folder of the exercise files: lessons/exercises of this checkout, else of the current directory,
+    else the copy installed with minicct (<prefix>/share/minicct/lessons/exercises; see minicct.resources)."""
+    from ..resources import checkout_root, package_data_root
+    for base in (checkout_root(), Path.cwd(), package_data_root()):
+        folder = base / "lessons" / "exercises" if base is not None else None
+        if folder is not None and folder.is_dir() and any(folder.glob("ex0*.py")):
             return folder
-    raise FileNotFoundError("cannot find lessons/exercises (neither in the minicct checkout nor in the current "
-                            "directory): run from the repository, or pass --file / --dir")
+    raise FileNotFoundError("cannot find lessons/exercises (not in a minicct checkout, the current directory or "
+                            "the installed package): pass --file / --dir")
 
 
 def default_file(exercise_id, folder=None):
@@ -98,47 +100,166 @@ def default_file(exercise_id, folder=None):
     return Path(folder if folder is not None else exercises_dir()) / e.filename
 
 
-def check(exercise_id, file=None, seed=0):
-    """Grade one exercise. Returns (ok, report_text); ok is True only when every case passed.
+def minicct_imports(path):
+    """The lines of a student file that import minicct (other than minicct.exercises): [(line, text)]. A file
+    that imports minicct's own implementation would pass by calling it, so the checker flags it."""
+    import ast
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        for n in names:
+            if (n == "minicct" or n.startswith("minicct.")) and not n.startswith("minicct.exercises"):
+                found.append((node.lineno, ast.get_source_segment(Path(path).read_text(), node) or n))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant) \
+                and str(node.args[0].value).startswith("minicct"):
+            found.append((node.lineno, f"import of {node.args[0].value!r}"))
+    return found
 
-    file: the student's Python file (default: the shipped file in lessons/exercises). seed: changes the
-    random inputs (the same seed gives the same inputs).
-    """
+
+def grade(exercise_id, file=None, seed=0, time_limit=None, extra=None) -> dict:
+    """Grade one exercise; a dict: id, title, file, status ('passed' | 'failed' | 'not implemented' |
+    'not loaded'), passed, total, functions {name: {passed, total}}, imports_minicct [(line, text)], report.
+
+    time_limit: seconds per student call (default checker.TIME_LIMIT). extra: a folder of the instructor's own
+    cases, kept outside the repository: exNN_cases.py defining grade(session) (the grader API of
+    minicct.exercises.checker), run after the built-in cases (also $MINICCT_EXTRA_CASES)."""
+    import os
+
+    from . import checker
     e = get_exercise(exercise_id)
     path = Path(file) if file is not None else default_file(e.id)
     head = f"Exercise {e.id} - {e.title}   ({_short(path)})"
+    res = {"id": e.id, "title": e.title, "file": str(path), "passed": 0, "total": 0, "functions": {},
+           "imports_minicct": []}
     try:
         module = load_student(path)
     except StudentFileError as err:
-        return False, "\n".join([head, f"  cannot load your file: {err}", f"RESULT {e.id}: FAILED (file not loaded)"])
+        res.update(status="not loaded", report="\n".join(
+            [head, f"  cannot load your file: {err}", f"RESULT {e.id}: FAILED (file not loaded)"]))
+        return res
     session = Session(module, path, seed)
+    if time_limit is not None:
+        session.time_limit = time_limit
     e.grade(session)
+    extra = extra or os.environ.get("MINICCT_EXTRA_CASES")
+    if extra and (Path(extra) / f"ex{e.id}_cases.py").is_file():
+        try:
+            load_student(Path(extra) / f"ex{e.id}_cases.py").grade(session)
+        except (StudentFileError, AttributeError) as err:
+            session.lines.append(f"  CHECKER ERROR in the extra cases {extra}/ex{e.id}_cases.py: {err}")
     lines = [head] + session.lines
+    imports = minicct_imports(path)
+    if imports:
+        lines.append("  FLAG: your file imports minicct itself (" + "; ".join(f"line {n}: {t}" for n, t in imports)
+                     + "): the checker compares with minicct, so calling it proves nothing; write the code")
     total = session.passed + session.failed + session.not_run
     if session.ok:
         verdict = f"RESULT {e.id}: PASSED, all {total} cases"
+        status = "passed"
     elif session.not_implemented and session.failed == 0:
         names = ", ".join(dict.fromkeys(session.not_implemented))
         done = f"; {session.passed} of {total} cases passed so far" if session.passed else ""
         verdict = f"RESULT {e.id}: not yet implemented ({names}){done}"
+        status = "not implemented"
     else:
         names = ", ".join(dict.fromkeys(session.not_implemented))
-        extra = f"; not yet implemented: {names}" if names else ""
+        extra_txt = f"; not yet implemented: {names}" if names else ""
         verdict = (f"RESULT {e.id}: FAILED, {session.passed} of {total} cases passed, {session.failed} failed, "
-                   f"{session.not_run} not run{extra}")
-    return session.ok, "\n".join(lines + [verdict])
+                   f"{session.not_run} not run{extra_txt}")
+        status = "failed"
+    if imports:
+        verdict += " (FLAGGED: imports minicct)"
+    res.update(status=status, passed=session.passed, total=total, functions=session.parts,
+               imports_minicct=imports, report="\n".join(lines + [verdict]))
+    return res
 
 
-def check_all(folder=None, seed=0):
-    """Grade every exercise found in `folder` (default exercises_dir()). Returns (ok, report_text)."""
+def check(exercise_id, file=None, seed=0, time_limit=None, extra=None):
+    """Grade one exercise. Returns (ok, report_text); ok is True only when every case passed (a file that
+    imports minicct is flagged in the report; the command line then exits with 1).
+
+    file: the student's Python file (default: the shipped file in lessons/exercises). seed: changes the
+    random inputs (the same seed gives the same inputs). time_limit, extra: see `grade`.
+    """
+    r = grade(exercise_id, file, seed, time_limit, extra)
+    return r["status"] == "passed", r["report"]
+
+
+def grade_folder(folder=None, seed=0, time_limit=None, extra=None) -> list:
+    """`grade` of every exercise of one folder (a student's), as a list of dicts."""
     folder = Path(folder) if folder is not None else exercises_dir()
-    reports, summary, ok_all = [], [], True
-    for e in EXERCISES.values():
-        ok, text = check(e.id, folder / e.filename, seed)
-        ok_all &= ok
-        reports.append(text)
-        summary.append(f"  {e.id}  {text.splitlines()[-1].split(': ', 1)[1]}")
-    return ok_all, "\n\n".join(reports) + "\n\nSummary\n" + "\n".join(summary)
+    return [grade(e.id, folder / e.filename, seed, time_limit, extra) for e in EXERCISES.values()]
+
+
+def check_all(folder=None, seed=0, time_limit=None, extra=None):
+    """Grade every exercise found in `folder` (default exercises_dir()). Returns (ok, report_text)."""
+    results = grade_folder(folder, seed, time_limit, extra)
+    ok_all = all(r["status"] == "passed" for r in results)
+    summary = [f"  {r['id']}  {r['report'].splitlines()[-1].split(': ', 1)[1]}" for r in results]
+    return ok_all, "\n\n".join(r["report"] for r in results) + "\n\nSummary\n" + "\n".join(summary)
+
+
+def grade_class(folder, seed=0, time_limit=None, extra=None) -> dict:
+    """Every student sub-folder of `folder` (one folder of exNN_*.py files per student): {student: [grade]}."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no class folder at {folder} (expected {folder}/<student>/exNN_*.py)")
+    students = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+    if not students:
+        raise ValueError(f"{folder} has no student sub-folders (expected {folder}/<student>/exNN_*.py)")
+    return {d.name: grade_folder(d, seed, time_limit, extra) for d in students}
+
+
+def class_table(results: dict) -> str:
+    """One row per student: cases passed per exercise (P = all passed, - = not implemented, x = not loaded,
+    ! = imports minicct) and the total."""
+    ids = list(EXERCISES)
+    w = max(8, *(len(s) for s in results))
+    head = f"{'student':<{w}}" + "".join(f"{'ex' + i:>9}" for i in ids) + f"{'cases':>10}  flags"
+    rows = [head, "-" * len(head)]
+    for student, res in results.items():
+        cells, passed, total, flags = [], 0, 0, []
+        for r in res:
+            passed, total = passed + r["passed"], total + r["total"]
+            cell = ("x" if r["status"] == "not loaded" else "-" if r["status"] == "not implemented" and
+                    not r["passed"] else f"{r['passed']}/{r['total']}")
+            if r["imports_minicct"]:
+                cell += "!"
+                flags.append(f"ex{r['id']} imports minicct")
+            cells.append(f"{cell:>9}")
+        rows.append(f"{student:<{w}}" + "".join(cells) + f"{f'{passed}/{total}':>10}  {', '.join(flags)}")
+    rows.append("x: file not loaded, -: not implemented, !: imports minicct (flagged)")
+    return "\n".join(rows)
+
+
+def write_results(results: dict, json_path=None, csv_path=None):
+    """results {student: [grade dicts]} to JSON (everything but the report text) and/or CSV (one row per
+    student, exercise and function: passed, total, status, flagged)."""
+    import csv
+    import json
+    written = []
+    if json_path:
+        slim = {s: [{k: v for k, v in r.items() if k != "report"} for r in res] for s, res in results.items()}
+        Path(json_path).write_text(json.dumps(slim, indent=1) + "\n")
+        written.append(Path(json_path))
+    if csv_path:
+        with open(csv_path, "w", newline="") as f:
+            wr = csv.writer(f)
+            wr.writerow(["student", "exercise", "function", "passed", "total", "status", "imports_minicct"])
+            for s, res in results.items():
+                for r in res:
+                    funcs = r["functions"] or {"(file)": {"passed": 0, "total": 0}}
+                    for fn, t in funcs.items():
+                        wr.writerow([s, r["id"], fn, t["passed"], t["total"], r["status"],
+                                     "yes" if r["imports_minicct"] else ""])
+        written.append(Path(csv_path))
+    return written
 
 
 def list_text():
@@ -151,7 +272,9 @@ def list_text():
     for e in EXERCISES.values():
         rows.append(f"{e.id:<4}{e.minutes:<9}{e.title:<44}{', '.join(e.functions)}")
     rows.append("")
-    rows.append(f"files: {folder if folder else 'lessons/exercises (not found from here)'}/exNN_*.py")
+    rows.append(f"files: {folder / 'exNN_*.py'}" if folder else
+                "files: not found from here (no lessons/exercises); grade your own with --file / --dir")
+    rows.append(f"copy them to work on: cp {folder / 'ex0*.py'} my_folder/" if folder else "")
     rows.append("check: python -m minicct.exercises check NN [--file path/to/your_file.py]")
     return "\n".join(rows)
 
@@ -165,5 +288,5 @@ def _short(path):
         return str(path)
 
 
-__all__ = ["EXERCISES", "Exercise", "check", "check_all", "default_file", "exercises_dir",
-           "get_exercise", "list_text"]
+__all__ = ["EXERCISES", "Exercise", "check", "check_all", "class_table", "default_file", "exercises_dir",
+           "get_exercise", "grade", "grade_class", "grade_folder", "list_text", "minicct_imports", "write_results"]

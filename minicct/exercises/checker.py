@@ -57,6 +57,34 @@ class InternalError(Exception):
     """The checker itself is inconsistent with minicct (not the student's fault)."""
 
 
+class TimeLimit(BaseException):
+    """A student call ran past the per-case time limit (a BaseException: a student's `except Exception` cannot
+    swallow it)."""
+
+
+TIME_LIMIT = 20.0   # seconds per student call (a case makes one to a few calls); None or 0: no limit
+
+
+def _limited(fn, args, seconds):
+    """fn(*args), interrupted by TimeLimit after `seconds` (SIGALRM; main thread of a Unix process only,
+    elsewhere no limit)."""
+    import signal
+    import threading
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        return fn(*args)
+
+    def on_alarm(signum, frame):
+        raise TimeLimit()
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn(*args)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 @dataclass
 class Hint:
     """A known wrong answer and what it means.
@@ -283,6 +311,8 @@ class Session:
         self.passed = self.failed = self.not_run = 0
         self.not_implemented = []
         self.warnings = []          # warnings raised by the student's code in the current case
+        self.time_limit = TIME_LIMIT
+        self.parts = {}             # function -> {"passed": n, "total": n}
 
     def rng(self, *key):
         """A generator for one case: np.random.default_rng([seed, *key]) (same inputs every run)."""
@@ -302,12 +332,16 @@ class Session:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                out = fn(*given)
+                out = _limited(fn, given, self.time_limit)
             own = [w for w in caught if _same_file(w.filename, self.path)] or caught[:1]
             self.warnings.extend(f"{w.category.__name__}: {w.message} (line {w.lineno} of {Path(w.filename).name})"
                                  for w in own)
         except NotImplementedError:
             raise NotYetImplemented(name) from None
+        except TimeLimit:
+            raise CaseFailed([f"`{name}` did not finish within {self.time_limit:g} s (the time limit of one call)",
+                              "hint: look for a loop that never ends, or a loop over every element where one "
+                              "array operation would do"]) from None
         except Exception as e:  # noqa: BLE001 - any student error becomes a readable failure
             last = traceback.format_exception_only(type(e), e)[-1].strip()
             hint = error_hint or "print the shape of every intermediate array and compare with the docstring"
@@ -330,6 +364,8 @@ class Session:
     def part(self, name, cases):
         """Run the cases of one student function, stopping at its first failure."""
         self.lines.append(f"  {name}")
+        tally = self.parts.setdefault(name.split()[0], {"passed": 0, "total": 0})
+        tally["total"] += len(cases)
         for i, (label, run) in enumerate(cases):
             self.warnings = []
             try:
@@ -354,6 +390,7 @@ class Session:
                 self.not_run += rest
                 return False
             self.passed += 1
+            tally["passed"] += 1
             self.lines.append(f"    PASS  {label}" + (f"   [{note}]" if note else ""))
         return True
 

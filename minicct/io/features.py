@@ -11,10 +11,18 @@ The file (FEATURES.npz, written with np.savez or `write_features`):
     class_names    str [K]                  optional; else K = num_classes, else max label + 1
     num_classes    int ()                   optional
 
+    layout         str ()                   how the 3-D arrays are laid out: "NTD" ([N, T, D], tokens x nodes) or
+                                            "NCT" ([N, C, T], channels first, as out.flatten(2) of a conv map);
+                   or layout/<site> str ()  the same for one site. Required when a site is 3-D (write_features
+                                            records it; else pass layout= / --layout), because [N, C, H*W] read as
+                                            [N, T, D] would silently take positions for nodes.
+    a 4-D site [N, C, H, W] (what a forward hook on a conv layer returns; layout "NCHW", the default for 4-D,
+    or "NHWC" channels last) is read as [N, T = H*W, D = C]: positions as tokens, channels as nodes.
+
 <site> is any name without '/' (e.g. "tokens", "enc0.out", "block3", "fc1"); sites are analysed in file order.
 minicct's own capture names ("tokens", "enc{e}.{mha_heads,mha_out,ff_hidden,out}") print as `snp` prints
-them, so `snp-arrays` on minicct's activations gives exactly the numbers of `snp`. A convolutional feature map
-[N, C, H, W] is stored as [N, H*W, C] (positions as tokens, channels as nodes): A.reshape(N, C, H*W).transpose(0, 2, 1).
+them, so `snp-arrays` on minicct's activations gives exactly the numbers of `snp`. From PyTorch, the module
+minicct.capture_torch writes this file from a model and module names (hooks, batching, channel order, class tokens).
 
     fs = read_features("features.npz")             # checks the layout, reads nothing big yet
     rep = analyse_features(fs, modes=("flat", "mean"), epochs=10)
@@ -32,14 +40,43 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["FeatureSet", "read_features", "write_features", "analyse_features", "head_analysis", "format_table",
-           "FORMAT_HELP"]
+           "FORMAT_HELP", "LAYOUTS", "to_ntd"]
 
 FORMAT_HELP = (
     "FEATURES.npz holds y_train [N_train] and y_test [N_test] (integer labels), and per site <name>: "
     "train/<name> [N_train, T, D] and test/<name> [N_test, T, D] float activations (T tokens or positions, "
-    "D nodes; [N, D] means T = 1; a conv map [N, C, H, W] goes in as [N, H*W, C]); optional class_names [K], "
-    "num_classes. Write it with np.savez(path, **{'y_train': y, 'train/block1': A, ...}) or "
-    "minicct.io.features.write_features.")
+    "D nodes; [N, D] means T = 1; a conv map [N, C, H, W] is read as [N, H*W, C]); the layout of 3-D arrays "
+    "must be stated: an array 'layout' = 'NTD' or 'NCT' (channels first, e.g. out.flatten(2)) in the file, or "
+    "--layout; optional class_names [K], num_classes. Write it with minicct.io.features.write_features (records "
+    "the layout), minicct.capture_torch.capture_features (from a PyTorch model) or np.savez(path, layout='NTD', "
+    "**{'y_train': y, 'train/block1': A, ...}).")
+
+LAYOUTS = {"NTD": 3, "NCT": 3, "NCHW": 4, "NHWC": 4}
+
+
+def to_ntd(a, layout: str):
+    """An activation array in `layout` (ND for 2-D, NTD, NCT, NCHW, NHWC) as [N, T, D] (2-D: [N, 1, D])."""
+    a = np.asarray(a)
+    if a.ndim == 2:
+        return a[:, None, :]
+    if layout == "NTD":
+        return a
+    if layout == "NCT":
+        return a.transpose(0, 2, 1)
+    if layout == "NCHW":
+        return a.reshape(a.shape[0], a.shape[1], -1).transpose(0, 2, 1)
+    if layout == "NHWC":
+        return a.reshape(a.shape[0], -1, a.shape[-1])
+    raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+
+
+def _td(shape, layout):
+    """(T, D) of an array of `shape` in `layout`."""
+    if len(shape) == 2:
+        return (1, int(shape[1]))
+    if layout in ("NTD", "NHWC"):
+        return (int(np.prod(shape[1:-1])), int(shape[-1]))
+    return (int(np.prod(shape[2:])), int(shape[1]))
 
 
 @dataclass
@@ -54,14 +91,15 @@ class FeatureSet:
     num_classes: int
     class_names: list
     shapes: dict = field(default_factory=dict)      # site -> (T, D)
+    layouts: dict = field(default_factory=dict)     # site -> layout as stored ("ND", "NTD", "NCT", "NCHW", "NHWC")
 
     def arrays(self, name):
-        """(A_train [N_train, T, D], A_test [N_test, T, D]) of one site, float32 (a [N, D] site gets T = 1)."""
+        """(A_train [N_train, T, D], A_test [N_test, T, D]) of one site, float32 (a [N, D] site gets T = 1;
+        NCT, NCHW and NHWC sites are transposed to [N, T, D])."""
         with np.load(self.path, allow_pickle=False) as z:
             out = []
             for split in ("train", "test"):
-                a = z[f"{split}/{name}"]
-                a = a[:, None, :] if a.ndim == 2 else a                       # [N, D] -> [N, 1, D]
+                a = to_ntd(z[f"{split}/{name}"], self.layouts.get(name, "NTD"))
                 out.append(np.ascontiguousarray(a, dtype=np.float32))
         return tuple(out)
 
@@ -79,9 +117,21 @@ def _header_shapes(z, key):
     return shape, dtype
 
 
-def read_features(path) -> FeatureSet:
+def _layout_entry(z, key, path):
+    v = np.asarray(z[key])
+    if v.dtype.kind != "U" or v.ndim != 0 or str(v) not in LAYOUTS:
+        raise _err(path, f"{key!r} must be one string, one of {', '.join(LAYOUTS)}; got {v!r}")
+    return str(v)
+
+
+def read_features(path, layout: str | None = None) -> FeatureSet:
     """Open and check a features file (layout in the module docstring). Labels are read; activations only
-    their headers (shapes, dtypes). ValueError naming every problem's array otherwise."""
+    their headers (shapes, dtypes). ValueError naming every problem's array otherwise.
+
+    layout: the layout of the sites whose file does not record one ("NTD" or "NCT" for 3-D arrays, "NCHW" or
+    "NHWC" for 4-D); a recorded layout that differs is an error. A 3-D site with no layout anywhere is refused."""
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no features file at {path}")
@@ -100,7 +150,7 @@ def read_features(path) -> FeatureSet:
                 raise _err(path, f"{k} must be integer labels [N], got {v.dtype} {v.shape}")
         sites = []
         for k in files:
-            m = re.fullmatch(r"(train|test)/(.+)", k)
+            m = re.fullmatch(r"(train|test)/([^/]+)", k)
             if m and m.group(2) not in sites:
                 sites.append(m.group(2))
         if not sites:
@@ -114,7 +164,8 @@ def read_features(path) -> FeatureSet:
         for k, v in y.items():
             if v.size and (v.min() < 0 or v.max() >= K):
                 raise _err(path, f"{k} has labels {v.min()}..{v.max()}, expected 0..{K - 1}")
-        shapes = {}
+        file_layout = _layout_entry(z, "layout", path) if "layout" in files else None
+        shapes, layouts = {}, {}
         for s in sites:
             got = {}
             for split in ("train", "test"):
@@ -123,29 +174,63 @@ def read_features(path) -> FeatureSet:
                     raise _err(path, f"site {s!r} has no {key!r} array (every site needs train/ and test/)")
                 shape, dtype = _header_shapes(z, key)
                 n = len(y[f"y_{split}"])
-                if len(shape) not in (2, 3) or shape[0] != n:
-                    raise _err(path, f"{key} has shape {shape}; expected [{n}, T, D] or [{n}, D] "
-                                     f"(one row per label in y_{split})")
+                if len(shape) not in (2, 3, 4) or shape[0] != n:
+                    raise _err(path, f"{key} has shape {shape}; expected [{n}, T, D], [{n}, D] or a conv map "
+                                     f"[{n}, C, H, W] (one row per label in y_{split})")
                 if not np.issubdtype(dtype, np.floating):
                     raise _err(path, f"{key} has dtype {dtype}; activations must be floating point")
-                got[split] = (1,) + tuple(shape[1:]) if len(shape) == 2 else tuple(shape[1:])
-            if got["train"][-2:] != got["test"][-2:]:
-                raise _err(path, f"site {s!r}: train is [N, {got['train'][-2]}, {got['train'][-1]}], test "
-                                 f"[N, {got['test'][-2]}, {got['test'][-1]}]; T and D must match")
-            shapes[s] = got["train"][-2:]
+                got[split] = tuple(shape)
+            nd = len(got["train"])
+            if len(got["test"]) != nd:
+                raise _err(path, f"site {s!r}: train is {got['train']}, test {got['test']}; same rank needed")
+            recorded = _layout_entry(z, f"layout/{s}", path) if f"layout/{s}" in files else (
+                file_layout if file_layout is not None and LAYOUTS[file_layout] == nd else None)
+            if recorded is not None and layout is not None and LAYOUTS[layout] == nd and layout != recorded:
+                raise _err(path, f"site {s!r} is recorded as {recorded} in the file, but layout {layout} was given")
+            lay = "ND" if nd == 2 else recorded or (layout if layout is not None and LAYOUTS[layout] == nd
+                                                      else ("NCHW" if nd == 4 else None))
+            if lay is None:
+                raise ValueError(
+                    f"{path}: site {s!r} is 3-D {got['train']} and the file does not say its layout: [N, T, D] "
+                    f"(tokens x nodes, e.g. a transformer block's output) or [N, C, T] (channels first, e.g. a "
+                    f"conv map flattened with out.flatten(2))? Read as the wrong one, positions become nodes "
+                    f"silently. State it: --layout NTD or --layout NCT (python -m minicct snp-arrays), "
+                    f"read_features(path, layout='NTD'), or store it in the file: np.savez(..., layout='NTD') "
+                    f"(write_features and minicct.capture_torch record it)")
+            td = {sp: _td(got[sp], lay) for sp in ("train", "test")}
+            if td["train"] != td["test"]:
+                raise _err(path, f"site {s!r}: train is [N, {td['train'][0]}, {td['train'][1]}], test "
+                                 f"[N, {td['test'][0]}, {td['test'][1]}] as [N, T, D] ({lay}); T and D must match")
+            shapes[s], layouts[s] = td["train"], lay
     return FeatureSet(path, sites, y["y_train"].astype(np.int64), y["y_test"].astype(np.int64), K,
-                      names or [str(i) for i in range(K)], shapes)
+                      names or [str(i) for i in range(K)], shapes, layouts)
 
 
-def write_features(path, sites: dict, y_train, y_test, class_names=None) -> Path:
-    """Write a features file atomically. sites: name -> (A_train [N_train, T, D] or [N_train, D], A_test)."""
+def write_features(path, sites: dict, y_train, y_test, class_names=None, layout="NTD") -> Path:
+    """Write a features file atomically, every site as [N, T, D] (or [N, D]), with layout 'NTD' recorded.
+
+    sites: name -> (A_train, A_test), each [N, D], [N, T, D], or a conv map [N, C, H, W] (converted to
+    [N, H*W, C]). layout: how the given 3-D arrays are laid out, "NTD" (default) or "NCT" (channels first,
+    transposed here); a dict name -> layout sets it per site; 4-D arrays are "NCHW" unless "NHWC" is given."""
     from .download import atomic_savez
 
-    arrays = {"y_train": np.asarray(y_train, np.int64), "y_test": np.asarray(y_test, np.int64)}
+    arrays = {"y_train": np.asarray(y_train, np.int64), "y_test": np.asarray(y_test, np.int64),
+              "layout": np.array("NTD")}
     for name, (a_tr, a_te) in sites.items():
         if "/" in name or not name:
             raise ValueError(f"site names must be non-empty and without '/', got {name!r}")
-        arrays[f"train/{name}"], arrays[f"test/{name}"] = np.asarray(a_tr), np.asarray(a_te)
+        lay = layout.get(name, "NTD") if isinstance(layout, dict) else layout
+        if lay not in LAYOUTS:
+            raise ValueError(f"site {name!r}: layout must be one of {', '.join(LAYOUTS)}, got {lay!r}")
+        conv = []
+        for a in (a_tr, a_te):
+            a = np.asarray(a)
+            if a.ndim not in (2, 3, 4):
+                raise ValueError(f"site {name!r}: activations must be [N, D], [N, T, D] or [N, C, H, W], got "
+                                 f"shape {a.shape}")
+            use = lay if LAYOUTS[lay] == a.ndim else ("NCHW" if a.ndim == 4 else "NTD")
+            conv.append(to_ntd(a, use) if a.ndim > 2 else a)
+        arrays[f"train/{name}"], arrays[f"test/{name}"] = conv
     if class_names is not None:
         arrays["class_names"] = np.asarray([str(c) for c in class_names])
     return atomic_savez(path, **arrays)

@@ -172,7 +172,9 @@ def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Pa
     else:
         M.check_params(params, cfg)
 
-    meta = {"dataset": data.name, "epochs": tc.epochs, "seed": tc.seed}
+    from ..preprocess import record
+    meta = {"dataset": data.name, "epochs": tc.epochs, "seed": tc.seed,
+            "preprocess": record(data)}                # mean, std, size, class names: travel with the weights
     running = dict(running) if running else {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
 
     def save(epoch, step, perm_now, running_now):
