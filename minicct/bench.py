@@ -300,8 +300,9 @@ def train_step(params, x, y, cfg, opt, rng, timer: PartTimer | None = None, work
     from . import model as M
     from .layers.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
     if timer is None:
+        from .parallel import batch_parallel
         from .train.step import train_step as the_step                # the one training step of the library
-        return the_step(params, opt, x, y, cfg, rng, smoothing=SMOOTHING, workers=workers).loss
+        return the_step(params, opt, x, y, cfg, rng, smoothing=SMOOTHING, run_shards=batch_parallel(workers)).loss
     logits, cache = M.forward(params, x, cfg, train=True, rng=rng)
     t0 = time.perf_counter()
     loss, lcache = softmax_cross_entropy_forward(logits, y, SMOOTHING)
@@ -499,11 +500,12 @@ def snp_paper_scale(n_capture=1024, n_readout=2000, readout_epochs=1, batch_size
     from .analysis.capture_disk import site_shape
     from .analysis.costs import measure_snp_rates, project_snp_seconds
     from .parallel import blas_info, resolve_workers
+    from .sites import Site
     if readout_epochs != 1:
         raise ValueError("snp_paper_scale measures one read-out epoch (the projection is linear in epochs)")
     cfg = M.get_config(PAPER["variant"], num_classes=PAPER["classes"])
     workers = resolve_workers(workers)
-    sites = [f"enc{e}.out" for e in range(cfg.num_layers)]
+    sites = [Site(e, "out").name for e in range(cfg.num_layers)]
     row_bytes = int(np.prod(site_shape(cfg, sites[0]))) * 4
     reset = reset_peak_rss()
     rss0 = rss_now_mb()
