@@ -452,18 +452,31 @@ def init_params(cfg: CCTConfig, seed=0, dtype=np.float32) -> dict:
 
 def check_params(params: dict, cfg: CCTConfig):
     """Raise a ValueError listing missing, unexpected and mis-shaped parameters."""
-    expected = param_shapes(cfg)
-    missing = [k for k in expected if k not in params]
-    extra = [k for k in params if k not in expected]
-    wrong = [f"{k}: expected {expected[k]}, got {tuple(params[k].shape)}"
-             for k in expected if k in params and tuple(params[k].shape) != expected[k]]
-    if missing or extra or wrong:
+    lines = mismatch_lines(param_shapes(cfg), params)
+    if lines:
         raise ValueError("parameters do not fit the config "
                          f"(embedding_dim={cfg.embedding_dim}, num_layers={cfg.num_layers}, "
-                         f"num_classes={cfg.num_classes}, seq_len={cfg.seq_len}):"
-                         + (f"\n  missing: {missing}" if missing else "")
-                         + (f"\n  unexpected: {extra}" if extra else "")
-                         + (f"\n  wrong shape: {wrong}" if wrong else ""))
+                         f"num_classes={cfg.num_classes}, seq_len={cfg.seq_len}):\n" + "\n".join(lines))
+
+
+def mismatch_lines(expected: dict, found: dict, extra_problems=()) -> list:
+    """The one shape-mismatch reporter: lines naming the missing, unexpected and mis-shaped names of `found`
+    ({name: array}) against `expected` ({name: shape}); extra_problems: more "name: ..." mismatches (e.g. a
+    dtype). [] when everything fits."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [f"{k}: expected shape {tuple(s)}, found {tuple(np.shape(found[k]))}"
+             for k, s in expected.items() if k in found and tuple(np.shape(found[k])) != tuple(s)]
+    wrong += list(extra_problems)
+    lines = []
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): " + ", ".join(missing))
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
+    if wrong:
+        lines.append(f"  mismatches ({len(wrong)}):")
+        lines += [f"    {w}" for w in wrong]
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
