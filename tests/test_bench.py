@@ -82,7 +82,7 @@ def test_breakdown_times_the_library_step_by_stage_names_without_replacing_anyth
     opt = AdamW(1e-3)
     timer = bench.PartTimer()
     with timer.active():
-        loss = bench.train_step(params, x, y, cfg, opt, np.random.default_rng(0))
+        loss = bench.one_step(params, x, y, cfg, opt, np.random.default_rng(0))
         assert sys.getprofile() is not None
     assert sys.getprofile() is None and {n: getattr(E, n) for n in dir(E)} == before
     assert np.isfinite(loss)

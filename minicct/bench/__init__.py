@@ -43,7 +43,7 @@ the same environment for every side), report.py (the tables), cli.py (the comman
 from .measure import (CLASSROOM_CHECKPOINT, DEFAULT_CASES, LR, NO_REG, PAPER, PARTS, REPO, SMOOTHING, WEIGHT_DECAY,
                       Case, PartTimer, bench_numpy, bench_torch, make_batch, matmul_rate, non_float32_arrays,
                       parse_overrides, peak_rss_mb, reset_peak_rss, rss_now_mb, snp_analysis, snp_paper_scale,
-                      step_flops, timed_steps, torch_available, train_step)
+                      step_flops, timed_steps, torch_available, one_step)
 from .orchestrate import (OPENBLAS_OVERRIDES, _child_env, _run_worker, _worker, malloc_env, run, usable_cpus,
                           with_and_without_regularisation)
 from .report import format_paper, format_report, targets

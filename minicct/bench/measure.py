@@ -251,7 +251,7 @@ class PartTimer:
             self._running = None
 
 
-def train_step(params, x, y, cfg, opt, rng, workers=1) -> float:
+def one_step(params, x, y, cfg, opt, rng, workers=1) -> float:
     """One real float32 training step of the library (train.step.train_step): forward (train mode), cross-entropy
     (smoothing 0.1), backward, AdamW; run by minicct.parallel.batch_parallel(workers) as the training loop runs it
     (freed memory kept in the process; workers > 1: the batch split over threads of one BLAS thread each,
@@ -291,7 +291,7 @@ def bench_numpy(case: Case, steps=10, warmup=2, breakdown_steps=3, matmul_n=2048
     rng = np.random.default_rng(seed)
     losses = []
     blas = blas_info()                                              # before the steps: threads as configured
-    out = timed_steps(lambda: losses.append(train_step(params, x, y, cfg, opt, rng, workers=workers)), steps, warmup)
+    out = timed_steps(lambda: losses.append(one_step(params, x, y, cfg, opt, rng, workers=workers)), steps, warmup)
     step = out["step_s"]
     mm = matmul_rate(matmul_n) if matmul_n else float("nan")       # right after the steps, same conditions
 
@@ -300,7 +300,7 @@ def bench_numpy(case: Case, steps=10, warmup=2, breakdown_steps=3, matmul_n=2048
     for _ in range(breakdown_steps):                                # one worker, BLAS at its configured threads
         t0 = time.perf_counter()
         with timer.active():
-            train_step(params, x, y, cfg, opt, rng)
+            one_step(params, x, y, cfg, opt, rng)
         timed.append(time.perf_counter() - t0)
     timed_total = float(np.sum(timed))
     parts = {p: timer.seconds[p] / max(breakdown_steps, 1) for p in PARTS}

@@ -23,7 +23,7 @@ OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def malloc_env() -> dict:
-    """glibc's environment form of what minicct's train_step sets for itself (minicct/memory.py: freed memory stays
+    """glibc's environment form of what minicct's training step sets for itself (minicct/memory.py: freed memory stays
     in the process), given to EVERY measuring process -- PyTorch and the baseline too -- so that no side wins by
     its allocator settings alone (measured: ~20 % of a cct_7_3x1_32 step for PyTorch and for the old minicct).
     Empty when MINICCT_RETAIN_MEMORY=0 (then no side keeps freed memory). Variables already set are kept."""
