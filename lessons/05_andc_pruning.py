@@ -49,7 +49,7 @@ from minicct.analysis.replicate import andc_experiment, andc_rows  # noqa: E402
 from minicct.analysis.report import analyse_site, capture  # noqa: E402
 from minicct.analysis.snp import AFCC_THRESHOLD, node_fields, normalise_threshold  # noqa: E402
 from minicct.datasets import load  # noqa: E402
-from minicct.model import predict  # noqa: E402
+from minicct.parallel import predict  # noqa: E402
 from minicct.plots import plot_accuracy_vs_pruned  # noqa: E402
 from minicct.io.checkpoints import load_any_checkpoint  # noqa: E402
 from minicct.sites import Site  # noqa: E402

@@ -51,7 +51,7 @@ from minicct.analysis.replicate import head_ablation_tests, head_null_tests  # n
 from minicct.analysis.report import analyse_site, capture  # noqa: E402
 from minicct.analysis.snp import node_fields, normalise_threshold  # noqa: E402
 from minicct.datasets import load  # noqa: E402
-from minicct.model import predict  # noqa: E402
+from minicct.parallel import predict  # noqa: E402
 from minicct.plots import plot_head_label_sets  # noqa: E402
 from minicct.io.checkpoints import load_any_checkpoint  # noqa: E402
 

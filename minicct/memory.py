@@ -14,7 +14,7 @@ it exits instead of being returned between steps.
                                64-bit; larger blocks are still mmapped and returned)
     M_TRIM_THRESHOLD = 1 GB    the heap keeps up to 1 GB of freed memory at its top
 
-`train.step.train_step` and `model.predict` (evaluation, capture) call it; it acts once per process.
+The engine's training step (`parallel.batch_parallel`) and evaluation (`parallel.predict`, capture) call it; it acts once per process.
 Measured on the paper-scale capture (`MINICCT_RETAIN_MEMORY=1` vs `0`, `python -m minicct.bench --snp-scale
 paper --paper-images 512 --paper-readout-images 1000`, one run each): 27.1 vs 31.4 ms per image.
 Opt out with the environment variable MINICCT_RETAIN_MEMORY=0 (read at that first call). Without glibc (macOS, Windows, musl) it does nothing.

@@ -15,9 +15,9 @@ official checkpoints map one to one (minicct/io/torch_io.py). Gradients come bac
 
 One path per job: `forward` (a batch, with the cache for `backward`), `forward_from` (the tail from a stored
 residual stream: encoders e..L-1 and the head; forward runs its own tail through it), `predict` (the one batched
-evaluation loop, used by training evaluation, activation capture and the interventions). predict runs forward
-with need_grad=False: no backward follows, so GELU skips its slope, max-pool its arg-max map and no layer cache
-is kept; the logits and activations are the same numbers bit for bit (tests/test_eval_forward.py).
+evaluation loop, used by training evaluation, activation capture and the interventions; it runs its batches
+one after the other, minicct.parallel.predict the same batches on threads). predict runs forward with
+need_grad=False: no backward follows, so GELU skips its slope, max-pool its arg-max map and no layer cache is kept; the logits and activations are the same numbers bit for bit (tests/test_eval_forward.py).
 
 Captured activations (the contract with minicct.analysis; minicct/sites.py names them), e counting encoders
 from 0:
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -46,7 +47,160 @@ from .layers.linear import linear_backward, linear_forward
 from .layers.norm import layernorm_backward, layernorm_forward
 from .layers.pooling import seqpool_backward, seqpool_forward
 from .layers.regularization import dropout_backward, dropout_forward
+from .sites import SITES, Site
 
+
+# ------------------------------------------------------------------------------------------------- forward
+
+def forward(params, x, cfg: CCTConfig, train=False, rng=None, capture=False, need_grad=True):
+    """Logits of a batch, and the cache for backward.
+
+    Inputs: params (dict, official keys), x [N, C, S, S] float, cfg.
+    train: dropout / attention dropout / drop-path active (needs rng, a np.random.Generator).
+    capture: False, True (all activations) or a collection of names (see the module docstring).
+    need_grad: False when no backward follows (predict): the same logits and activations, computed without
+    what only the backward needs (GELU's slope, max-pool's arg-max map, the layer caches).
+    Returns: logits [N, K], cache (cache["acts"] holds the captured activations by name).
+    """
+    check_input(x, cfg, params["classifier.fc.weight"].dtype)
+    if train and rng is None and (cfg.dropout or cfg.attention_dropout or cfg.stochastic_depth):
+        raise ValueError("forward(train=True) needs rng=np.random.default_rng(seed) for dropout / drop-path")
+    acts, caches = {}, {}
+    # tokenizer: n_conv_layers x (conv -> ReLU -> max-pool), as the reference
+    h = x
+    for i in range(cfg.n_conv_layers):
+        h, caches[f"tok{i}"] = tokenizer_stage_forward(h, params[f"tokenizer.conv_layers.{i}.0.weight"], cfg,
+                                                       need_grad)
+    N, D, G, _ = h.shape
+    tokens = h.transpose(0, 2, 3, 1).reshape(N, G * G, D)              # [N, D, G, G] -> [N, T, D]
+    if _want(capture, "tokens"):
+        acts["tokens"] = tokens
+    z = tokens + params["classifier.positional_emb"] if cfg.positional_embedding != "none" else tokens
+    z, caches["emb_drop"] = dropout_forward(z, cfg.dropout, rng, train)
+    logits, tail = forward_from(params, z, cfg, 0, train, rng, capture, need_grad)
+    acts.update(tail.pop("acts"))
+    caches.update(tail)
+    caches["acts"], caches["grid"] = acts, G
+    return logits, caches
+
+
+def forward_from(params, z, cfg: CCTConfig, start_encoder=0, train=False, rng=None, capture=False,
+                 need_grad=True):
+    """The model's tail: encoders start_encoder..L-1, final LayerNorm, sequence pooling, fc.
+
+    z [N, T, D]: the residual stream entering encoder `start_encoder` (counted from 0): for encoder 0 the
+    tokens plus the positional embedding, for encoder e > 0 the captured "enc{e-1}.out". `forward` runs its
+    tail through this function, so forward_from(params, z_e, cfg, e) gives exactly the full forward's logits.
+    need_grad=False: no backward follows (as in forward).
+    Returns logits [N, K], cache (the encoders' and head's caches; cache["acts"] the captured activations).
+    """
+    if isinstance(start_encoder, bool) or not isinstance(start_encoder, (int, np.integer)) or \
+            not 0 <= start_encoder < cfg.num_layers:
+        raise ValueError(f"start_encoder must be an encoder index in 0..{cfg.num_layers - 1} (counted from 0), "
+                         f"got {start_encoder!r}")
+    if not isinstance(z, np.ndarray) or z.ndim != 3 or z.shape[1:] != (cfg.seq_len, cfg.embedding_dim):
+        raise ValueError(f"z must be the residual stream [N, {cfg.seq_len}, {cfg.embedding_dim}] (N, T, D), "
+                         f"got shape {getattr(z, 'shape', type(z).__name__)}")
+    acts, caches = {}, {"cfg": cfg, "start": int(start_encoder), "need_grad": need_grad}
+    rates = cfg.drop_path_rates()
+    for layer in range(start_encoder, cfg.num_layers):
+        z, c = encoder_forward(z, _block_params(params, layer), cfg.num_heads, rates[layer],
+                               cfg.attention_dropout, cfg.dropout, train, rng, need_grad)  # [N, T, D] -> same
+        if need_grad:
+            caches[f"block{layer}"] = c
+        for part in ("mha_heads", "mha_out", "ff_hidden"):
+            if _want(capture, Site(layer, part).name):
+                acts[Site(layer, part).name] = c[part]
+        if _want(capture, Site(layer, "out").name):
+            acts[Site(layer, "out").name] = z
+    # head: LayerNorm -> sequence pooling -> fc
+    z, caches["norm"] = layernorm_forward(z, params["classifier.norm.weight"], params["classifier.norm.bias"])
+    pooled, caches["pool"] = seqpool_forward(z, params["classifier.attention_pool.weight"],
+                                             params["classifier.attention_pool.bias"])   # [N, T, D] -> [N, D]
+    if _want(capture, "pooled"):
+        acts["pooled"] = pooled
+    logits, caches["fc"] = linear_forward(pooled, params["classifier.fc.weight"],
+                                          params["classifier.fc.bias"])                  # [N, D] -> [N, K]
+    caches["acts"] = acts
+    return logits, caches
+
+
+def backward(dlogits, cache) -> dict:
+    """Gradients of all parameters (dict, same keys and order as the parameters), given dL/dlogits [N, K]."""
+    if not cache["need_grad"]:
+        raise ValueError("backward: this cache comes from forward(..., need_grad=False), which keeps nothing for "
+                         "a backward; run forward(params, x, cfg, ...) with need_grad=True (the default)")
+    cfg = cache["cfg"]
+    g = {}
+    dpooled, g["classifier.fc.weight"], g["classifier.fc.bias"] = linear_backward(dlogits, cache["fc"])
+    dz, g["classifier.attention_pool.weight"], g["classifier.attention_pool.bias"] = \
+        seqpool_backward(dpooled, cache["pool"])
+    dz, g["classifier.norm.weight"], g["classifier.norm.bias"] = layernorm_backward(dz, cache["norm"])
+    for layer in reversed(range(cfg.num_layers)):
+        dz, gb = encoder_backward(dz, cache[f"block{layer}"])
+        for k, v in gb.items():
+            g[f"classifier.blocks.{layer}.{k}"] = v
+    dz = dropout_backward(dz, cache["emb_drop"])
+    if cfg.positional_embedding != "none":
+        g["classifier.positional_emb"] = dz.sum(axis=0, keepdims=True)   # [N, T, D] -> [1, T, D]
+    N, T, D = dz.shape
+    G = cache["grid"]
+    dh = dz.reshape(N, G, G, D).transpose(0, 3, 1, 2)                     # [N, T, D] -> [N, D, G, G]
+    for i in reversed(range(cfg.n_conv_layers)):
+        dh, g[f"tokenizer.conv_layers.{i}.0.weight"] = tokenizer_stage_backward(dh, cache[f"tok{i}"], need_dx=i > 0)
+    return {k: g[k] for k in param_shapes(cfg)}
+
+
+def tokenizer_stage_forward(x, w, cfg: CCTConfig, need_grad=True):
+    """One tokenizer stage as the reference: conv (no bias) -> ReLU -> max-pool. x [N, C, H, W] -> [N, C', H', W'].
+
+    Computed in the commuting order conv -> max-pool -> ReLU: ReLU is monotone, so max(relu) = relu(max) and the
+    gradient reaches the same input; after the pool ReLU touches 4x fewer elements. Tested against the
+    reference order (tests/test_layers_kernels.py).
+    need_grad=False (no backward follows): the same output, max-pool without its arg-max map, cache None.
+    """
+    h, c_conv = conv2d_forward(x, w, None, cfg.conv_stride, cfg.conv_padding)
+    h, c_pool = maxpool2d_forward(h, cfg.pooling_kernel_size, cfg.pooling_stride, cfg.pooling_padding, need_grad)
+    h, c_relu = relu_forward(h)                                          # relu(maxpool(.)) = maxpool(relu(.))
+    return h, (c_conv, c_pool, c_relu) if need_grad else None
+
+
+def tokenizer_stage_backward(dout, cache, need_dx=True):
+    """Returns (dx, dw) of tokenizer_stage_forward, its lines read bottom-up."""
+    c_conv, c_pool, c_relu = cache
+    dh = relu_backward(dout, c_relu)
+    dh = maxpool2d_backward(dh, c_pool)
+    dx, dw, _ = conv2d_backward(dh, c_conv, need_dx=need_dx)
+    return dx, dw
+
+
+def _block_params(params, layer):
+    prefix = f"classifier.blocks.{layer}."
+    return {k: params[prefix + k] for k in BLOCK_KEYS}
+
+
+def _want(capture, name):
+    return capture is True or (capture and name in capture)
+
+
+def check_input(x, cfg: CCTConfig, dtype=None):
+    """Images must be a float array [N, n_input_channels, img_size, img_size], finite."""
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        raise ValueError(f"expected images [N, {cfg.n_input_channels}, {cfg.img_size}, {cfg.img_size}], "
+                         f"got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
+    if x.shape[1:] != (cfg.n_input_channels, cfg.img_size, cfg.img_size):
+        raise ValueError(f"expected images [N, {cfg.n_input_channels}, {cfg.img_size}, {cfg.img_size}] for this "
+                         f"config, got {x.shape}; resize the images or build the model with img_size={x.shape[-1]}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"images must be float (normalised), got dtype {x.dtype}; "
+                         f"use minicct.datasets.to_model_input")
+    if dtype is not None and x.dtype != dtype:
+        raise ValueError(f"images are {x.dtype} but the parameters are {dtype}; cast one of them")
+    if not np.isfinite(x).all():
+        raise ValueError("images contain NaN or inf")
+
+
+# ------------------------------------------------------------------------------------------------- config
 
 @dataclass(frozen=True)
 class CCTConfig:
@@ -298,180 +452,45 @@ def init_params(cfg: CCTConfig, seed=0, dtype=np.float32) -> dict:
 
 def check_params(params: dict, cfg: CCTConfig):
     """Raise a ValueError listing missing, unexpected and mis-shaped parameters."""
-    expected = param_shapes(cfg)
-    missing = [k for k in expected if k not in params]
-    extra = [k for k in params if k not in expected]
-    wrong = [f"{k}: expected {expected[k]}, got {tuple(params[k].shape)}"
-             for k in expected if k in params and tuple(params[k].shape) != expected[k]]
-    if missing or extra or wrong:
+    lines = mismatch_lines(param_shapes(cfg), params)
+    if lines:
         raise ValueError("parameters do not fit the config "
                          f"(embedding_dim={cfg.embedding_dim}, num_layers={cfg.num_layers}, "
-                         f"num_classes={cfg.num_classes}, seq_len={cfg.seq_len}):"
-                         + (f"\n  missing: {missing}" if missing else "")
-                         + (f"\n  unexpected: {extra}" if extra else "")
-                         + (f"\n  wrong shape: {wrong}" if wrong else ""))
+                         f"num_classes={cfg.num_classes}, seq_len={cfg.seq_len}):\n" + "\n".join(lines))
 
 
-# ------------------------------------------------------------------------------------------------- forward
-
-def _block_params(params, layer):
-    prefix = f"classifier.blocks.{layer}."
-    return {k: params[prefix + k] for k in BLOCK_KEYS}
-
-
-def _want(capture, name):
-    return capture is True or (capture and name in capture)
-
-
-def check_input(x, cfg: CCTConfig, dtype=None):
-    """Images must be a float array [N, n_input_channels, img_size, img_size], finite."""
-    if not isinstance(x, np.ndarray) or x.ndim != 4:
-        raise ValueError(f"expected images [N, {cfg.n_input_channels}, {cfg.img_size}, {cfg.img_size}], "
-                         f"got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
-    if x.shape[1:] != (cfg.n_input_channels, cfg.img_size, cfg.img_size):
-        raise ValueError(f"expected images [N, {cfg.n_input_channels}, {cfg.img_size}, {cfg.img_size}] for this "
-                         f"config, got {x.shape}; resize the images or build the model with img_size={x.shape[-1]}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"images must be float (normalised), got dtype {x.dtype}; "
-                         f"use minicct.datasets.to_model_input")
-    if dtype is not None and x.dtype != dtype:
-        raise ValueError(f"images are {x.dtype} but the parameters are {dtype}; cast one of them")
-    if not np.isfinite(x).all():
-        raise ValueError("images contain NaN or inf")
+def mismatch_lines(expected: dict, found: dict, extra_problems=()) -> list:
+    """The one shape-mismatch reporter: lines naming the missing, unexpected and mis-shaped names of `found`
+    ({name: array}) against `expected` ({name: shape}); extra_problems: more "name: ..." mismatches (e.g. a
+    dtype). [] when everything fits."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [f"{k}: expected shape {tuple(s)}, found {tuple(np.shape(found[k]))}"
+             for k, s in expected.items() if k in found and tuple(np.shape(found[k])) != tuple(s)]
+    wrong += list(extra_problems)
+    lines = []
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): " + ", ".join(missing))
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
+    if wrong:
+        lines.append(f"  mismatches ({len(wrong)}):")
+        lines += [f"    {w}" for w in wrong]
+    return lines
 
 
-def forward(params, x, cfg: CCTConfig, train=False, rng=None, capture=False, need_grad=True):
-    """Logits of a batch, and the cache for backward.
-
-    Inputs: params (dict, official keys), x [N, C, S, S] float, cfg.
-    train: dropout / attention dropout / drop-path active (needs rng, a np.random.Generator).
-    capture: False, True (all activations) or a collection of names (see the module docstring).
-    need_grad: False when no backward follows (predict): the same logits and activations, computed without
-    what only the backward needs (GELU's slope, max-pool's arg-max map, the layer caches).
-    Returns: logits [N, K], cache (cache["acts"] holds the captured activations by name).
-    """
-    check_input(x, cfg, params["classifier.fc.weight"].dtype)
-    if train and rng is None and (cfg.dropout or cfg.attention_dropout or cfg.stochastic_depth):
-        raise ValueError("forward(train=True) needs rng=np.random.default_rng(seed) for dropout / drop-path")
-    acts, caches = {}, {}
-    # tokenizer: n_conv_layers x (conv -> ReLU -> max-pool), as the reference
-    h = x
-    for i in range(cfg.n_conv_layers):
-        h, caches[f"tok{i}"] = tokenizer_stage_forward(h, params[f"tokenizer.conv_layers.{i}.0.weight"], cfg,
-                                                       need_grad)
-    N, D, G, _ = h.shape
-    tokens = h.transpose(0, 2, 3, 1).reshape(N, G * G, D)              # [N, D, G, G] -> [N, T, D]
-    if _want(capture, "tokens"):
-        acts["tokens"] = tokens
-    z = tokens + params["classifier.positional_emb"] if cfg.positional_embedding != "none" else tokens
-    z, caches["emb_drop"] = dropout_forward(z, cfg.dropout, rng, train)
-    logits, tail = forward_from(params, z, cfg, 0, train, rng, capture, need_grad)
-    acts.update(tail.pop("acts"))
-    caches.update(tail)
-    caches["acts"], caches["grid"] = acts, G
-    return logits, caches
-
-
-def forward_from(params, z, cfg: CCTConfig, start_encoder=0, train=False, rng=None, capture=False,
-                 need_grad=True):
-    """The model's tail: encoders start_encoder..L-1, final LayerNorm, sequence pooling, fc.
-
-    z [N, T, D]: the residual stream entering encoder `start_encoder` (counted from 0): for encoder 0 the
-    tokens plus the positional embedding, for encoder e > 0 the captured "enc{e-1}.out". `forward` runs its
-    tail through this function, so forward_from(params, z_e, cfg, e) gives exactly the full forward's logits.
-    need_grad=False: no backward follows (as in forward).
-    Returns logits [N, K], cache (the encoders' and head's caches; cache["acts"] the captured activations).
-    """
-    if isinstance(start_encoder, bool) or not isinstance(start_encoder, (int, np.integer)) or \
-            not 0 <= start_encoder < cfg.num_layers:
-        raise ValueError(f"start_encoder must be an encoder index in 0..{cfg.num_layers - 1} (counted from 0), "
-                         f"got {start_encoder!r}")
-    if not isinstance(z, np.ndarray) or z.ndim != 3 or z.shape[1:] != (cfg.seq_len, cfg.embedding_dim):
-        raise ValueError(f"z must be the residual stream [N, {cfg.seq_len}, {cfg.embedding_dim}] (N, T, D), "
-                         f"got shape {getattr(z, 'shape', type(z).__name__)}")
-    acts, caches = {}, {"cfg": cfg, "start": int(start_encoder), "need_grad": need_grad}
-    rates = cfg.drop_path_rates()
-    for layer in range(start_encoder, cfg.num_layers):
-        z, c = encoder_forward(z, _block_params(params, layer), cfg.num_heads, rates[layer],
-                               cfg.attention_dropout, cfg.dropout, train, rng, need_grad)  # [N, T, D] -> same
-        if need_grad:
-            caches[f"block{layer}"] = c
-        for site in ("mha_heads", "mha_out", "ff_hidden"):
-            if _want(capture, f"enc{layer}.{site}"):
-                acts[f"enc{layer}.{site}"] = c[site]
-        if _want(capture, f"enc{layer}.out"):
-            acts[f"enc{layer}.out"] = z
-    # head: LayerNorm -> sequence pooling -> fc
-    z, caches["norm"] = layernorm_forward(z, params["classifier.norm.weight"], params["classifier.norm.bias"])
-    pooled, caches["pool"] = seqpool_forward(z, params["classifier.attention_pool.weight"],
-                                             params["classifier.attention_pool.bias"])   # [N, T, D] -> [N, D]
-    if _want(capture, "pooled"):
-        acts["pooled"] = pooled
-    logits, caches["fc"] = linear_forward(pooled, params["classifier.fc.weight"],
-                                          params["classifier.fc.bias"])                  # [N, D] -> [N, K]
-    caches["acts"] = acts
-    return logits, caches
-
-
-def backward(dlogits, cache) -> dict:
-    """Gradients of all parameters (dict, same keys and order as the parameters), given dL/dlogits [N, K]."""
-    if not cache["need_grad"]:
-        raise ValueError("backward: this cache comes from forward(..., need_grad=False), which keeps nothing for "
-                         "a backward; run forward(params, x, cfg, ...) with need_grad=True (the default)")
-    cfg = cache["cfg"]
-    g = {}
-    dpooled, g["classifier.fc.weight"], g["classifier.fc.bias"] = linear_backward(dlogits, cache["fc"])
-    dz, g["classifier.attention_pool.weight"], g["classifier.attention_pool.bias"] = \
-        seqpool_backward(dpooled, cache["pool"])
-    dz, g["classifier.norm.weight"], g["classifier.norm.bias"] = layernorm_backward(dz, cache["norm"])
-    for layer in reversed(range(cfg.num_layers)):
-        dz, gb = encoder_backward(dz, cache[f"block{layer}"])
-        for k, v in gb.items():
-            g[f"classifier.blocks.{layer}.{k}"] = v
-    dz = dropout_backward(dz, cache["emb_drop"])
-    if cfg.positional_embedding != "none":
-        g["classifier.positional_emb"] = dz.sum(axis=0, keepdims=True)   # [N, T, D] -> [1, T, D]
-    N, T, D = dz.shape
-    G = cache["grid"]
-    dh = dz.reshape(N, G, G, D).transpose(0, 3, 1, 2)                     # [N, T, D] -> [N, D, G, G]
-    for i in reversed(range(cfg.n_conv_layers)):
-        dh, g[f"tokenizer.conv_layers.{i}.0.weight"] = tokenizer_stage_backward(dh, cache[f"tok{i}"], need_dx=i > 0)
-    return {k: g[k] for k in param_shapes(cfg)}
-
-
-def tokenizer_stage_forward(x, w, cfg: CCTConfig, need_grad=True):
-    """One tokenizer stage as the reference: conv (no bias) -> ReLU -> max-pool. x [N, C, H, W] -> [N, C', H', W'].
-
-    Computed in the commuting order conv -> max-pool -> ReLU: ReLU is monotone, so max(relu) = relu(max) and the
-    gradient reaches the same input; after the pool ReLU touches 4x fewer elements. Tested against the
-    reference order (tests/test_layers_kernels.py).
-    need_grad=False (no backward follows): the same output, max-pool without its arg-max map, cache None.
-    """
-    h, c_conv = conv2d_forward(x, w, None, cfg.conv_stride, cfg.conv_padding)
-    h, c_pool = maxpool2d_forward(h, cfg.pooling_kernel_size, cfg.pooling_stride, cfg.pooling_padding, need_grad)
-    h, c_relu = relu_forward(h)                                          # relu(maxpool(.)) = maxpool(relu(.))
-    return h, (c_conv, c_pool, c_relu) if need_grad else None
-
-
-def tokenizer_stage_backward(dout, cache, need_dx=True):
-    """Returns (dx, dw) of tokenizer_stage_forward, its lines read bottom-up."""
-    c_conv, c_pool, c_relu = cache
-    dh = relu_backward(dout, c_relu)
-    dh = maxpool2d_backward(dh, c_pool)
-    dx, dw, _ = conv2d_backward(dh, c_conv, need_dx=need_dx)
-    return dx, dw
-
+# ------------------------------------------------------------------------------------------------- evaluation
 
 def capture_sites(cfg: CCTConfig) -> list:
     """All capture names of a config, in forward order."""
     names = ["tokens"]
     for e in range(cfg.num_layers):
-        names += [f"enc{e}.mha_heads", f"enc{e}.mha_out", f"enc{e}.ff_hidden", f"enc{e}.out"]
+        names += [Site(e, part).name for part in SITES]        # mha_heads, mha_out, ff_hidden, out
     return names + ["pooled"]
 
 
 def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=None, start_encoder=None,
-            workers=None, out=None):
+            out=None, run=None):
     """Evaluation-mode logits for many inputs, batch_size at a time: the one batched evaluation loop.
 
     x: float images [N, C, S, S]; or anything `transform` turns into them batch by batch (e.g. uint8 images
@@ -479,21 +498,19 @@ def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=N
     residual stream z [N, T, D] entering encoder e (forward_from).
     capture: optional collection of activation names; then returns (logits [N, K] float32,
     {name: float32 array [N, ...]}), the activations of all inputs stacked.
-    workers: batches computed at once on that many threads (minicct.parallel; None: the usable CPUs); every
-    batch is computed whole by one worker, so the result is bit for bit that of one worker.
     out: optional {name: writable float32 array [N, ...]} (e.g. np.memmap files) that captured activations are
     written into batch by batch instead of new arrays (minicct.analysis.capture_to_disk).
+    run: how the batches are run, run(fn, batch_slices) -> [fn(s) for s in batch_slices]; None: one after the
+    other. minicct.parallel.predict passes threads: every batch is still computed whole by one worker, so the
+    numbers are bit for bit the same.
     """
-    import threading
-
-    from .parallel import map_batches
-    from .memory import retain_freed_memory
-    retain_freed_memory()                                 # reuse freed batch buffers (memory.py)
     if capture is not None:
         capture = list(capture)
         unknown = set(capture) - set(capture_sites(cfg))
         if unknown:
             raise ValueError(f"unknown activation names {sorted(unknown)}; known: {capture_sites(cfg)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     N = len(x)
     dtype = params["classifier.fc.weight"].dtype
     logits = np.empty((N, cfg.num_classes), dtype=np.float32)
@@ -502,7 +519,7 @@ def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=N
             raise ValueError(f"out[{name!r}] must be a float32 array [N={N}, ...] for a captured name "
                              f"(capture={capture}), got {getattr(arr, 'dtype', None)} {getattr(arr, 'shape', None)}")
     acts = dict(out or {})
-    lock = threading.Lock()
+    lock = threading.Lock()                               # batches may run on threads (run=...)
 
     def one(sl):
         xb = x[sl]
@@ -521,7 +538,12 @@ def predict(params, x, cfg: CCTConfig, batch_size=256, capture=None, transform=N
                     acts[name] = np.empty((N,) + a.shape[1:], dtype=np.float32)
             acts[name][sl] = a
 
-    map_batches(one, N, batch_size, workers)
+    batches = [slice(s, min(s + batch_size, N)) for s in range(0, N, batch_size)]
+    if run is None:
+        for sl in batches:
+            one(sl)
+    else:
+        run(one, batches)
     if capture is None:
         return logits
     for name in capture:                                  # N = 0: empty arrays of the right rank

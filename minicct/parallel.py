@@ -10,13 +10,13 @@ the duration of a parallel section and restored afterwards (`blas_threads`). Whe
 override).
 
 Results equal those of one worker:
-  * evaluation / capture (`map_batches`): every batch is computed whole by one worker, at the same batch
-    boundaries as serially -> bit for bit the same.
-  * training step (`step_grads`): each shard's gradient is that of its share of the mean loss (dlogits scaled
-    by n_shard / N); the shards' gradients are summed -> equal to one worker up to float32 rounding (the sum
+  * evaluation / capture (`predict`, `map_batches`): every batch is computed whole by one worker, at the same
+    batch boundaries as serially -> bit for bit the same.
+  * training step (`batch_parallel`, given to train.step.train_step as run_shards): each shard's gradient is
+    that of its share of the mean loss (dlogits scaled by n_shard / N); the shards' gradients are summed -> equal to one worker up to float32 rounding (the sum
     over the batch is split in a different order). Dropout / drop-path masks are the same as one worker's:
     every element of a mask consumes exactly 16 bits of the generator's raw stream
-    (layers/regularization.keep_mask), so shard [a, b) jumps (`bit_generator.advance`) to its part of each
+    (layers/kernels.keep_mask), so shard [a, b) jumps (`bit_generator.advance`) to its part of each
     mask. Needs a bit generator with `advance` (PCG64 -- np.random.default_rng's --, PCG64DXSM, Philox).
 
     workers = None -> default_workers(): MINICCT_WORKERS if set, else the usable CPUs (1 without BLAS control).
@@ -37,7 +37,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .layers.regularization import raw_to_uint16
+from . import model as M
+from .layers.kernels import raw_to_uint16
+from .memory import retain_freed_memory
 
 # ------------------------------------------------------------------------------------------ BLAS control
 
@@ -370,38 +372,46 @@ def finish_streams(rng, streams):
 
 # ------------------------------------------------------------------------------------------ jobs
 
-def shard_grads(params, x, targets, cfg, rng, smoothing, weight):
-    """forward (train) + cross-entropy + backward on one shard; the loss gradient scaled by `weight`
-    (n_shard / N: this shard's share of the batch mean). Returns (loss of the shard, logits, grads)."""
-    from . import model as M
-    from .layers.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
-    logits, cache = M.forward(params, x, cfg, train=True, rng=rng)
-    loss, lcache = softmax_cross_entropy_forward(logits, targets, smoothing)
-    grads = M.backward(softmax_cross_entropy_backward(weight, lcache), cache)
-    return loss, logits, grads
+def batch_parallel(workers=None):
+    """A shard runner for the training step: train_step(..., run_shards=batch_parallel(workers)).
 
-
-def step_grads(params, x, targets, cfg, rng=None, smoothing=0.0, workers=None):
-    """Mean cross-entropy over the batch and its parameter gradients, the batch split over `workers` threads.
-
-    Inputs: x [N, C, S, S] float32, targets int [N] or soft [N, K], rng (dropout / drop-path generator).
-    Returns (loss, logits [N, K], grads {name: array}); with one worker exactly forward -> loss -> backward.
+    run_shards(grads_of, x, y, rng) cuts the batch into `workers` contiguous shards and calls
+    grads_of(x[a:b], y[a:b], shard_stream, (b - a) / N) for each on its own thread (grads_of is train_step's
+    forward -> loss -> backward, its loss gradient scaled by the shard's share of the batch mean); returns
+    (loss, logits [N, K], grads) with the shards' gradients summed in shard order (the same sum at every run).
+    One shard: exactly grads_of(x, y, rng, 1.0). The first call raises glibc's malloc thresholds so that steps
+    reuse freed memory (minicct.memory).
     """
-    N = x.shape[0]
-    shards = split(N, resolve_workers(workers))
-    if len(shards) == 1:
-        return shard_grads(params, x, targets, cfg, rng, smoothing, 1.0)
-    streams = shard_streams(rng, shards, N)
-    out = run(lambda i: shard_grads(params, x[shards[i]], targets[shards[i]], cfg, streams[i], smoothing,
-                                    (shards[i].stop - shards[i].start) / N),
-              range(len(shards)), len(shards))
-    finish_streams(rng, streams)
-    grads = out[0][2]
-    for _, _, g in out[1:]:
-        for k, v in g.items():
-            grads[k] += v                                   # shard order: the same sum at every run
-    loss = sum(o[0] * (s.stop - s.start) for o, s in zip(out, shards)) / N
-    return float(loss), np.concatenate([o[1] for o in out]), grads
+    w = resolve_workers(workers)
+
+    def run_shards(grads_of, x, y, rng):
+        retain_freed_memory()
+        N = x.shape[0]
+        shards = split(N, w)
+        if len(shards) == 1:
+            return grads_of(x, y, rng, 1.0)
+        streams = shard_streams(rng, shards, N)
+        out = run(lambda i: grads_of(x[shards[i]], y[shards[i]], streams[i], (shards[i].stop - shards[i].start) / N),
+                  range(len(shards)), len(shards))
+        finish_streams(rng, streams)
+        grads = out[0][2]
+        for _, _, g in out[1:]:
+            for k, v in g.items():
+                grads[k] += v                                   # shard order: the same sum at every run
+        loss = sum(o[0] * (s.stop - s.start) for o, s in zip(out, shards)) / N
+        return float(loss), np.concatenate([o[1] for o in out]), grads
+
+    return run_shards
+
+
+def predict(params, x, cfg, batch_size=256, capture=None, transform=None, start_encoder=None, workers=None,
+            out=None):
+    """model.predict with its batches spread over `workers` threads (None: the usable CPUs); every batch is
+    computed whole by one worker, so the result is bit for bit that of model.predict. Freed batch buffers stay
+    in the process (minicct.memory)."""
+    retain_freed_memory()
+    return M.predict(params, x, cfg, batch_size, capture, transform, start_encoder, out,
+                     run=lambda fn, batches: run(fn, batches, workers))
 
 
 def map_batches(fn, n, batch_size, workers=None) -> list:

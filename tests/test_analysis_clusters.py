@@ -2,27 +2,9 @@
 import numpy as np
 import pytest
 
-from minicct.analysis.clusters import greedy_clusters, layer_summary, node_labels, node_stats
+from minicct.analysis.clusters import (greedy_clusters, greedy_clusters_reference, layer_summary, node_labels,
+                                      node_stats)
 from minicct.analysis.snp import normalise_threshold
-
-
-def _return_squares_port(B):
-    """Line-by-line port of the AFCC code's return_squares / is_square (docs/method.md sec. 6.1), the reference."""
-    K = B.shape[0]
-    labels_one = [j for j in range(K) if B[j, j] == 1]
-    temp = list(labels_one)
-    clusters = []
-    for lb in labels_one:
-        if lb in temp:
-            cluster = [lb]
-            for lb2 in temp[1:]:
-                idx = cluster + [lb2]
-                if sum(B[i, j] for i in idx for j in idx) == len(idx) ** 2:
-                    cluster.append(lb2)
-            for c in cluster:
-                temp.remove(c)
-            clusters.append(cluster)
-    return clusters
 
 
 def _blocks(K, groups, extra=()):
@@ -42,7 +24,7 @@ def test_matches_authors_algorithm_on_random_matrices():
         if trial % 2:
             B = B | B.T                                       # symmetric: many multi-label clusters
         np.fill_diagonal(B, rng.random(K) < 0.8)
-        assert greedy_clusters(B) == _return_squares_port(B.astype(int))
+        assert greedy_clusters(B) == greedy_clusters_reference(B.astype(int))
 
 
 def test_permuted_block_diagonal_groups_are_found():

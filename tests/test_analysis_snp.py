@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from minicct.analysis.readout import pooled_features, readout_logits
-from minicct.analysis.snp import (class_means, node_fields, normalise_fields, normalise_threshold,
-                                  per_image_fields, pooled_node_fields, single_node_predictions,
+from minicct.analysis.snp import (class_means, node_fields, node_fields_reference, normalise_fields,
+                                  normalise_threshold, per_image_fields, pooled_node_fields, single_node_predictions,
                                   single_node_summary)
 
 N, T, D, K = 230, 5, 7, 4
@@ -47,6 +47,15 @@ def test_fields_follow_the_per_image_definition():
     np.testing.assert_allclose(node_fields(A, y, Wp, K, mode="mean"), wantp, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pooled_node_fields(pooled_features(A, "seqpool", pool), y, Wp, K),
                                node_fields(A, y, Wp, K, mode="seqpool", pool=pool))
+
+
+def test_node_fields_equal_their_per_image_reference():
+    A, y, W, Wp, pool = _data(2)
+    np.testing.assert_allclose(node_fields(A, y, W, K, chunk=19), node_fields_reference(A, y, W, K),
+                               rtol=1e-5, atol=1e-6)   # float32 class sums
+    for mode, p in (("mean", None), ("seqpool", pool)):
+        np.testing.assert_allclose(node_fields(A, y, Wp, K, mode=mode, pool=p),
+                                   node_fields_reference(A, y, Wp, K, mode=mode, pool=p), rtol=1e-5, atol=1e-6)
 
 
 def test_memmap_and_float16_inputs(tmp_path):

@@ -115,7 +115,7 @@ def test_predict_equals_the_training_forward_without_dropout(small_model):
     p, x = small_model
     names = M.capture_sites(SMALL)
     logits, cache = M.forward(p, x, SMALL, train=True, rng=np.random.default_rng(0), capture=True)
-    got, acts = M.predict(p, x, SMALL, batch_size=len(x), capture=names, workers=1)
+    got, acts = M.predict(p, x, SMALL, batch_size=len(x), capture=names)
     _same_bits(got, logits)
     for name in names:
         _same_bits(acts[name], cache["acts"][name])
@@ -129,8 +129,8 @@ def test_capture_does_not_depend_on_the_batch_size():
     p = M.init_params(cfg, 5)
     x = np.random.default_rng(6).standard_normal((9, 3, 32, 32)).astype(np.float32)
     names = M.capture_sites(cfg)
-    _, ref = M.predict(p, x, cfg, batch_size=9, capture=names, workers=1)
+    _, ref = M.predict(p, x, cfg, batch_size=9, capture=names)
     for bs in (1, 4):
-        _, acts = M.predict(p, x, cfg, batch_size=bs, capture=names, workers=1)
+        _, acts = M.predict(p, x, cfg, batch_size=bs, capture=names)
         for name in names:
             _same_bits(acts[name], ref[name])

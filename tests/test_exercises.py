@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from minicct.exercises import EXERCISES, check, check_all, default_file, get_exercise
-from minicct.exercises.graders import _ATTENTION_HINTS, _attention_variant
+from minicct.exercises.graders.g03_attention import _ATTENTION_HINTS, _attention_variant
 from minicct.layers.attention import attention_backward, attention_forward
 
 REPO = Path(__file__).resolve().parents[1]

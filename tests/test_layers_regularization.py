@@ -104,7 +104,7 @@ def test_errors(fwd, name):
 
 
 def test_keep_mask_equals_naive_twin():
-    from minicct.layers.regularization import keep_mask, keep_mask_naive, raw_to_uint16, raw_to_uint16_naive
+    from minicct.layers.kernels import keep_mask, keep_mask_naive, raw_to_uint16, raw_to_uint16_naive
     for shape, p in [((7, 3, 5), 0.1), ((4,), 0.5), ((2, 3, 4, 4), 0.3)]:
         np.testing.assert_array_equal(keep_mask(np.random.default_rng(1), shape, p),
                                       keep_mask_naive(np.random.default_rng(1), shape, p))
@@ -113,7 +113,7 @@ def test_keep_mask_equals_naive_twin():
 
 
 def test_keep_mask_rate_and_threshold():
-    from minicct.layers.regularization import drop_threshold, keep_mask
+    from minicct.layers.kernels import drop_threshold, keep_mask
     assert drop_threshold(0.1) == 6554 and abs(drop_threshold(0.1) / 65536 - 0.1) <= 2 ** -17
     m = keep_mask(np.random.default_rng(3), (200_000,), 0.1)
     # binomial standard error sqrt(p (1 - p) / n) ~ 6.7e-4: allow 5 sigma

@@ -168,7 +168,7 @@ def test_wrong_input_raises_clear_errors():
     with pytest.raises(ValueError, match="labels must be in 0..4"):
         softmax_cross_entropy_forward(np.zeros((2, 5), np.float32), np.array([0, 5]))
     other = M.init_params(M.CCTConfig(**{**TINY.to_dict(), "num_classes": 7}), 0)
-    with pytest.raises(ValueError, match="classifier.fc.weight: expected \\(5, 8\\), got \\(7, 8\\)"):
+    with pytest.raises(ValueError, match="classifier.fc.weight: expected shape \\(5, 8\\), found \\(7, 8\\)"):
         M.check_params(other, TINY)
     with pytest.raises(ValueError, match="must divide"):
         M.CCTConfig(embedding_dim=10, num_heads=4)

@@ -4,24 +4,10 @@ import numpy as np
 import pytest
 
 from minicct.analysis import _validate as V
-from minicct.analysis.clusters import greedy_clusters, layer_summary, node_noise, node_signal, node_stats, snr
+from minicct.analysis.clusters import (greedy_clusters, layer_summary, node_noise, node_noise_reference, node_signal,
+                                      node_stats, snr)
 from minicct.sites import SITES, Site, site_names
 from minicct.tables import format_table
-
-
-def _blocks_by_loops(B, clusters):
-    """Ones inside and outside the cluster blocks of one node, counted cell by cell."""
-    K = B.shape[0]
-    inside = outside = 0
-    for i in range(K):
-        for j in range(K):
-            if not B[i, j]:
-                continue
-            if any(i in c and j in c for c in clusters):
-                inside += 1
-            else:
-                outside += 1
-    return inside, outside
 
 
 def _random_layer(seed, D=12, K=7):
@@ -40,9 +26,9 @@ def test_node_signal_and_noise_match_cell_counts(seed):
     assert S.shape == N.shape == (B.shape[0],) and S.dtype == N.dtype == np.int64
     for n in range(B.shape[0]):
         cl = greedy_clusters(B[n])
-        inside, outside = _blocks_by_loops(B[n], cl)
+        inside, outside = node_noise_reference(B[n], cl)               # counted cell by cell
         assert S[n] == inside                                          # blocks are all ones: sum |c|^2
-        assert N[n] == (outside if cl else -1)
+        assert N[n] == outside
         assert node_noise(B[n]) == N[n] and isinstance(node_noise(B[n]), int)   # one node -> an int
         assert node_signal(B[n]) == S[n]
     assert N[0] == -1 and N[1] == -1 and S[0] == 0

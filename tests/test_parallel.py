@@ -11,6 +11,20 @@ TINY = M.CCTConfig(img_size=12, n_conv_layers=1, kernel_size=3, embedding_dim=16
 CLASSROOM = M.get_config("classroom", num_classes=20)
 
 
+class _NoUpdate:
+    """An optimiser that leaves the parameters alone: train_step then only computes loss, logits, gradients."""
+
+    def step(self, params, grads, lr=None):
+        pass
+
+
+def step_grads(params, x, y, cfg, rng, smoothing, workers):
+    """(loss, logits, grads) of train_step's forward -> loss -> backward, the batch on `workers` threads."""
+    from minicct.train.step import train_step
+    r = train_step(params, _NoUpdate(), x, y, cfg, rng, smoothing=smoothing, run_shards=P.batch_parallel(workers))
+    return r.loss, r.logits, r.grads
+
+
 def _train(cfg, workers, steps=3, n=10, opt="adamw", seed=0):
     params = M.init_params(cfg, seed)
     rng = np.random.default_rng(seed)
@@ -21,7 +35,7 @@ def _train(cfg, workers, steps=3, n=10, opt="adamw", seed=0):
     drop_rng = np.random.default_rng(seed + 1)
     losses = []
     for _ in range(steps):
-        loss, logits, grads = P.step_grads(params, x, y, cfg, drop_rng, 0.1, workers)
+        loss, logits, grads = step_grads(params, x, y, cfg, drop_rng, 0.1, workers)
         o.step(params, grads)
         losses.append(loss)
     return params, losses, drop_rng.bit_generator.state
@@ -52,8 +66,8 @@ def test_parallel_gradients_equal_one_worker(workers):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((9, 3, 12, 12)).astype(np.float32)
     y = rng.integers(0, 5, 9)
-    l1, z1, g1 = P.step_grads(params, x, y, cfg, np.random.default_rng(5), 0.1, 1)
-    lw, zw, gw = P.step_grads(params, x, y, cfg, np.random.default_rng(5), 0.1, workers)
+    l1, z1, g1 = step_grads(params, x, y, cfg, np.random.default_rng(5), 0.1, 1)
+    lw, zw, gw = step_grads(params, x, y, cfg, np.random.default_rng(5), 0.1, workers)
     np.testing.assert_array_equal(zw, z1) if workers == 1 else np.testing.assert_allclose(zw, z1, rtol=1e-5, atol=1e-6)
     for k in g1:
         scale = max(float(np.abs(g1[k]).max()), 1e-6)
@@ -61,7 +75,7 @@ def test_parallel_gradients_equal_one_worker(workers):
 
 
 def test_shard_masks_equal_batch_masks():
-    from minicct.layers.regularization import keep_mask
+    from minicct.layers.kernels import keep_mask
     shape, n = (7, 3, 5, 5), 7
     for a, b in [(0, 3), (3, 7), (2, 5)]:
         full = keep_mask(np.random.default_rng(4), shape, 0.3)
@@ -95,14 +109,14 @@ def test_parallel_capture_equals_serial_exactly(tmp_path):
     params = M.init_params(cfg, 0)
     x = np.random.default_rng(1).standard_normal((37, 3, 32, 32)).astype(np.float32)
     names = ["tokens", "enc1.mha_heads", "enc3.out", "pooled"]
-    z1, a1 = M.predict(params, x, cfg, batch_size=8, capture=names, workers=1)
-    z2, a2 = M.predict(params, x, cfg, batch_size=8, capture=names, workers=2)
+    z1, a1 = P.predict(params, x, cfg, batch_size=8, capture=names, workers=1)
+    z2, a2 = P.predict(params, x, cfg, batch_size=8, capture=names, workers=2)
     np.testing.assert_array_equal(z2, z1)
     for k in names:
         np.testing.assert_array_equal(a2[k], a1[k])
     # written batch by batch into a memory-mapped file instead
     mm = np.lib.format.open_memmap(tmp_path / "enc3.out.npy", mode="w+", dtype=np.float32, shape=a1["enc3.out"].shape)
-    _, a3 = M.predict(params, x, cfg, batch_size=8, capture=["enc3.out"], workers=2, out={"enc3.out": mm})
+    _, a3 = P.predict(params, x, cfg, batch_size=8, capture=["enc3.out"], workers=2, out={"enc3.out": mm})
     assert a3["enc3.out"] is mm
     mm.flush()
     np.testing.assert_array_equal(np.load(tmp_path / "enc3.out.npy"), a1["enc3.out"])
@@ -118,7 +132,7 @@ def test_train_step_with_workers_matches_one_worker():
     for w in (1, 2):
         p, o, r = M.init_params(cfg, 1), SGD(0.05, momentum=0.9), np.random.default_rng(3)
         for _ in range(3):
-            train_step(p, o, x, y, cfg, r, smoothing=0.1, workers=w)
+            train_step(p, o, x, y, cfg, r, smoothing=0.1, run_shards=P.batch_parallel(w))
         runs.append(p)
     for k in runs[0]:
         np.testing.assert_allclose(runs[1][k], runs[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
@@ -132,7 +146,7 @@ def test_capture_to_disk_equals_predict_and_trains_a_readout_from_disk(tmp_path)
     x = np.random.default_rng(2).standard_normal((23, 3, 12, 12)).astype(np.float32)
     y = np.arange(23) % 5
     sites = ["enc1.out", "enc0.ff_hidden", "pooled"]
-    _, ref = M.predict(params, x, cfg, batch_size=4, capture=sites, workers=1)
+    _, ref = M.predict(params, x, cfg, batch_size=4, capture=sites)
     got = capture_to_disk(params, x, cfg, sites, tmp_path, batch_size=4, chunk=7, workers=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{s}.npy" for s in sites)   # no .part left
     for k in sites:

@@ -28,7 +28,7 @@ def test_train_step_equals_the_four_lines():
     o1, o2 = AdamW(1e-3, weight_decay=0.05), AdamW(1e-3, weight_decay=0.05)
     for it in range(3):
         # one worker: exactly the four lines (several workers: tests/test_parallel.py, to float32 rounding)
-        out = train_step(p1, o1, x, y, TINY, np.random.default_rng(it), lr=2e-3, smoothing=0.1, workers=1)
+        out = train_step(p1, o1, x, y, TINY, np.random.default_rng(it), lr=2e-3, smoothing=0.1)
         # the same step, written out
         logits, cache = M.forward(p2, x, TINY, train=True, rng=np.random.default_rng(it))
         loss, lc = softmax_cross_entropy_forward(logits, y, 0.1)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import model as M
+from .. import parallel
 from ..io.atomic import commit
 
 
@@ -59,7 +60,8 @@ def capture_to_disk(params, x, cfg, sites, directory, batch_size=256, transform=
             maps = {name: np.memmap(parts[name], dtype=np.float32, mode="r+",
                                     offset=layout[name][0] + s * layout[name][1],
                                     shape=(e - s,) + site_shape(cfg, name)) for name in sites}
-            M.predict(params, x[s:e], cfg, batch_size, capture=sites, transform=transform, workers=workers, out=maps)
+            parallel.predict(params, x[s:e], cfg, batch_size, capture=sites, transform=transform, workers=workers,
+                             out=maps)
             for mm in maps.values():
                 mm.flush()
             del maps                                                    # unmapped: resident memory stays one chunk

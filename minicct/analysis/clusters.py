@@ -68,6 +68,44 @@ def greedy_clusters(B_n):
     return clusters
 
 
+def greedy_clusters_reference(B_n):
+    """Naive twin of greedy_clusters: a line-by-line port of the AFCC code's return_squares / is_square, the
+    all-ones block test written as the sum of the block. B_n [K, K] 0/1 -> clusters."""
+    B = np.asarray(B_n).astype(int)
+    K = B.shape[0]
+    labels_one = [j for j in range(K) if B[j, j] == 1]
+    temp = list(labels_one)
+    clusters = []
+    for lb in labels_one:
+        if lb in temp:
+            cluster = [lb]
+            for lb2 in temp[1:]:
+                idx = cluster + [lb2]
+                if sum(B[i, j] for i in idx for j in idx) == len(idx) ** 2:
+                    cluster.append(lb2)
+            for c in cluster:
+                temp.remove(c)
+            clusters.append(cluster)
+    return clusters
+
+
+def node_noise_reference(B_n, clusters):
+    """Naive twin of node_noise / node_signal for one node: its ones counted cell by cell, inside a cluster
+    block (signal) or outside every block (noise; -1 for a node without clusters). Returns (signal, noise)."""
+    B = np.asarray(B_n)
+    K = B.shape[0]
+    inside = outside = 0
+    for i in range(K):
+        for j in range(K):
+            if not B[i, j]:
+                continue
+            if any(i in c and j in c for c in clusters):
+                inside += 1
+            else:
+                outside += 1
+    return inside, (outside if clusters else -1)
+
+
 def _per_node(B, fn, clusters=None):
     """fn(B_n [K, K], clusters of n) for one node [K, K] (-> int) or every node of [D, K, K] (-> int64 [D]).
     clusters: the greedy clusters if already found (one list for [K, K], a list per node for [D, K, K])."""

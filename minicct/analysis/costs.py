@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import model as M
-from ..parallel import resolve_workers
+from ..parallel import predict, resolve_workers
 from .capture_disk import capture_to_disk, site_shape
 from .readout import readout_accuracy, train_readout
 from .snp import node_fields, single_node_predictions
@@ -69,7 +69,7 @@ def measure_snp_rates(cfg, names, modes=("flat",), n_capture=64, n_readout=500, 
         if to_disk:
             capture_to_disk(params, x, cfg, names, Path(tmp) / "capture", batch_size=batch_size, workers=workers)
         else:
-            M.predict(params, x, cfg, batch_size, capture=names, workers=workers)
+            predict(params, x, cfg, batch_size, capture=names, workers=workers)
         out["capture_s"] = time.perf_counter() - t0
         out["capture_s_per_image"] = out["capture_s"] / n_capture
         del x

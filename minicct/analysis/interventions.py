@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import model as M
+from .. import parallel
 from ..datasets.base import to_model_input
 from ..sites import Site
 from ._validate import check_finite, check_labels
@@ -119,7 +120,7 @@ def _check_encoder(cfg, encoder, name="encoder"):
 
 def model_logits(params, cfg, x_uint8, mean, std, batch_size=250):
     """Evaluation-mode logits [N, K] (float32) of uint8 images [N, S, S, 3] (model.predict, batch_size at a time)."""
-    return M.predict(params, x_uint8, cfg, batch_size, transform=lambda b: to_model_input(b, mean, std))
+    return parallel.predict(params, x_uint8, cfg, batch_size, transform=lambda b: to_model_input(b, mean, std))
 
 
 def encoder_input(params, cfg, acts, encoder):
@@ -145,7 +146,7 @@ def _eval_logits(params, cfg, data, start, z_test, batch_size=250):
     if z_test is not None:
         if len(z_test) != len(data.y_test):
             raise ValueError(f"z_test has {len(z_test)} images, the test set {len(data.y_test)}")
-        return M.predict(params, z_test, cfg, batch_size, start_encoder=start)
+        return parallel.predict(params, z_test, cfg, batch_size, start_encoder=start)
     return model_logits(params, cfg, data.x_test, data.mean, data.std, batch_size)
 
 

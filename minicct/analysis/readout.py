@@ -220,7 +220,157 @@ def _step_grads(Xb, yb, params, mode):
     return loss, logits, grads
 
 
-class _RowReader:
+def train_readout(A_train, y_train, num_classes, epochs=READOUT_EPOCHS, lr=0.01, momentum=0.975, nesterov=True,
+                  weight_decay=1e-3, lr_decay=0.975, batch_size=100, seed=0, A_test=None, y_test=None,
+                  progress=None, pooled=False, mode="flat", mask=None, W_init=None, pool_init=None):
+    """Train a bias-free read-out on frozen activations with the AFCC recipe; returns a `Readout`.
+
+        logits = read-out(A) (see `mode`),  loss = -(1/B) sum_k log softmax(logits_k)[y_k]
+        SGD (torch.optim.SGD): g += wd w ; b = mu b + g ; w -= lr_e (g + mu b)   (Nesterov)
+        lr_e = lr * lr_decay**(e + 1) for epoch e = 0, 1, ...                    [CODE]
+
+    Inputs:
+        A_train [N, T, D] float array or np.memmap (read one shuffled mini-batch at a time), y_train int [N].
+        num_classes K. epochs (the authors use 200; a few suffice on cached features, report the number).
+        lr, momentum, nesterov, weight_decay, lr_decay, batch_size: defaults = AFCC read-out recipe [CODE].
+        seed: initialisation and shuffling (np.random.default_rng(seed)); same seed -> same result.
+        A_test [M, T, D], y_test [M]: if given, test accuracy after every epoch.
+        progress: None, True (print one line per epoch) or a callable(record dict) called per epoch with
+            keys epoch, lr, train_loss, train_acc, test_acc (None without a test set).
+        mode: "flat" [CODE] | "mean" [INF] | "seqpool" [INF] (module docstring). pooled=True is shorthand
+            for mode="seqpool".
+        mask: optional keep-mask [K, D] (label x node, applied to every token) or W's shape; re-applied
+            after every optimiser step so pruned weights stay exactly 0 (AFCC train_func) [CODE].
+        W_init: optional starting weights (copied, not modified), e.g. a trained read-out for masked
+            retraining; pool_init = (w, b) likewise for seqpool. Without W_init and with a mask the init
+            uses the masked fan-in (Random_AFCC) [CODE].
+    Returns: Readout(W, mode, train_loss [E], train_acc [E], test_acc [E or 0], lr [E], pool_w, pool_b, mask).
+    """
+    mode = _resolve_mode(mode, pooled)
+    y_train, y_test = _check_training(A_train, y_train, num_classes, A_test, y_test, epochs, batch_size, lr_decay,
+                                      progress)
+    N, T, D = A_train.shape
+    K, shape = num_classes, readout_shape(mode, T, D, num_classes)
+    rng = np.random.default_rng(seed)
+    start = _start(mode, T, D, K, rng, mask, W_init, pool_init)
+    params = {"W^T": np.ascontiguousarray(start.W.reshape(K, -1).T)}   # [T*D or D, K]: W transposed (_step_grads)
+    if mode == "seqpool":
+        params["pool.weight"], params["pool.bias"] = start.pool_w, start.pool_b
+    opt = SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, decay_all=True)
+    if mode == "mean":                                       # the token average does not depend on the
+        A_train = _pooled(A_train, mode)                     # parameters: Z [N, D], pooled once, and the steps
+        A_test = None if A_test is None else _pooled(A_test, mode)   # read rows of Z (same numbers per row)
+    buf = np.empty((min(batch_size, N),) + A_train.shape[1:], dtype=np.float32)  # reused batch buffer
+    hist = {"train_loss": [], "train_acc": [], "test_acc": [], "lr": []}
+    pool = (start.pool_w, start.pool_b) if mode == "seqpool" else None  # the arrays the optimiser updates in place
+
+    with RowReader(A_train) as reader:
+        for epoch in range(epochs):
+            lr_e = lr * lr_decay ** (epoch + 1)                  # AFCC: lr *= 0.975 before every epoch
+            perm = rng.permutation(N)
+            loss_sum = correct = 0.0
+            for s in range(0, N, batch_size):
+                idx = np.sort(perm[s:s + batch_size])            # ascending rows: memmap-friendly, same batch
+                Xb = reader.take(idx, buf)                        # [B, T, D] float32 ([B, D] for "mean")
+                yb = y_train[idx]
+                loss, logits, grads = _step_grads(Xb, yb, params, mode)
+                opt.step(params, grads, lr=lr_e)
+                if start.mask_t is not None:
+                    np.multiply(params["W^T"], start.mask_t, out=params["W^T"])   # pruned weights back to exactly 0
+                loss_sum += loss * len(idx)
+                correct += float((logits.argmax(axis=1) == yb).sum())
+            rec = {"epoch": epoch, "lr": lr_e, "train_loss": loss_sum / N, "train_acc": correct / N, "test_acc": None}
+            if A_test is not None:
+                rec["test_acc"] = _accuracy(A_test, y_test, params["W^T"].T, 1000, mode, pool)   # inputs checked once
+            _record(rec, hist, progress, mode, epochs)
+    W = np.ascontiguousarray(params["W^T"].T).reshape(shape)  # [K, T, D] or [K, D]
+    return Readout(W=W, mode=mode, train_loss=np.asarray(hist["train_loss"]),
+                   train_acc=np.asarray(hist["train_acc"]), test_acc=np.asarray(hist["test_acc"]),
+                   lr=np.asarray(hist["lr"]), pool_w=start.pool_w, pool_b=start.pool_b,
+                   mask=None if mask is None else np.asarray(mask).astype(bool))
+
+
+@dataclass
+class _Start:
+    """Where a read-out's training starts: W [K, T, D] or [K, D] float32 (a fresh init, or a copy of W_init with
+    pruned entries 0), the seqpool pool (or None), and the keep-mask in the transposed layout of W^T (or None)."""
+
+    W: np.ndarray
+    pool_w: np.ndarray | None
+    pool_b: np.ndarray | None
+    mask_t: np.ndarray | None
+
+
+def _start(mode, T, D, K, rng, mask, W_init, pool_init) -> _Start:
+    """The starting weights of train_readout (its docstring: mask, W_init, pool_init)."""
+    shape = readout_shape(mode, T, D, K)
+    m = None if mask is None else _expand_mask_to(mask, shape, mode)
+    W, pool_w, pool_b = init_readout(mode, T, D, K, rng, mask)
+    if W_init is not None:
+        check_weight(np.asarray(W_init), mode, T, D, K)
+        W = np.array(W_init, dtype=np.float32)              # a copy: the caller's array is not modified
+        if m is not None:
+            W *= m
+    if pool_init is not None:
+        if mode != "seqpool":
+            raise ValueError("pool_init is only used with mode 'seqpool'")
+        pool_w, pool_b = (np.array(p, dtype=np.float32) for p in pool_init)
+        if pool_w.shape != (1, D) or pool_b.shape != (1,):
+            raise ValueError(f"pool_init must be (w (1, {D}), b (1,)), got {pool_w.shape}, {pool_b.shape}")
+    mt = None if m is None else np.ascontiguousarray(np.broadcast_to(m, W.shape).reshape(K, -1).T)  # as W^T
+    return _Start(W, pool_w, pool_b, mt)
+
+
+def _resolve_mode(mode, pooled):
+    if pooled:
+        if mode not in ("flat", "seqpool"):
+            raise ValueError(f"pooled=True means mode='seqpool' but mode={mode!r} was given; pass only one")
+        mode = "seqpool"
+    check_mode(mode, with_pool=False)
+    return mode
+
+
+def _check_training(A_train, y_train, num_classes, A_test, y_test, epochs, batch_size, lr_decay, progress):
+    """train_readout's input checks; returns the checked (y_train, y_test)."""
+    check_activations(A_train, "A_train")
+    N, T, D = A_train.shape
+    if N == 0:
+        raise ValueError("train_readout: A_train has no images (N = 0)")
+    y_train = check_labels(y_train, N, num_classes, "y_train")
+    if (A_test is None) != (y_test is None):
+        raise ValueError("give both A_test and y_test, or neither")
+    if A_test is not None:
+        check_activations(A_test, "A_test")
+        if A_test.shape[1:] != (T, D):
+            raise ValueError(f"A_test has tokens x nodes {A_test.shape[1:]}, A_train has {(T, D)}")
+        y_test = check_labels(y_test, A_test.shape[0], num_classes, "y_test")
+    if not (isinstance(epochs, (int, np.integer)) and epochs >= 0):
+        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not lr_decay > 0:
+        raise ValueError(f"lr_decay must be > 0, got {lr_decay}")
+    if progress is not None and progress is not True and not callable(progress):
+        raise ValueError("progress must be None, True (print) or a callable taking one dict per epoch")
+    return y_train, y_test
+
+
+def _record(rec, hist, progress, mode, epochs):
+    """One epoch's record into the history, and to `progress` (True: one printed line)."""
+    if rec["test_acc"] is not None:
+        hist["test_acc"].append(rec["test_acc"])
+    for k in ("train_loss", "train_acc", "lr"):
+        hist[k].append(rec[k])
+    if progress is True:
+        test = "" if rec["test_acc"] is None else f"  test acc {rec['test_acc']:.4f}"
+        print(f"read-out [{mode}] epoch {rec['epoch'] + 1}/{epochs}  lr {rec['lr']:.5f}  "
+              f"loss {rec['train_loss']:.4f}  train acc {rec['train_acc']:.4f}{test}", flush=True)
+    elif progress is not None:
+        progress(rec)
+
+
+# ---------------------------------------------------------------------------------------------- reading rows
+class RowReader:
     """Mini-batches of rows of A as float32. For a float32 np.memmap backed by a file (e.g. analysis.capture_disk),
     positioned reads (os.preadv, one per run of consecutive rows) into the reused buffer, so the file's pages stay
     in the page cache and do not pile up in the process's resident memory; other arrays: readout's _rows."""
@@ -251,127 +401,8 @@ class _RowReader:
             os.close(self.fd)
             self.fd = None
 
+    def __enter__(self):
+        return self
 
-def train_readout(A_train, y_train, num_classes, epochs=READOUT_EPOCHS, lr=0.01, momentum=0.975, nesterov=True,
-                  weight_decay=1e-3, lr_decay=0.975, batch_size=100, seed=0, A_test=None, y_test=None,
-                  progress=None, pooled=False, mode="flat", mask=None, W_init=None, pool_init=None):
-    """Train a bias-free read-out on frozen activations with the AFCC recipe; returns a `Readout`.
-
-        logits = read-out(A) (see `mode`),  loss = -(1/B) sum_k log softmax(logits_k)[y_k]
-        SGD (torch.optim.SGD): g += wd w ; b = mu b + g ; w -= lr_e (g + mu b)   (Nesterov)
-        lr_e = lr * lr_decay**(e + 1) for epoch e = 0, 1, ...                    [CODE]
-
-    Inputs:
-        A_train [N, T, D] float array or np.memmap (read one shuffled mini-batch at a time), y_train int [N].
-        num_classes K. epochs (the authors use 200; a few suffice on cached features, report the number).
-        lr, momentum, nesterov, weight_decay, lr_decay, batch_size: defaults = AFCC read-out recipe [CODE].
-        seed: initialisation and shuffling (np.random.default_rng(seed)); same seed -> same result.
-        A_test [M, T, D], y_test [M]: if given, test accuracy after every epoch.
-        progress: None, True (print one line per epoch) or a callable(record dict) called per epoch with
-            keys epoch, lr, train_loss, train_acc, test_acc (None without a test set).
-        mode: "flat" [CODE] | "mean" [INF] | "seqpool" [INF] (module docstring). pooled=True is shorthand
-            for mode="seqpool".
-        mask: optional keep-mask [K, D] (label x node, applied to every token) or W's shape; re-applied
-            after every optimiser step so pruned weights stay exactly 0 (AFCC train_func) [CODE].
-        W_init: optional starting weights (copied, not modified), e.g. a trained read-out for masked
-            retraining; pool_init = (w, b) likewise for seqpool. Without W_init and with a mask the init
-            uses the masked fan-in (Random_AFCC) [CODE].
-    Returns: Readout(W, mode, train_loss [E], train_acc [E], test_acc [E or 0], lr [E], pool_w, pool_b, mask).
-    """
-    if pooled:
-        if mode not in ("flat", "seqpool"):
-            raise ValueError(f"pooled=True means mode='seqpool' but mode={mode!r} was given; pass only one")
-        mode = "seqpool"
-    check_mode(mode, with_pool=False)
-    check_activations(A_train, "A_train")
-    N, T, D = A_train.shape
-    if N == 0:
-        raise ValueError("train_readout: A_train has no images (N = 0)")
-    y_train = check_labels(y_train, N, num_classes, "y_train")
-    if (A_test is None) != (y_test is None):
-        raise ValueError("give both A_test and y_test, or neither")
-    if A_test is not None:
-        check_activations(A_test, "A_test")
-        if A_test.shape[1:] != (T, D):
-            raise ValueError(f"A_test has tokens x nodes {A_test.shape[1:]}, A_train has {(T, D)}")
-        y_test = check_labels(y_test, A_test.shape[0], num_classes, "y_test")
-    if not (isinstance(epochs, (int, np.integer)) and epochs >= 0):
-        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
-    if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not lr_decay > 0:
-        raise ValueError(f"lr_decay must be > 0, got {lr_decay}")
-    if progress is not None and progress is not True and not callable(progress):
-        raise ValueError("progress must be None, True (print) or a callable taking one dict per epoch")
-
-    K = num_classes
-    shape = readout_shape(mode, T, D, K)
-    rng = np.random.default_rng(seed)
-    m = None if mask is None else _expand_mask_to(mask, shape, mode)
-    W, pool_w, pool_b = init_readout(mode, T, D, K, rng, mask)
-    if W_init is not None:
-        check_weight(np.asarray(W_init), mode, T, D, K)
-        W = np.array(W_init, dtype=np.float32)              # a copy: the caller's array is not modified
-        if m is not None:
-            W *= m
-    if pool_init is not None:
-        if mode != "seqpool":
-            raise ValueError("pool_init is only used with mode 'seqpool'")
-        pool_w, pool_b = (np.array(p, dtype=np.float32) for p in pool_init)
-        if pool_w.shape != (1, D) or pool_b.shape != (1,):
-            raise ValueError(f"pool_init must be (w (1, {D}), b (1,)), got {pool_w.shape}, {pool_b.shape}")
-
-    params = {"W^T": np.ascontiguousarray(W.reshape(K, -1).T)}   # [T*D or D, K]: W stored transposed (_step_grads)
-    mt = None if m is None else np.ascontiguousarray(np.broadcast_to(m, W.shape).reshape(K, -1).T)  # mask, same layout
-    if mode == "seqpool":
-        params["pool.weight"], params["pool.bias"] = pool_w, pool_b
-    opt = SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, decay_all=True)
-    if mode == "mean":                                       # the token average does not depend on the
-        A_train = _pooled(A_train, mode)                     # parameters: Z [N, D], pooled once, and the steps
-        A_test = None if A_test is None else _pooled(A_test, mode)   # read rows of Z (same numbers per row)
-    buf = np.empty((min(batch_size, N),) + A_train.shape[1:], dtype=np.float32)  # reused batch buffer
-    hist = {"train_loss": [], "train_acc": [], "test_acc": [], "lr": []}
-    pool = (pool_w, pool_b) if mode == "seqpool" else None  # the same arrays the optimiser updates in place
-
-    reader = _RowReader(A_train)
-    try:
-        _epochs(epochs, lr, lr_decay, rng, N, batch_size, reader, buf, y_train, params, mode, opt, mt, hist,
-                A_test, y_test, pool, progress)
-    finally:
-        reader.close()
-    W = np.ascontiguousarray(params["W^T"].T).reshape(shape)  # [K, T, D] or [K, D]
-    return Readout(W=W, mode=mode, train_loss=np.asarray(hist["train_loss"]),
-                   train_acc=np.asarray(hist["train_acc"]), test_acc=np.asarray(hist["test_acc"]),
-                   lr=np.asarray(hist["lr"]), pool_w=pool_w, pool_b=pool_b,
-                   mask=None if mask is None else np.asarray(mask).astype(bool))
-
-
-def _epochs(epochs, lr, lr_decay, rng, N, batch_size, reader, buf, y_train, params, mode, opt, mt, hist,
-            A_test, y_test, pool, progress):
-    """The epochs of train_readout (SGD over shuffled mini-batches, test accuracy after each epoch)."""
-    for epoch in range(epochs):
-        lr_e = lr * lr_decay ** (epoch + 1)                  # AFCC: lr *= 0.975 before every epoch
-        perm = rng.permutation(N)
-        loss_sum = correct = 0.0
-        for s in range(0, N, batch_size):
-            idx = np.sort(perm[s:s + batch_size])            # ascending rows: memmap-friendly, same batch
-            Xb = reader.take(idx, buf)                        # [B, T, D] float32 ([B, D] for "mean")
-            yb = y_train[idx]
-            loss, logits, grads = _step_grads(Xb, yb, params, mode)
-            opt.step(params, grads, lr=lr_e)
-            if mt is not None:
-                np.multiply(params["W^T"], mt, out=params["W^T"])   # pruned weights back to exactly 0
-            loss_sum += loss * len(idx)
-            correct += float((logits.argmax(axis=1) == yb).sum())
-        rec = {"epoch": epoch, "lr": lr_e, "train_loss": loss_sum / N, "train_acc": correct / N, "test_acc": None}
-        if A_test is not None:
-            rec["test_acc"] = _accuracy(A_test, y_test, params["W^T"].T, 1000, mode, pool)   # inputs checked once
-            hist["test_acc"].append(rec["test_acc"])
-        for k in ("train_loss", "train_acc", "lr"):
-            hist[k].append(rec[k])
-        if progress is True:
-            test = "" if rec["test_acc"] is None else f"  test acc {rec['test_acc']:.4f}"
-            print(f"read-out [{mode}] epoch {epoch + 1}/{epochs}  lr {lr_e:.5f}  "
-                  f"loss {rec['train_loss']:.4f}  train acc {rec['train_acc']:.4f}{test}", flush=True)
-        elif progress is not None:
-            progress(rec)
+    def __exit__(self, *exc):
+        self.close()

@@ -26,16 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import predict
+from ..parallel import predict
 from . import interventions as I
 from .andc import andc_mask, ff_mask
 from .baselines import ff_baseline_masks, readout_baselines
 from .clusters import node_labels
 from .heads import designated_labels, heads_per_label, partition_counts, partition_si, shp_label_sets
 from .nulls import NULL_DRAWS, group_permutation_test, holm, min_detectable_effect, partition_null, sweep_with_null
-from .report import analyse_site, capture
+from .report import analyse_site, capture, run_snp
 from .stats import (CONTRADICTED, INCONCLUSIVE, NULL_RULE, SUPPORTED, bootstrap_summary, null_check, summarise,
                     summarise_columns, trend_verdict, verdict_from)
+from ..sites import Site
 
 def small_clusters_verdict(lab, K):
     """P-T "small clusters": labels in clusters per node (a Summary over seeds) against K labels. Supported if the
@@ -79,12 +80,7 @@ CLAIMS = {
 
 
 def _site_values(r):
-    s, single = r.summary, r.single
-    return {"accuracy": r.accuracy, "clusters_per_node": s["mean_clusters_per_node"],
-            "cluster_size": s["mean_cluster_size"], "labels_in_clusters": s["mean_labels_in_clusters"],
-            "noise": s["mean_noise"], "snr": s["snr"], "snr_a": s["snr_a"], "snr_b": s["snr_b"],
-            "snr_c": s.get("snr_c", float("nan")), "snr_d": s["snr_d"],
-            "single_node_accuracy": single["mean_accuracy"], "single_node_top_fraction": single["mean_top_fraction"]}
+    return r.values(QUANTITIES)                     # report.QUANTITIES: the one name -> number mapping
 
 
 def seed_sweep(A_train, y_train, A_test, y_test, num_classes, names, modes=("flat",), seeds=(0, 1, 2), epochs=10,
@@ -199,29 +195,17 @@ def seeded_snp(params, cfg, data, site="out", modes=("flat", "mean", "seqpool"),
     Returns (vals, report, kept): vals[mode][quantity] [S, E] (seed_sweep); report = an SNPReport of the first
     seed's SiteAnalyses (figures written to out_dir when given); kept[(seed, name, mode)] every SiteAnalysis.
     """
-    from .report import SNPReport
-    names = ["tokens"] + [f"enc{e}.{site}" for e in range(cfg.num_layers)]
-    x_tr, y_tr = data.x_train[:n_train], data.y_train[:n_train]
-    if acts is None:
-        A_tr = capture(params, cfg, x_tr, data.mean, data.std, names, batch_size)
-        A_te = capture(params, cfg, data.x_test, data.mean, data.std, names, batch_size)
-    else:
-        A_tr, A_te = acts
-        missing = [n for n in names if n not in A_tr or n not in A_te]
-        if missing:
-            raise ValueError(f"acts lacks the activations of {missing}; capture them or pass acts=None")
-    vals, kept = seed_sweep(A_tr, y_tr, A_te, data.y_test, cfg.num_classes, names, modes, seeds, epochs, threshold,
-                            keep=[(n, m) for n in names for m in modes], workers=workers)
-    report = SNPReport([kept[(seeds[0], n, m)] for n in names for m in modes], list(data.class_names),
-                       dict(data.groups), dict(data.group_names))
+    report = run_snp(params, cfg, data, (site,), modes, True, epochs, threshold, n_train, seeds[0], None, None,
+                     batch_size, float("inf"), acts, seeds, seed_sweep, workers)     # one pipeline (report.run_snp)
     if out_dir is not None:
         from .. import plots
         from .nulls import NullSweep
+        names = [Site.tokens().name] + [Site(e, site).name for e in range(cfg.num_layers)]
         S, E = len(seeds), len(names)                 # the figure shows what the table shows: mean over seeds
-        no_null = {m: {q: np.empty((S, 0, E)) for q in vals[m]} for m in modes}
+        no_null = {m: {q: np.empty((S, 0, E)) for q in report.vals[m]} for m in modes}
         report.figures = plots.snp_figures(report, out_dir, sweep=NullSweep(names, tuple(modes), list(seeds), 0,
-                                                                            vals, no_null))
-    return vals, report, kept
+                                                                            report.vals, no_null))
+    return report.vals, report, report.kept
 
 
 @dataclass

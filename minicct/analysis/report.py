@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import model as M
+from .. import parallel
 from ..datasets.base import to_model_input
 from ..sites import SITES, Site
 from ..tables import format_table
@@ -40,6 +41,25 @@ from .snp import AFCC_THRESHOLD, node_fields, normalise_threshold, single_node_p
 #: classroom model (tests/test_eval_forward.py; lesson 03's output is unchanged). At 100 a batch's arrays stay
 #: closer to the cache than at 250 (lesson 03's capture is a little faster; its last line prints the time).
 CAPTURE_BATCH = 100
+
+
+#: The SNP quantities of one site and read-out: name -> how it is read off a SiteAnalysis (the one place a
+#: quantity's name meets its number; replicate's seed sweep, the report's table and the lessons' tables use it).
+QUANTITIES = {
+    "accuracy": lambda r: r.accuracy,
+    "clusters_per_node": lambda r: r.summary["mean_clusters_per_node"],
+    "cluster_size": lambda r: r.summary["mean_cluster_size"],
+    "labels_in_clusters": lambda r: r.summary["mean_labels_in_clusters"],
+    "noise": lambda r: r.summary["mean_noise"],
+    "noise_with_zeros": lambda r: r.summary["mean_noise_with_zeros"],
+    "snr": lambda r: r.summary["snr"],
+    "snr_a": lambda r: r.summary["snr_a"],
+    "snr_b": lambda r: r.summary["snr_b"],
+    "snr_c": lambda r: r.summary.get("snr_c", float("nan")),
+    "snr_d": lambda r: r.summary["snr_d"],
+    "single_node_accuracy": lambda r: r.single["mean_accuracy"],
+    "single_node_top_fraction": lambda r: r.single["mean_top_fraction"],
+}
 
 
 @dataclass
@@ -80,6 +100,10 @@ class SiteAnalysis:
         """0 for the tokenizer, e + 1 for encoder e (Site.depth)."""
         return self.site.depth
 
+    def values(self, names=tuple(QUANTITIES)) -> dict:
+        """{quantity: number} of this analysis for the quantity names (QUANTITIES)."""
+        return {q: QUANTITIES[q](self) for q in names}
+
 
 def analyse_site(A_train, y_train, A_test, y_test, num_classes, mode="flat", epochs=READOUT_EPOCHS,
                  threshold=AFCC_THRESHOLD, seed=0, site=Site(0, "out"), progress=None, **readout_kw) -> SiteAnalysis:
@@ -102,8 +126,8 @@ def analyse_site(A_train, y_train, A_test, y_test, num_classes, mode="flat", epo
 
 def capture(params, cfg, x_uint8, mean, std, names, batch_size=CAPTURE_BATCH):
     """Activations of uint8 images [N, S, S, 3] at the capture `names`, as float32 arrays {name: [N, ...]}."""
-    _, acts = M.predict(params, x_uint8, cfg, batch_size, capture=names,
-                        transform=lambda b: to_model_input(b, mean, std))
+    _, acts = parallel.predict(params, x_uint8, cfg, batch_size, capture=names,
+                               transform=lambda b: to_model_input(b, mean, std))
     return acts
 
 
@@ -158,6 +182,8 @@ class SNPReport:
     figures: list = field(default_factory=list)
     model_accuracy: float | None = None
     seconds: float = 0.0
+    vals: dict | None = None      # with a seed sweep (run_snp(..., seeds=, sweep=)): vals[mode][quantity] [S, E]
+    kept: dict | None = None      # and kept[(seed, name, mode)]: every SiteAnalysis of the sweep
 
     def get(self, name, mode="flat") -> SiteAnalysis:
         for r in self.results:
@@ -168,19 +194,17 @@ class SNPReport:
     def table(self) -> dict:
         """Columns as arrays: name, depth (0 = tokenizer, e + 1 = encoder e), site, mode, accuracy, clusters_per_node, mean_cluster_size,
         labels_in_clusters, noise, noise_with_zeros, snr, single_node_accuracy, single_node_top_fraction."""
-        cols = {k: [] for k in ("name", "depth", "site", "mode", "accuracy", "clusters_per_node",
-                                "mean_cluster_size", "labels_in_clusters", "noise", "noise_with_zeros", "snr",
-                                "single_node_accuracy", "single_node_top_fraction")}
+        quantities = {"accuracy": "accuracy", "clusters_per_node": "clusters_per_node",
+                      "mean_cluster_size": "cluster_size", "labels_in_clusters": "labels_in_clusters",
+                      "noise": "noise", "noise_with_zeros": "noise_with_zeros", "snr": "snr",
+                      "single_node_accuracy": "single_node_accuracy",
+                      "single_node_top_fraction": "single_node_top_fraction"}    # column -> quantity
+        cols = {k: [] for k in ("name", "depth", "site", "mode", *quantities)}
         for r in self.results:
-            s = r.summary
-            for k, v in (("name", r.name), ("depth", r.depth), ("site", r.part), ("mode", r.mode),
-                         ("accuracy", r.accuracy), ("clusters_per_node", s["mean_clusters_per_node"]),
-                         ("mean_cluster_size", s["mean_cluster_size"]),
-                         ("labels_in_clusters", s["mean_labels_in_clusters"]), ("noise", s["mean_noise"]),
-                         ("noise_with_zeros", s["mean_noise_with_zeros"]), ("snr", s["snr"]),
-                         ("single_node_accuracy", r.single["mean_accuracy"]),
-                         ("single_node_top_fraction", r.single["mean_top_fraction"])):
+            for k, v in (("name", r.name), ("depth", r.depth), ("site", r.part), ("mode", r.mode)):
                 cols[k].append(v)
+            for k, q in quantities.items():
+                cols[k].append(QUANTITIES[q](r))
         return {k: np.array(v) for k, v in cols.items()}
 
     def format_table(self, mode=None) -> str:
@@ -196,7 +220,8 @@ class SNPReport:
 
 def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool"), include_tokens=True,
             epochs=READOUT_EPOCHS, threshold=AFCC_THRESHOLD, n_train=None, seed=0, out_dir=None, progress=print,
-            batch_size=CAPTURE_BATCH, max_capture_bytes=5e9, acts=None) -> SNPReport:
+            batch_size=CAPTURE_BATCH, max_capture_bytes=5e9, acts=None, seeds=None, sweep=None,
+            workers=None) -> SNPReport:
     """The SNP analysis of a trained CCT on a dataset, over encoders and sites, with progress output.
 
     params, cfg: a trained model (e.g. from train.checkpoint.load_checkpoint); data: a Dataset.
@@ -207,6 +232,9 @@ def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool")
     one pass with the default 5 GB; lower it on a small machine, at the price of more passes).
     acts: (A_train, A_test), dicts {name: [N, T, D]} already captured (`capture` of data.x_train[:n_train] and
     data.x_test) holding every site asked for; then no forward pass is run.
+    seeds, sweep: read-outs for several seeds at once: sweep(A_train, y_train, A_test, y_test, K, names, modes,
+    seeds, epochs, threshold, keep=..., workers=workers) -> (vals, kept), e.g. replicate.seed_sweep (forked
+    workers); the report then holds the first seed's SiteAnalyses and, in .vals / .kept, the whole sweep.
     Returns an SNPReport.
     """
     t0 = time.time()
@@ -233,7 +261,7 @@ def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool")
         size += per_name[n]
     if cur:
         groups_of_names.append(cur)
-    results = []
+    results, sweeps = [], []
     for group in groups_of_names:
         if acts is None:
             say(f"capturing {', '.join(group)} for {len(x_tr)} training and {len(x_te)} test images ...", flush=True)
@@ -241,6 +269,12 @@ def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool")
             A_te = capture(params, cfg, x_te, data.mean, data.std, group, batch_size)
         else:
             A_tr, A_te = acts
+        if sweep is not None:                         # every seed's read-outs at once (the sweep's workers)
+            vals, kept = sweep(A_tr, y_tr, A_te, y_te, cfg.num_classes, group, modes, seeds, epochs, threshold,
+                               keep=[(n, m) for n in group for m in modes], workers=workers)
+            sweeps.append((vals, kept))
+            results += [kept[(seeds[0], n, m)] for n in group for m in modes]
+            continue
         for name in group:
             for mode in modes:
                 r = analyse_site(A_tr[name], y_tr, A_te[name], y_te, cfg.num_classes, mode, epochs, threshold,
@@ -251,6 +285,10 @@ def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool")
                 results.append(r)
         del A_tr, A_te
     report = SNPReport(results, list(data.class_names), dict(data.groups), dict(data.group_names))
+    if sweeps:
+        report.vals = {m: {q: np.concatenate([v[m][q] for v, _ in sweeps], axis=1) for q in sweeps[0][0][m]}
+                       for m in modes}
+        report.kept = {k: r for _, kept in sweeps for k, r in kept.items()}
     if out_dir is not None:
         from .. import plots
         report.figures = plots.snp_figures(report, out_dir)

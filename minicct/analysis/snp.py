@@ -100,6 +100,22 @@ def node_fields(A, y, W, num_classes, chunk=256, mode="flat", pool=None):
     return V
 
 
+def node_fields_reference(A, y, W, num_classes, mode="flat", pool=None):
+    """Naive twin of node_fields: every image's field h_n(k, j) from its definition (per_image_fields' sum
+    written as a loop over images), then the mean over the images of each class. Returns V [D, K, K] float64."""
+    A, W = np.asarray(A, dtype=np.float64), np.asarray(W, dtype=np.float64)
+    X = A if mode == "flat" else pooled_features(A.astype(np.float32), mode, pool).astype(np.float64)[:, None, :]
+    Wt = W if mode == "flat" else W[:, None, :]                # [K, T, D] (a pooled read-out: T = 1)
+    D = A.shape[2]
+    sums = np.zeros((D, num_classes, num_classes))
+    counts = np.zeros(num_classes)
+    for k in range(A.shape[0]):
+        h = np.einsum("jtn,tn->nj", Wt, X[k])                  # h_n(k, j) = sum_t W[j, t, n] A_k[t, n]  [D, K]
+        sums[:, y[k], :] += h
+        counts[y[k]] += 1
+    return sums / np.maximum(counts, 1)[None, :, None]
+
+
 def pooled_node_fields(Z, y, W, num_classes):
     """Node fields of a pooled read-out [INF]: V[n, i, j] = W[j, n] * mean_{k : y_k = i} Z_k[n].
 

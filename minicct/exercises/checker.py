@@ -1,6 +1,6 @@
 """The grading machinery: load a student's file, run seeded cases, compare with minicct, explain failures.
 
-A grader (graders.py) is a function of a `Session`. It calls `session.part(function_name, cases)` for every
+A grader (graders/, one file per exercise) is a function of a `Session`. It calls `session.part(function_name, cases)` for every
 function the student writes; a case is (label, run) and `run()` calls the student through `session.call`,
 compares with `compare` / `compare_exact` and returns an optional note for the PASS line. The first
 failure of a function stops its remaining cases (they are reported as not run): one clear message beats

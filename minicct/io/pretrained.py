@@ -366,19 +366,19 @@ def measure_forward_speed(cfg: M.CCTConfig, batch_size: int = 50, probe_seconds:
     reuse). Per-image cost depends on the batch size and on what else runs on the machine, so this is an
     estimate; measure with the batch size you will use.
     """
-    from ..parallel import resolve_workers
+    from ..parallel import predict, resolve_workers
     params = M.init_params(cfg, seed)
     rng = np.random.default_rng(seed)
     shape = (cfg.n_input_channels, cfg.img_size, cfg.img_size)
     t0 = time.perf_counter()
-    M.predict(params, rng.standard_normal((1, *shape), dtype=np.float32), cfg, batch_size)
+    predict(params, rng.standard_normal((1, *shape), dtype=np.float32), cfg, batch_size)
     t_one = max(time.perf_counter() - t0, 1e-6)
     workers = resolve_workers(None)
     n = int(np.clip(workers * probe_seconds / t_one, 1, max(1, batch_size) * workers))
     x = rng.standard_normal((n, *shape), dtype=np.float32)
-    M.predict(params, x, cfg, -(-n // workers))          # warm-up: one batch per worker
+    predict(params, x, cfg, -(-n // workers))          # warm-up: one batch per worker
     t0 = time.perf_counter()
-    M.predict(params, x, cfg, -(-n // workers))
+    predict(params, x, cfg, -(-n // workers))
     return n / max(time.perf_counter() - t0, 1e-6)
 
 

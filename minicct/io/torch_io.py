@@ -916,26 +916,13 @@ def to_params(state: dict, expected_shapes: dict) -> dict[str, np.ndarray]:
     Returns:
         name -> float32 C-contiguous copy, in the order of `expected_shapes`.
     """
-    missing = [k for k in expected_shapes if k not in state]
-    unexpected = [k for k in state if k not in expected_shapes]
-    wrong = []
-    for k, shape in expected_shapes.items():
-        if k not in state:
-            continue
-        v = np.asarray(state[k])
-        if v.shape != tuple(shape):
-            wrong.append(f"{k}: expected shape {tuple(shape)}, found {v.shape}")
-        elif not np.issubdtype(v.dtype, np.floating):
-            wrong.append(f"{k}: expected a floating-point tensor, found dtype {v.dtype}")
-    if missing or unexpected or wrong:
-        lines = ["state_dict does not match the model:"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): " + ", ".join(missing))
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
-        if wrong:
-            lines.append(f"  mismatches ({len(wrong)}):")
-            lines += [f"    {w}" for w in wrong]
+    from ..model import mismatch_lines
+    dtypes = [f"{k}: expected a floating-point tensor, found dtype {np.asarray(state[k]).dtype}"
+              for k, shape in expected_shapes.items() if k in state and np.shape(state[k]) == tuple(shape)
+              and not np.issubdtype(np.asarray(state[k]).dtype, np.floating)]
+    lines = mismatch_lines(expected_shapes, state, dtypes)
+    if lines:
+        lines = ["state_dict does not match the model:"] + lines
         lines.append("Check that the model config (layers, dims, kernel, conv layers, classes, img_size, "
                      "positional embedding) matches the checkpoint.")
         raise ValueError("\n".join(lines))

@@ -12,6 +12,8 @@ equations (the split of llm.c between the clean reference and the fast versions)
     window_max_argmax     max over the k*k window offsets with a uint8 arg-max map       window_max_argmax_naive
     window_max            the same max alone (evaluation: no arg-max map)                window_max_naive
     qkv_grad_views        dq, dk, dv written straight into the [N, T, 3, h, d] layout     stack_qkv_grads
+    keep_mask             dropout / drop-path keep-masks from 16 bits of the raw stream   keep_mask_naive
+    raw_to_uint16         raw 64-bit outputs as four 16-bit values each (a view)          raw_to_uint16_naive
 Shape legend: N batch, C channels, H, W height/width, k kernel, T tokens, h heads, d head dim.
 """
 import math
@@ -282,3 +284,61 @@ def qkv_grad_views(N, T, h, d, dtype):
 def stack_qkv_grads(dq, dk, dv):
     """Naive twin of qkv_grad_views: separate [N, h, T, d] gradients stacked and transposed -> [N, T, 3, h, d]."""
     return np.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4)
+
+
+# ------------------------------------------------------------------------------------- dropout masks
+# Each element of a dropout / drop-path mask gets a 16-bit uniform integer u, four per raw 64-bit output of the
+# generator's bit generator, and is kept when u >= round(65536 p). ~8x cheaper than one float per element
+# (rng.random); and because every element consumes exactly 16 bits of the stream, a slice of a batch can draw
+# exactly its own part of the batch's mask (minicct.parallel.ShardStream: batch-parallel workers see the same
+# masks as one worker).
+_U16 = 65536
+
+
+def drop_threshold(p) -> int:
+    """The 16-bit threshold of rate p: an element is dropped when its u < round(65536 p)."""
+    return int(round(float(p) * _U16))
+
+
+def uniform16(rng, n):
+    """n uniform 16-bit integers (uint16 [n]) from rng's bit generator: raw 64-bit outputs, 4 values each.
+
+    `rng` is a np.random.Generator or an object with a `uniform16(n)` method (minicct.parallel's shard
+    stream, which hands out one slice of a batch's stream). Consumes ceil(n / 4) raw outputs.
+    """
+    if hasattr(rng, "uniform16"):
+        return rng.uniform16(n)
+    raw = rng.bit_generator.random_raw(-(-n // 4))                     # uint64 [ceil(n / 4)]
+    return raw_to_uint16(raw)[:n]
+
+
+def raw_to_uint16(raw):
+    """uint64 [m] -> uint16 [4 m]: value j is bits 16 (j % 4) .. 16 (j % 4) + 15 of raw[j // 4]."""
+    if np.little_endian:
+        return raw.view(np.uint16)                                     # a view, no copy
+    return raw_to_uint16_naive(raw)
+
+
+def raw_to_uint16_naive(raw):
+    """Naive twin of `raw_to_uint16`: explicit shifts (the definition; endian-independent)."""
+    shifts = np.arange(4, dtype=np.uint64) * np.uint64(16)
+    return ((raw[:, None] >> shifts) & np.uint64(0xFFFF)).astype(np.uint16).reshape(-1)
+
+
+def keep_mask(rng, shape, p):
+    """Boolean keep-mask of `shape`: True with probability 1 - p' (module docstring). Kernel of dropout and
+    drop-path; elements in C order take consecutive 16-bit values of the stream."""
+    n = int(np.prod(shape))
+    return (uniform16(rng, n) >= drop_threshold(p)).reshape(shape)
+
+
+def keep_mask_naive(rng, shape, p):
+    """Naive twin of `keep_mask`: raw outputs one by one, 16-bit fields by shifting, compared in a loop."""
+    n = int(np.prod(shape))
+    thr = drop_threshold(p)
+    out = np.empty(n, dtype=bool)
+    raw = rng.bit_generator.random_raw(-(-n // 4))
+    for j in range(n):
+        u = (int(raw[j // 4]) >> (16 * (j % 4))) & 0xFFFF
+        out[j] = u >= thr
+    return out.reshape(shape)

@@ -3,71 +3,14 @@
 Both are the identity in evaluation (train=False) or at rate 0; then the cache is None.
 Shape legend: any shape; drop-path draws one number per sample (the first axis, N).
 
-Random masks come from one named kernel, `keep_mask` (naive twin: `keep_mask_naive`): each element gets a
-16-bit uniform integer u, four per raw 64-bit output of the generator's bit generator, and is kept when
-u >= round(65536 p). So the drop rate actually used is p' = round(65536 p) / 65536 (|p' - p| <= 2^-17, e.g.
-p = 0.1 -> p' = 0.1000061); the scale stays 1 / (1 - p) as in the equations below. This is ~8x cheaper than
-drawing one float per element (`rng.random`), and because every element consumes exactly 16 bits of the
-stream, a slice of a batch can draw exactly its own part of the batch's mask (minicct.parallel uses this so
-that batch-parallel workers see the same masks as one worker).
+The random keep-masks m come from one named kernel, layers/kernels.keep_mask (naive twin keep_mask_naive): 16 bits
+of the generator's stream per element, kept when u >= round(65536 p), so the drop rate actually used is
+p' = round(65536 p) / 65536 (|p' - p| <= 2^-17, e.g. p = 0.1 -> p' = 0.1000061); the scale stays 1 / (1 - p) as
+in the equations below.
 """
 import numpy as np
 
-_U16 = 65536
-
-
-def _check_rate(p, name):
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"{name}: rate must be in [0, 1), got {p}")
-
-
-def drop_threshold(p) -> int:
-    """The 16-bit threshold of rate p: an element is dropped when its u < round(65536 p)."""
-    return int(round(float(p) * _U16))
-
-
-def uniform16(rng, n):
-    """n uniform 16-bit integers (uint16 [n]) from rng's bit generator: raw 64-bit outputs, 4 values each.
-
-    `rng` is a np.random.Generator or an object with a `uniform16(n)` method (minicct.parallel's shard
-    stream, which hands out one slice of a batch's stream). Consumes ceil(n / 4) raw outputs.
-    """
-    if hasattr(rng, "uniform16"):
-        return rng.uniform16(n)
-    raw = rng.bit_generator.random_raw(-(-n // 4))                     # uint64 [ceil(n / 4)]
-    return raw_to_uint16(raw)[:n]
-
-
-def raw_to_uint16(raw):
-    """uint64 [m] -> uint16 [4 m]: value j is bits 16 (j % 4) .. 16 (j % 4) + 15 of raw[j // 4]."""
-    if np.little_endian:
-        return raw.view(np.uint16)                                     # a view, no copy
-    return raw_to_uint16_naive(raw)
-
-
-def raw_to_uint16_naive(raw):
-    """Naive twin of `raw_to_uint16`: explicit shifts (the definition; endian-independent)."""
-    shifts = np.arange(4, dtype=np.uint64) * np.uint64(16)
-    return ((raw[:, None] >> shifts) & np.uint64(0xFFFF)).astype(np.uint16).reshape(-1)
-
-
-def keep_mask(rng, shape, p):
-    """Boolean keep-mask of `shape`: True with probability 1 - p' (module docstring). Kernel of dropout and
-    drop-path; elements in C order take consecutive 16-bit values of the stream."""
-    n = int(np.prod(shape))
-    return (uniform16(rng, n) >= drop_threshold(p)).reshape(shape)
-
-
-def keep_mask_naive(rng, shape, p):
-    """Naive twin of `keep_mask`: raw outputs one by one, 16-bit fields by shifting, compared in a loop."""
-    n = int(np.prod(shape))
-    thr = drop_threshold(p)
-    out = np.empty(n, dtype=bool)
-    raw = rng.bit_generator.random_raw(-(-n // 4))
-    for j in range(n):
-        u = (int(raw[j // 4]) >> (16 * (j % 4))) & 0xFFFF
-        out[j] = u >= thr
-    return out.reshape(shape)
+from .kernels import keep_mask
 
 
 def dropout_forward(x, p, rng=None, train=True):
@@ -123,3 +66,8 @@ def drop_path_backward(dout, cache):
         return dout
     m, keep = cache
     return dout * (m / keep)
+
+
+def _check_rate(p, name):
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{name}: rate must be in [0, 1), got {p}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import model as M
+from .. import parallel
 from ..datasets.base import Dataset, to_model_input
 from ..layers.loss import smooth_targets, softmax_cross_entropy_forward
 from .augment import mix_batch, random_crop_flip
@@ -69,7 +70,7 @@ class History:
 
 def evaluate(params, cfg, x_uint8, y, mean, std, batch_size=500):
     """Mean cross-entropy (no smoothing) and top-1 accuracy on uint8 images [N, H, W, 3]."""
-    logits = M.predict(params, x_uint8, cfg, batch_size, transform=lambda b: to_model_input(b, mean, std))
+    logits = parallel.predict(params, x_uint8, cfg, batch_size, transform=lambda b: to_model_input(b, mean, std))
     total_loss = 0.0
     for s in range(0, len(y), batch_size):                         # batch means, weighted by batch size
         loss, _ = softmax_cross_entropy_forward(logits[s:s + batch_size], y[s:s + batch_size])
@@ -191,6 +192,7 @@ def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Pa
     def lr_at(epoch, step):
         return cosine_lr(epoch + step / steps_per_epoch, tc.lr, tc.epochs, tc.warmup_epochs, tc.warmup_lr, tc.min_lr)
 
+    run_shards = parallel.batch_parallel()          # the batch split over the usable CPUs (minicct.parallel)
     step = start_step
     with _StopFlag() as flag:
         for epoch in range(start_epoch, tc.epochs):
@@ -202,7 +204,7 @@ def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Pa
                 idx = perm[step * tc.batch_size:(step + 1) * tc.batch_size]
                 xb, q = _batch(x_train, y_train, idx, data, cfg, tc, rngs["augment"])
                 out = train_step(params, opt, xb, q, cfg, rngs["dropout"], lr, tc.smoothing,
-                                 step_name=f"epoch {epoch + 1}, step {step + 1}")
+                                 step_name=f"epoch {epoch + 1}, step {step + 1}", run_shards=run_shards)
                 history.step_losses.append(out.loss)
                 step += 1
                 running["seen"] += len(idx)
