@@ -38,6 +38,7 @@ from .stats import (CONTRADICTED, INCONCLUSIVE, NULL_RULE, SUPPORTED, bootstrap_
                     summarise_columns, trend_verdict, verdict_from)
 from ..sites import Site
 
+
 def small_clusters_verdict(lab, K):
     """P-T "small clusters": labels in clusters per node (a Summary over seeds) against K labels. Supported if the
     interval lies below K/4, contradicted if above K/2, else inconclusive (claims table and lesson 03)."""
