@@ -1,9 +1,9 @@
 """Draw the README's figure: one node's field matrix and its label clusters (docs/snp_node.png).
 
-    python docs/make_figure.py [--checkpoint data/checkpoints/classroom.npz] [--dataset embedded]
+    python docs/make_figure.py [--checkpoint data/checkpoints/cifar10_classroom.npz] [--dataset cifar10_sample]
                                [--epochs 10] [--seed 0] [--threshold 0.3] [--out docs/snp_node.png]
 
-Offline, on the committed classroom checkpoint and the embedded dataset by default. The steps are those of
+Offline, on the classroom CCT trained on real CIFAR-10 and the committed real-image sample by default. The steps are those of
 lesson 03 for one site, the output of the last encoder, with the authors' read-out on the flattened tokens
 (docs/method.md sections 1-4):
   1. freeze the model and record the activations A [N, T, D] of the last encoder      (analysis.report.capture)
@@ -45,8 +45,8 @@ def pick(B, clusters):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default=str(ROOT / "data" / "checkpoints" / "classroom.npz"))
-    ap.add_argument("--dataset", default="embedded")
+    ap.add_argument("--checkpoint", default=str(ROOT / "data" / "checkpoints" / "cifar10_classroom.npz"))
+    ap.add_argument("--dataset", default="cifar10_sample")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threshold", type=float, default=0.3)

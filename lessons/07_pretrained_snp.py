@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a che
 from minicct import model as M
 from minicct.io import pretrained as P
 from minicct.analysis.costs import measure_snp_rates, project_snp_seconds
-from minicct.analysis.report import SITES, group_agreement, run_snp, site_names
+from minicct.analysis.nulls import group_agreement
+from minicct.analysis.report import SITES, run_snp, site_names
 from minicct.datasets import load
 from minicct.io.download import DownloadError
 from minicct.parallel import resolve_workers

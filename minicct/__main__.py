@@ -349,7 +349,8 @@ def cmd_evaluate(args):
 def cmd_snp(args):
     import numpy as np
 
-    from .analysis.report import group_agreement, run_snp
+    from .analysis.nulls import group_agreement
+    from .analysis.report import run_snp
     from .datasets import load
 
     out = _check_output_dir(args.out, "--out")            # before the analysis, not after it
@@ -459,7 +460,7 @@ def cmd_snp_arrays(args):
                   f"index {r['si']:.3f} (shuffled nodes {m:.3f} +- {sd:.3f}), labels per head "
                   f"{r['labels_per_head'].tolist()}, mean Jaccard {r['mean_jaccard']:.2f}")
         if sweep is not None:
-            from .analysis.nulls import head_verdicts
+            from .analysis.replicate import head_verdicts
             heads = head_verdicts(sweep, head_sites, args.head_dim, threshold=args.threshold, n_draws=args.draws,
                                   seed=args.seed)
             print(heads["text"])

@@ -6,6 +6,7 @@ import pytest
 
 from minicct import model as M
 from minicct.analysis import report as R
+from minicct.analysis.nulls import group_agreement
 from minicct.analysis.snp import class_means
 from minicct.datasets.embedded import make_embedded
 from minicct.train.loop import TrainConfig, train
@@ -60,7 +61,7 @@ def test_site_names_and_errors():
 def test_group_agreement_exact_chance_matches_sampling():
     groups = {"g": np.repeat(np.arange(4), 5)}            # K = 20 labels in 4 groups of 5
     clusters = [[0, 1], [0, 5], [2, 3, 4], [7, 12, 13]]
-    a = R.group_agreement(clusters + [[9]], groups)["g"]
+    a = group_agreement(clusters + [[9]], groups)["g"]
     assert a["n"] == 4 and a["inside"] == pytest.approx(2 / 4)
     exact = (4 * math.comb(5, 2) / math.comb(20, 2) * 2 + 4 * math.comb(5, 3) / math.comb(20, 3) * 2) / 4
     assert a["chance"] == pytest.approx(exact)
@@ -68,16 +69,16 @@ def test_group_agreement_exact_chance_matches_sampling():
     sim = np.mean([len(set(groups["g"][rng.choice(20, len(c), replace=False)])) == 1
                    for c in clusters for _ in range(4000)])
     assert sim == pytest.approx(exact, abs=0.01)
-    assert math.isnan(R.group_agreement([[1]], groups)["g"]["inside"])
+    assert math.isnan(group_agreement([[1]], groups)["g"]["inside"])
 
 
 def test_group_agreement_p_value_is_the_label_permutation_p():
     groups = {"g": np.repeat(np.arange(2), 4)}                          # K = 8 labels, 2 groups of 4: 70 assignments
-    a = R.group_agreement([[0, 1], [2, 3], [4, 5], [6, 7]], groups)["g"]
+    a = group_agreement([[0, 1], [2, 3], [4, 5], [6, 7]], groups)["g"]
     assert a["p_method"] == "exact" and a["p_value"] == pytest.approx(6 / 70)   # 6 assignments keep all 4 pairs
     # a repeated cluster is not independent evidence: 3 copies of one pair give the p of one pair, not its cube
-    one = R.group_agreement([[0, 1]], groups)["g"]["p_value"]
-    three = R.group_agreement([[0, 1], [0, 1], [0, 1]], groups)["g"]["p_value"]
+    one = group_agreement([[0, 1]], groups)["g"]["p_value"]
+    three = group_agreement([[0, 1], [0, 1], [0, 1]], groups)["g"]["p_value"]
     assert three == pytest.approx(one) == pytest.approx(3 / 7)
-    b = R.group_agreement([[0, 5], [0, 6], [5, 1]], groups)["g"]        # none inside: p = 1
+    b = group_agreement([[0, 5], [0, 6], [5, 1]], groups)["g"]        # none inside: p = 1
     assert b["p_value"] == pytest.approx(1.0)

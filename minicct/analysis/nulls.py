@@ -9,7 +9,7 @@ clusters repeat) as observed. The distinct assignments number K! / prod_g n_g!; 
     p = #{assignments with statistic >= observed} / #{assignments}                        (exact)
 otherwise `n_draws` random permutations give
     p = (1 + #{draws with statistic >= observed}) / (1 + n_draws)                        (Monte Carlo)
-This replaces the p-value that treated clusters as independent draws (report.group_agreement's old
+This replaces the p-value that treated clusters as independent draws (group_agreement's old
 "p_value", which counted 91 distinct clusters of 100 as 100 independent trials).
 
 Heads (`partition_null`): a statistic of the real heads (specialisation index from node label counts, or a
@@ -428,7 +428,7 @@ class NullSweep:
 
     def table(self, mode, quantities=None, level=0.95) -> str:
         """Per position: value, null and excess (mean [95 % interval]) of each quantity, as text."""
-        from .replicate import LABELS
+        from .report import LABELS
         E = len(self.names)
         lines = [f"{mode} read-out: value | label-permutation null ({self.draws} draw(s) per seed, {len(self.seeds)} "
                  f"seed(s)) | excess = value - null; '*' = excess interval beyond 0"]
@@ -480,8 +480,8 @@ def _site(name, index):
 
 
 def _values_with_signal(r):
-    from .replicate import _site_values
-    v = _site_values(r)
+    from .report import sweep_values
+    v = sweep_values(r)
     v["signal"] = r.summary["mean_signal"]
     return v
 
@@ -500,7 +500,7 @@ def sweep_with_null(A_train, y_train, A_test, y_test, num_classes, names, modes=
     """
     import time as _time
     from ..parallel import gil_switch_interval, run_forked
-    from .replicate import QUANTITIES
+    from .report import SWEEP_QUANTITIES as QUANTITIES
     from .report import analyse_site
     t0 = _time.time()
     seeds = [int(s) for s in seeds]
@@ -572,7 +572,7 @@ def variance_components(null):
 def variance_table(sweep, mode="flat", quantities=None, position=-1) -> str:
     """variance_components of every quantity at one position of a NullSweep (S >= 2 seeds, P >= 2 draws), beside
     the variance of the true-label values over seeds: the measurement behind NULL_DRAWS (docs/nulls.md)."""
-    from .replicate import LABELS
+    from .report import LABELS
     e = position % len(sweep.names)
     lines = [f"null variance at {sweep.names[e]} ({mode} read-out), {len(sweep.seeds)} seeds x {sweep.draws} draws: "
              f"sd of the real values over seeds; sd between seeds / within a seed (between permutations) of the "
@@ -686,37 +686,35 @@ def features_with_null(fs, modes=("flat", "mean", "seqpool"), epochs=10, thresho
     return SNPReport(results, list(fs.class_names)), NullSweep.concat(parts)
 
 
-def head_verdicts(sweep, head_sites, head_dim, threshold=0.3, n_draws=200, seed=0, alpha=0.05) -> dict:
-    """Head verdicts of the attention-head sites of a NullSweep, as the claims table gives them (replicate.py):
-    per site the specialisation index (SI) and the SHP heads per recognised label of the real heads against
-    n_draws random partitions of the nodes into groups of head_dim (the statistic averaged over the seeds),
-    one-sided p, Holm over the sites, both tails; verdict by replicate._null_verdict (a majority of sites beyond
-    the null on the claimed side: supported; on the other side: contradicted; else inconclusive).
-    Needs the SiteAnalyses of every seed at those sites in sweep.kept (read-out "flat" if swept, else the first).
-    Returns a dict: mode, sites, si / shp (per site: observed, null_mean, null_sd, p_value, p_holm),
-    si_verdict, shp_verdict, text.
+def group_agreement(clusters, groups: dict, n_draws=10000, seed=0, permutation=True) -> dict:
+    """How often multi-label clusters stay inside one ground-truth group, against a label-permutation null. [INF]
+
+    clusters: iterable of label lists (e.g. every cluster of every node of a layer); groups: name -> [K] ints.
+    For each grouping g returns {"n": number of clusters of size >= 2, "inside": fraction whose labels all
+    share one group, "chance": the expected fraction for random label sets of the same sizes,
+        chance = mean over clusters c of  p_c,  p_c = sum_groups C(n_group, |c|) / C(K, |c|)   (exact),
+    "p_value": one-sided p of the count inside under the label-permutation null (nulls.group_permutation_test:
+    the group vector permuted over the labels, clusters kept as they are, so clusters that repeat or share
+    labels are not counted as independent evidence; exact enumeration when the distinct assignments are
+    few, else (1 + hits) / (1 + n_draws)), "p_method", "p_min" (smallest attainable p)}.
+    The earlier p-value that treated clusters as independent draws is retired: it is far too small when
+    clusters repeat across nodes. permutation=False skips the permutation test (p_value nan, p_method
+    "skipped") for callers that show only the fractions.
     """
-    from .clusters import node_labels
-    from .replicate import _null_verdict, head_null_tests, opposite_tail_p
-    mode = "flat" if "flat" in sweep.modes else sweep.modes[0]
-    missing = [(s, n) for n in head_sites for s in sweep.seeds if (s, n, mode) not in sweep.kept]
-    if missing:
-        raise ValueError(f"head_verdicts needs the {mode} SiteAnalyses of every seed at {missing[:3]}...")
-    Ls = [[node_labels(sweep.kept[(s, n, mode)].B) for s in sweep.seeds] for n in head_sites]
-    Vs = [[sweep.kept[(s, n, mode)].V for s in sweep.seeds] for n in head_sites]
-    si_res, hp_res = head_null_tests(Ls, Vs, head_dim, threshold, n_draws, seed=seed)
-    out = {"mode": mode, "sites": list(head_sites), "head_dim": head_dim, "n_draws": n_draws}
-    lines = [f"head verdicts ({mode} read-out, {len(sweep.seeds)} seed(s) averaged; null: {n_draws} random partitions "
-             f"of the nodes into groups of {head_dim}; Holm over {len(head_sites)} site(s)):"]
-    for key, res, alt, word in (("si", si_res, "greater", "specialisation index (higher = specialised)"),
-                                ("shp", hp_res, "less", "SHP heads per recognised label (fewer = specialised)")):
-        p_adj, _ = holm([r["p_value"] for r in res], alpha)
-        p_oth, _ = holm([opposite_tail_p(r["observed"], r["null"], alt) for r in res], alpha)
-        out[key] = [{"site": n, "observed": r["observed"], "null_mean": r["null_mean"], "null_sd": r["null_sd"],
-                     "p_value": r["p_value"], "p_holm": float(p)} for n, r, p in zip(head_sites, res, p_adj)]
-        out[f"{key}_verdict"] = _null_verdict(p_adj, p_oth, alpha)
-        lines.append(f"  {word}: {out[f'{key}_verdict'].upper()}; " + "; ".join(
-            f"{n}: {r['observed']:.3f} vs {r['null_mean']:.3f} +- {r['null_sd']:.3f} (p_Holm {p:.2g})"
-            for n, r, p in zip(head_sites, res, p_adj)))
-    out["text"] = "\n".join(lines)
+    multi = [list(c) for c in clusters if len(c) >= 2]
+    out = {}
+    for gname, g in groups.items():
+        g = np.asarray(g)
+        K = len(g)
+        sizes = np.bincount(g)
+        if not multi:
+            out[gname] = {"n": 0, "inside": float("nan"), "chance": float("nan"), "p_value": float("nan"),
+                          "p_method": "none", "p_min": float("nan")}
+            continue
+        hits = sum(len(set(g[c])) == 1 for c in multi)
+        pc = np.array([sum(math.comb(int(n), len(c)) for n in sizes) / math.comb(K, len(c)) for c in multi])
+        perm = group_permutation_test(multi, g, n_draws=n_draws, seed=seed) if permutation else \
+            {"p_value": float("nan"), "method": "skipped", "p_min": float("nan")}
+        out[gname] = {"n": len(multi), "inside": hits / len(multi), "chance": float(pc.mean()),
+                      "p_value": perm["p_value"], "p_method": perm["method"], "p_min": perm["p_min"]}
     return out

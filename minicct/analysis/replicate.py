@@ -33,7 +33,7 @@ from .baselines import ff_baseline_masks, readout_baselines
 from .clusters import node_labels
 from .heads import designated_labels, heads_per_label, partition_counts, partition_si, shp_label_sets
 from .nulls import NULL_DRAWS, group_permutation_test, holm, min_detectable_effect, partition_null, sweep_with_null
-from .report import analyse_site, capture, run_snp
+from .report import LABELS, SWEEP_QUANTITIES as QUANTITIES, analyse_site, capture, run_snp, sweep_values
 from .stats import (CONTRADICTED, INCONCLUSIVE, NULL_RULE, SUPPORTED, bootstrap_summary, null_check, summarise,
                     summarise_columns, trend_verdict, verdict_from)
 from ..sites import Site
@@ -57,8 +57,6 @@ def near_chance_verdict(sacc, K):
     return SUPPORTED if sacc.hi < 2 / K else CONTRADICTED if sacc.lo > 2 / K else INCONCLUSIVE
 
 
-QUANTITIES = ("accuracy", "clusters_per_node", "cluster_size", "labels_in_clusters", "noise", "snr", "snr_a",
-              "snr_b", "snr_c", "snr_d", "single_node_accuracy", "single_node_top_fraction")
 
 # the paper's claims in their own words (abstracts; docs/method.md sec. 10.1)
 CLAIMS = {
@@ -80,8 +78,7 @@ CLAIMS = {
 }
 
 
-def _site_values(r):
-    return r.values(QUANTITIES)                     # report.QUANTITIES: the one name -> number mapping
+_site_values = sweep_values
 
 
 def seed_sweep(A_train, y_train, A_test, y_test, num_classes, names, modes=("flat",), seeds=(0, 1, 2), epochs=10,
@@ -631,13 +628,6 @@ def format_claims_table(result, title=None) -> str:
     return "\n".join(lines)
 
 
-LABELS = {"accuracy": ("read-out accuracy %", 100, 1), "clusters_per_node": ("clusters per node", 1, 2),
-          "cluster_size": ("cluster size", 1, 2), "labels_in_clusters": ("labels in clusters", 1, 2),
-          "noise": ("noise per node", 1, 2), "snr": ("SNR <S>/<N>", 1, 2), "snr_a": ("SNR (a) labels/noise", 1, 2),
-          "snr_b": ("SNR (b) median S/N", 1, 2), "snr_c": ("SNR (c) field ratio", 1, 2),
-          "snr_d": ("SNR (d) S/column noise", 1, 2), "single_node_accuracy": ("single-node accuracy %", 100, 1),
-          "signal": ("signal <S>", 1, 2),
-          "single_node_top_fraction": ("top-label fraction %", 100, 1)}
 
 
 def format_positions_table(positions, mode="flat", quantities=None) -> str:
@@ -735,3 +725,38 @@ def plot_claims_summary(result, path, title=""):
     ax[3].set_title("head specialisation index")
     fig.suptitle(title, y=1.04)
     return _save(fig, path)
+
+
+def head_verdicts(sweep, head_sites, head_dim, threshold=0.3, n_draws=200, seed=0, alpha=0.05) -> dict:
+    """Head verdicts of the attention-head sites of a NullSweep, as the claims table gives them (replicate.py):
+    per site the specialisation index (SI) and the SHP heads per recognised label of the real heads against
+    n_draws random partitions of the nodes into groups of head_dim (the statistic averaged over the seeds),
+    one-sided p, Holm over the sites, both tails; verdict by replicate._null_verdict (a majority of sites beyond
+    the null on the claimed side: supported; on the other side: contradicted; else inconclusive).
+    Needs the SiteAnalyses of every seed at those sites in sweep.kept (read-out "flat" if swept, else the first).
+    Returns a dict: mode, sites, si / shp (per site: observed, null_mean, null_sd, p_value, p_holm),
+    si_verdict, shp_verdict, text.
+    """
+    from .clusters import node_labels
+    mode = "flat" if "flat" in sweep.modes else sweep.modes[0]
+    missing = [(s, n) for n in head_sites for s in sweep.seeds if (s, n, mode) not in sweep.kept]
+    if missing:
+        raise ValueError(f"head_verdicts needs the {mode} SiteAnalyses of every seed at {missing[:3]}...")
+    Ls = [[node_labels(sweep.kept[(s, n, mode)].B) for s in sweep.seeds] for n in head_sites]
+    Vs = [[sweep.kept[(s, n, mode)].V for s in sweep.seeds] for n in head_sites]
+    si_res, hp_res = head_null_tests(Ls, Vs, head_dim, threshold, n_draws, seed=seed)
+    out = {"mode": mode, "sites": list(head_sites), "head_dim": head_dim, "n_draws": n_draws}
+    lines = [f"head verdicts ({mode} read-out, {len(sweep.seeds)} seed(s) averaged; null: {n_draws} random partitions "
+             f"of the nodes into groups of {head_dim}; Holm over {len(head_sites)} site(s)):"]
+    for key, res, alt, word in (("si", si_res, "greater", "specialisation index (higher = specialised)"),
+                                ("shp", hp_res, "less", "SHP heads per recognised label (fewer = specialised)")):
+        p_adj, _ = holm([r["p_value"] for r in res], alpha)
+        p_oth, _ = holm([opposite_tail_p(r["observed"], r["null"], alt) for r in res], alpha)
+        out[key] = [{"site": n, "observed": r["observed"], "null_mean": r["null_mean"], "null_sd": r["null_sd"],
+                     "p_value": r["p_value"], "p_holm": float(p)} for n, r, p in zip(head_sites, res, p_adj)]
+        out[f"{key}_verdict"] = _null_verdict(p_adj, p_oth, alpha)
+        lines.append(f"  {word}: {out[f'{key}_verdict'].upper()}; " + "; ".join(
+            f"{n}: {r['observed']:.3f} vs {r['null_mean']:.3f} +- {r['null_sd']:.3f} (p_Holm {p:.2g})"
+            for n, r, p in zip(head_sites, res, p_adj)))
+    out["text"] = "\n".join(lines)
+    return out

@@ -61,6 +61,24 @@ QUANTITIES = {
     "single_node_top_fraction": lambda r: r.single["mean_top_fraction"],
 }
 
+#: The quantities a seed sweep records per site and read-out, in table order (replicate.seed_sweep).
+SWEEP_QUANTITIES = ("accuracy", "clusters_per_node", "cluster_size", "labels_in_clusters", "noise", "snr", "snr_a",
+                    "snr_b", "snr_c", "snr_d", "single_node_accuracy", "single_node_top_fraction")
+
+#: How tables print a quantity: name -> (label, scale, digits).
+LABELS = {"accuracy": ("read-out accuracy %", 100, 1), "clusters_per_node": ("clusters per node", 1, 2),
+          "cluster_size": ("cluster size", 1, 2), "labels_in_clusters": ("labels in clusters", 1, 2),
+          "noise": ("noise per node", 1, 2), "snr": ("SNR <S>/<N>", 1, 2), "snr_a": ("SNR (a) labels/noise", 1, 2),
+          "snr_b": ("SNR (b) median S/N", 1, 2), "snr_c": ("SNR (c) field ratio", 1, 2),
+          "snr_d": ("SNR (d) S/column noise", 1, 2), "single_node_accuracy": ("single-node accuracy %", 100, 1),
+          "signal": ("signal <S>", 1, 2),
+          "single_node_top_fraction": ("top-label fraction %", 100, 1)}
+
+
+def sweep_values(r) -> dict:
+    """The SWEEP_QUANTITIES of one SiteAnalysis, read through QUANTITIES."""
+    return r.values(SWEEP_QUANTITIES)
+
 
 @dataclass
 class SiteAnalysis:
@@ -134,41 +152,6 @@ def capture(params, cfg, x_uint8, mean, std, names, batch_size=CAPTURE_BATCH):
 def site_names(cfg, sites=("out",), include_tokens=True) -> list:
     """Capture names to analyse, in forward order: ["tokens", "enc0.out", "enc1.out", ...]."""
     return _site_names(cfg.num_layers, sites, include_tokens)
-
-
-def group_agreement(clusters, groups: dict, n_draws=10000, seed=0, permutation=True) -> dict:
-    """How often multi-label clusters stay inside one ground-truth group, against a label-permutation null. [INF]
-
-    clusters: iterable of label lists (e.g. every cluster of every node of a layer); groups: name -> [K] ints.
-    For each grouping g returns {"n": number of clusters of size >= 2, "inside": fraction whose labels all
-    share one group, "chance": the expected fraction for random label sets of the same sizes,
-        chance = mean over clusters c of  p_c,  p_c = sum_groups C(n_group, |c|) / C(K, |c|)   (exact),
-    "p_value": one-sided p of the count inside under the label-permutation null (nulls.group_permutation_test:
-    the group vector permuted over the labels, clusters kept as they are, so clusters that repeat or share
-    labels are not counted as independent evidence; exact enumeration when the distinct assignments are
-    few, else (1 + hits) / (1 + n_draws)), "p_method", "p_min" (smallest attainable p)}.
-    The earlier p-value that treated clusters as independent draws is retired: it is far too small when
-    clusters repeat across nodes. permutation=False skips the permutation test (p_value nan, p_method
-    "skipped") for callers that show only the fractions.
-    """
-    from .nulls import group_permutation_test
-    multi = [list(c) for c in clusters if len(c) >= 2]
-    out = {}
-    for gname, g in groups.items():
-        g = np.asarray(g)
-        K = len(g)
-        sizes = np.bincount(g)
-        if not multi:
-            out[gname] = {"n": 0, "inside": float("nan"), "chance": float("nan"), "p_value": float("nan"),
-                          "p_method": "none", "p_min": float("nan")}
-            continue
-        hits = sum(len(set(g[c])) == 1 for c in multi)
-        pc = np.array([sum(math.comb(int(n), len(c)) for n in sizes) / math.comb(K, len(c)) for c in multi])
-        perm = group_permutation_test(multi, g, n_draws=n_draws, seed=seed) if permutation else \
-            {"p_value": float("nan"), "method": "skipped", "p_min": float("nan")}
-        out[gname] = {"n": len(multi), "inside": hits / len(multi), "chance": float(pc.mean()),
-                      "p_value": perm["p_value"], "p_method": perm["method"], "p_min": perm["p_min"]}
-    return out
 
 
 @dataclass
