@@ -371,9 +371,12 @@ def cmd_export(args):
     from .io.torch_io import from_params, save_state_dict
     from .io.npz_checkpoint import save_checkpoint
 
+    out = _check_output_file(args.out, "--out")           # before any work
+    if out.exists() and not args.overwrite:
+        same = Path(args.checkpoint).exists() and out.resolve() == Path(args.checkpoint).resolve()
+        raise ValueError(f"--out {out} already holds a file{' (the input checkpoint itself)' if same else ''}; "
+                         f"refusing to replace it. Choose another --out, or pass --overwrite to replace it")
     params, cfg, meta = _load_any(args.checkpoint, args, model=args.model)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
         keep = {k: meta[k] for k in ("arch", "epoch", "metric", "test_acc", "dataset") if k in meta}
         save_checkpoint(out, params, cfg, dict(keep, exported_from=str(args.checkpoint)))
@@ -391,6 +394,9 @@ def cmd_replicate(args):
     from .datasets import load
 
     seeds = list(range(args.seed, args.seed + args.seeds))
+    outs = replicate_out_dirs(args.out, [args.pretrained] if args.pretrained else args.checkpoint)
+    for o in outs:                                      # before the analysis, not after it
+        _check_output_dir(o, "--out")
     models = []
     if args.pretrained:
         from .io.pretrained import load_pretrained
@@ -401,7 +407,7 @@ def cmd_replicate(args):
             params, cfg, _ = _load_any(path, args, model=args.model)
             models.append((path, params, cfg))
     t_all = time.time()
-    for name, params, cfg in models:
+    for (name, params, cfg), out in zip(models, outs):
         t0 = time.time()
         data = load(args.dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size))
         _check_data_fits(data, cfg, name)
@@ -411,8 +417,6 @@ def cmd_replicate(args):
         res = replicate(params, cfg, data, seeds=seeds, modes=tuple(args.modes.split(",")), epochs=args.epochs,
                         retrain_epochs=args.retrain_epochs,
                         threshold=args.threshold, n_train=args.n_train, n_draws=args.draws, n_perm=args.n_perm)
-        out = Path(args.out) / Path(name).stem if len(models) > 1 else Path(args.out)
-        paths = write_outputs(res, out, title)
         print(f"\nPer-encoder quantities, mean [95 % interval over {len(seeds)} read-out seeds]:")
         for mode in res["positions"]:
             print(format_positions_table(res["positions"], mode))
@@ -421,10 +425,29 @@ def cmd_replicate(args):
         verdicts = " ".join(r["verdict"] for r in res["rows"])
         print(f"\n{len(res['rows'])} rows; verdicts: " + ", ".join(
             f"{verdicts.count(v)} {v}" for v in ("supported", "contradicted", "inconclusive"))
-            + f"  ({time.time() - t0:.0f} s)")
+            + f"  ({time.time() - t0:.0f} s)", flush=True)
+        paths = write_outputs(res, out, title)           # after the tables: a failing write cannot hide them
         print(f"written: {paths['json']}, {paths['md']}, {paths['png']}")
     print(f"replicate done in {time.time() - t_all:.0f} s")
     return 0
+
+
+def replicate_out_dirs(out, names) -> list:
+    """replicate's output folder per checkpoint: `out` for one, else out/<file stem>; checkpoints whose stems
+    coincide (runs/a/model.npz, runs/b/model.npz) get their parent folder's name too (a_model, b_model), then a
+    number, so that no run overwrites another's files."""
+    out = Path(out)
+    if len(names) <= 1:
+        return [out]
+    stems = [Path(n).stem for n in names]
+    picked = []
+    for n, st in zip(names, stems):
+        name = st if stems.count(st) == 1 else f"{Path(n).resolve().parent.name}_{st}"
+        base, i = name, 2
+        while name in picked:
+            name, i = f"{base}-{i}", i + 1
+        picked.append(name)
+    return [out / p for p in picked]
 
 
 def cmd_info(args):
@@ -522,6 +545,7 @@ def main(argv=None):
                        "or to a minicct .npz (--out X.npz). Prints the PyTorch lines that load it.")
     _add_checkpoint_args(p)
     p.add_argument("--out", required=True, help="destination: .pth (PyTorch) or .npz (minicct)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("replicate", help="the claims table: each claim of the paper, measured over read-out seeds",

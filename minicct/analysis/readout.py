@@ -301,6 +301,11 @@ def train_readout(A_train, y_train, num_classes, epochs=READOUT_EPOCHS, lr=0.01,
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not lr_decay > 0:
         raise ValueError(f"lr_decay must be > 0, got {lr_decay}")
+    for name, v, lo in (("lr", lr, 0), ("momentum", momentum, 0), ("weight_decay", weight_decay, 0),
+                        ("lr_decay", lr_decay, 0)):
+        if not (isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v) and v >= lo) \
+                or (name == "lr" and v == 0):
+            raise ValueError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {v!r}")
     if progress is not None and progress is not True and not callable(progress):
         raise ValueError("progress must be None, True (print) or a callable taking one dict per epoch")
 
