@@ -127,4 +127,4 @@ def read_npy(zf, path, key, max_bytes: int | None = None) -> np.ndarray:
     arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
     if not dtype.isnative and dtype.itemsize > 1:
         arr = arr.astype(dtype.newbyteorder("="))
-    return np.ascontiguousarray(arr)
+    return arr if arr.flags.c_contiguous else np.array(arr, order="C")   # (ascontiguousarray makes 0-d 1-d)

@@ -647,7 +647,13 @@ def _read_archive(path: Path, select, expected_shapes: dict | None = None):
                 f"{path}: {prefix}/data.pkl cannot be unpickled ({type(e).__name__}: {e}); {_CORRUPT}"
             ) from e
         refs, info = select(obj)
-        state = {k: _materialise(v, load_storage) for k, v in refs.items()}
+        state = {}
+        for k, v in refs.items():
+            try:
+                state[k] = _materialise(v, load_storage)
+            except CheckpointError as e:
+                msg = str(e)
+                raise CheckpointError(msg if msg.startswith(str(path)) else f"{path}: tensor {k!r}: {msg}") from None
         info["storages_read"] = len(cache)
         return state, info
 
