@@ -1358,6 +1358,38 @@ def _kill9_with_workers(tmp, argv, out_dir, moments=(0.0, 1.5)):
     return verdict if tested else "untested"
 
 
+_FORKED_SLEEPERS = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from minicct.parallel import run_forked
+run_forked(lambda i: time.sleep(120), range(2), workers=2)
+"""
+
+
+@case("24-orphan")
+def case_run_forked_kill9_workers_die(tmp):
+    """kill -9 of a process whose run_forked workers are busy: the workers must die with it."""
+    if not sys.platform.startswith("linux"):
+        return "ok"
+    p = subprocess.Popen([sys.executable, "-c", _FORKED_SLEEPERS, _repo()], env=dict(os.environ,
+                         OPENBLAS_NUM_THREADS="1"))
+    kids, t0 = [], time.time()
+    while len(kids) < 2 and p.poll() is None and time.time() - t0 < 60:
+        time.sleep(0.05)
+        kids = _children(p.pid)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+    t1 = time.time()
+    while any(_alive(k) for k in kids) and time.time() - t1 < 3:
+        time.sleep(0.05)
+    left = [k for k in kids if _alive(k)]
+    for k in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(k, signal.SIGKILL)
+    return "untested" if not kids else ("orphan" if left else "ok")
+
+
 @case("24-orphan", "cli")
 def case_snp_kill9_leaves_no_workers(tmp):
     return _kill9_with_workers(tmp, ["snp", "--checkpoint", CKPT, "--n-train", "400", "--epochs", "1", "--modes",
