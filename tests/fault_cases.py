@@ -678,7 +678,7 @@ def _isolated(defect, group="lib", timeout=None):
             if not line:
                 return "memory" if "MemoryError" in err or p.returncode < 0 else "traceback"
             r = json.loads(line[-1][8:])
-            if r["peak_bytes"] > MEMORY_BLOWUP_BYTES and r["verdict"] != "ok":
+            if r["peak_bytes"] > MEMORY_BLOWUP_BYTES:
                 return "memory"
             return r["verdict"]
         CASES[name] = (defect, group, run)
