@@ -646,6 +646,7 @@ for _name, _argv in BAD_CLI.items():
 # above MEMORY_BLOWUP_BYTES is "memory", more than ISOLATED_TIMEOUT seconds is "hang". Errors that must name
 # what was wrong are checked by `_names`: a message without the file/array/parameter is "misleading".
 
+INNER_PEAK = [0]            # largest peak RSS of an isolated case's child (the census reports it)
 ISOLATED_TIMEOUT = 150.0   # generous: a loaded 2-core machine; the fixed code needs < 15 s of CPU
 PROBES: dict = {}
 
@@ -678,6 +679,7 @@ def _isolated(defect, group="lib", timeout=None):
             if not line:
                 return "memory" if "MemoryError" in err or p.returncode < 0 else "traceback"
             r = json.loads(line[-1][8:])
+            INNER_PEAK[0] = max(INNER_PEAK[0], r["peak_bytes"])
             if r["peak_bytes"] > MEMORY_BLOWUP_BYTES:
                 return "memory"
             return r["verdict"]
@@ -1558,7 +1560,7 @@ def _child(name, tmp, repo):
     sys.path.insert(0, repo)
     os.chdir(tmp)
     verdict = run_case(name, Path(tmp))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, INNER_PEAK[0])
     if peak > MEMORY_BLOWUP_BYTES and name.startswith(("pth_", "npz_")):
         verdict = "memory"
     print("VERDICT " + json.dumps({"verdict": verdict, "peak_bytes": peak}), flush=True)
