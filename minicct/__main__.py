@@ -548,6 +548,11 @@ def cmd_export(args):
     from .io.npz_checkpoint import save_checkpoint
     from .preprocess import from_meta, normalize_line, record, write_pretrained_cfg
 
+    out = _check_output_file(args.out, "--out")           # before any work
+    if out.exists() and not args.overwrite:
+        same = Path(args.checkpoint).exists() and out.resolve() == Path(args.checkpoint).resolve()
+        raise ValueError(f"--out {out} already holds a file{' (the input checkpoint itself)' if same else ''}; "
+                         f"refusing to replace it. Choose another --out, or pass --overwrite to replace it")
     params, cfg, meta = _load_any(args.checkpoint, args, model=args.model)
     pre = from_meta(meta, cfg)
     if args.dataset:                                   # statistics for a checkpoint that records none
@@ -559,8 +564,6 @@ def cmd_export(args):
             print(f"note: the checkpoint records its preprocessing ({pre.get('source')}); --dataset "
                   f"{args.dataset} replaces it")
         pre = record(data, source=f"--dataset {args.dataset}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
         keep = {k: meta[k] for k in ("arch", "epoch", "metric", "test_acc", "dataset") if k in meta}
         if pre:
@@ -614,6 +617,9 @@ def cmd_replicate(args):
         print(f"warning: --seeds {args.seeds}: with fewer than 3 read-out seeds the 95 % intervals are very wide "
               f"(t quantile {'12.7' if args.seeds == 2 else 'undefined'}) and verdicts mostly inconclusive; use "
               f"--seeds 3 or more", file=sys.stderr, flush=True)
+    outs = replicate_out_dirs(args.out, [args.pretrained] if args.pretrained else args.checkpoint)
+    for o in outs:                                      # before the analysis, not after it
+        _check_output_dir(o, "--out")
     models = []
     if args.pretrained:
         from .io.pretrained import load_pretrained
@@ -625,7 +631,7 @@ def cmd_replicate(args):
             params, cfg, meta = _load_any(path, args, model=args.model)
             models.append((path, params, cfg, meta))
     t_all = time.time()
-    for name, params, cfg, meta in models:
+    for (name, params, cfg, meta), out in zip(models, outs):
         t0 = time.time()
         dataset = _dataset_for(args, None if args.pretrained else name)
         data = load(dataset, download=not args.no_download, **_dataset_kwargs(args, cfg.img_size, dataset))
@@ -638,8 +644,6 @@ def cmd_replicate(args):
                         retrain_epochs=args.retrain_epochs,
                         threshold=args.threshold, n_train=args.n_train, n_draws=args.draws, n_perm=args.n_perm,
                         null_draws=args.null_draws)
-        out = Path(args.out) / Path(name).stem if len(models) > 1 else Path(args.out)
-        paths = write_outputs(res, out, title)
         print(f"\nPer-encoder quantities, mean [95 % interval over {len(seeds)} read-out seeds]:")
         for mode in res["positions"]:
             print(format_positions_table(res["positions"], mode))
@@ -653,12 +657,13 @@ def cmd_replicate(args):
             [v for v in counts if v not in ("supported", "contradicted", "inconclusive", "mixed")]
         print(f"\n{len(res['rows'])} rows: " + ", ".join(f"{counts[v]} {v}" for v in order)
               + (" (mixed: a row whose spans got different verdicts)" if "mixed" in counts else "")
-              + f"  ({time.time() - t0:.0f} s)")
+              + f"  ({time.time() - t0:.0f} s)", flush=True)
         checks = " ".join(r.get("null_check", "") for r in res["rows"])
         if res["config"].get("null_draws"):
             print(f"against the label-permutation null ({res['config']['null_draws']} draw(s) per seed): "
                   f"'not label-driven' {checks.count('not label-driven')} times, 'label-driven' "
                   f"{checks.count('label-driven') - checks.count('not label-driven')} times (column 5)")
+        paths = write_outputs(res, out, title)           # after the tables: a failing write cannot hide them
         print(f"written: {paths['json']}, {paths['md']}, {paths['png']}")
     print(f"replicate done in {time.time() - t_all:.0f} s")
     return 0
@@ -670,9 +675,9 @@ def _shipped_exists(path):
 
 
 def _cache_entries(folder):
-    """The cache entries of `folder` (data_dir()): everything but the committed README.md, checkpoints/, samples/
+    """The cache entries of `folder` (data_dir()): everything but the committed README.md, checkpoints/, cifar10_sample/, samples/
     and hidden files, with their sizes in bytes."""
-    keep = {"README.md", "checkpoints", "samples"}
+    keep = {"README.md", "checkpoints", "samples", "cifar10_sample"}
     out = []
     for p in sorted(folder.iterdir()) if folder.is_dir() else []:
         if p.name in keep or p.name.startswith("."):
@@ -701,6 +706,24 @@ def cmd_cache(args):
     elif entries:
         print("clear them with: python -m minicct cache --clear")
     return 0
+
+
+def replicate_out_dirs(out, names) -> list:
+    """replicate's output folder per checkpoint: `out` for one, else out/<file stem>; checkpoints whose stems
+    coincide (runs/a/model.npz, runs/b/model.npz) get their parent folder's name too (a_model, b_model), then a
+    number, so that no run overwrites another's files."""
+    out = Path(out)
+    if len(names) <= 1:
+        return [out]
+    stems = [Path(n).stem for n in names]
+    picked = []
+    for n, st in zip(names, stems):
+        name = st if stems.count(st) == 1 else f"{Path(n).resolve().parent.name}_{st}"
+        base, i = name, 2
+        while name in picked:
+            name, i = f"{base}-{i}", i + 1
+        picked.append(name)
+    return [out / p for p in picked]
 
 
 def cmd_info(args):
@@ -825,6 +848,8 @@ def main(argv=None):
                    help="record this dataset's mean, std and class names (for a checkpoint that records none: "
                         "give the data it was trained on)")
     p.add_argument("--no-download", action="store_true", help="with --dataset: never download")
+    p.add_argument("--out", required=True, help="destination: .pth (PyTorch) or .npz (minicct)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("replicate", help="the claims table: each claim of the paper, measured over read-out seeds",

@@ -62,6 +62,24 @@ def forward(params, x, cfg: CCTConfig, train=False, rng=None, capture=False, nee
     what only the backward needs (GELU's slope, max-pool's arg-max map, the layer caches).
     Returns: logits [N, K], cache (cache["acts"] holds the captured activations by name).
     """
+    if "classifier.fc.weight" not in params:
+        check_params(params, cfg)                          # names what is missing (a ValueError)
+    try:
+        logits, caches = _forward(params, x, cfg, train, rng, capture, need_grad)
+    except KeyError:                                       # a parameter is missing: name it (and all others)
+        check_params(params, cfg)
+        raise
+    if not train and not np.isfinite(logits).all():       # cheap ([N, K]); training checks its own loss
+        bad = [k for k, v in params.items() if not np.isfinite(v).all()]
+        raise ValueError(f"the logits are not finite because parameters {bad[:3]}{' ...' if len(bad) > 3 else ''} "
+                         f"hold NaN or inf; the weights are damaged or come from a diverged training"
+                         if bad else "the logits overflowed float32 (NaN or inf) although the parameters "
+                         "and images are finite; check the input normalisation (mean/std)")
+    return logits, caches
+
+
+def _forward(params, x, cfg, train, rng, capture, need_grad):
+    """forward's computation (forward adds the checks that name a missing or damaged parameter)."""
     check_input(x, cfg, params["classifier.fc.weight"].dtype)
     if train and rng is None and (cfg.dropout or cfg.attention_dropout or cfg.stochastic_depth):
         raise ValueError("forward(train=True) needs rng=np.random.default_rng(seed) for dropout / drop-path")

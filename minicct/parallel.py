@@ -235,6 +235,20 @@ def _forked_call(i):
     return _FORKED_JOB[0](i)
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Initializer of a forked worker: on Linux ask the kernel to SIGKILL this process when its parent dies
+    (prctl PR_SET_PDEATHSIG), then exit at once if the parent is already gone. Without it, `kill -9` of
+    snp/replicate left their workers computing (and writing figures) for nobody."""
+    if sys.platform.startswith("linux"):
+        try:
+            import signal
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def fork_available() -> bool:
     """True where run_forked uses processes: Linux, whose "fork" start method gives the children the parent's
     memory (the activations) without pickling, with Python >= 3.11 (whose process pool forks its children
@@ -274,7 +288,8 @@ def run_forked(fn, items, workers=None, fallback="threads") -> list:
     _FORKED_JOB[:] = [lambda i: fn(items[i]), os.getpid()]
     try:
         with blas_threads(1):                               # set before the fork: the children inherit it
-            pool = ProcessPoolExecutor(w, mp_context=multiprocessing.get_context("fork"))
+            pool = ProcessPoolExecutor(w, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=die_with_parent, initargs=(os.getpid(),))
             try:
                 futures = [pool.submit(_forked_call, i) for i in range(len(items))]   # forks the children
             except OSError:                                 # fork refused (e.g. strict memory overcommit)

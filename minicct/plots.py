@@ -13,10 +13,14 @@ from .parallel import run_forked  # noqa: E402
 
 
 def _save(fig, path):
+    """Through the atomic writer: a kill or a full disk leaves the previous figure (or none), never a torn one."""
+    from .io.atomic import atomic_write
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:].lower() or "png", dpi=110,
+                                                 bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 

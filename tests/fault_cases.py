@@ -23,6 +23,7 @@ import hashlib
 import http.server
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -33,6 +34,7 @@ import sys
 import tarfile
 import threading
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -638,9 +640,930 @@ for _name, _argv in BAD_CLI.items():
     CASES["cli_" + _name] = (_defect, "cli", _bad_cli_case(_argv, _name))
 
 
+# =============================================================================== issue 24: the new surfaces
+# Training checkpoints, image folders, features files, export, replicate, forked workers. Cases that could
+# blow up memory, hang or leave processes run their hostile part in a child process (`_isolated`): peak RSS
+# above MEMORY_BLOWUP_BYTES is "memory", more than ISOLATED_TIMEOUT seconds is "hang". Errors that must name
+# what was wrong are checked by `_names`: a message without the file/array/parameter is "misleading".
+
+INNER_PEAK = [0]            # largest peak RSS of an isolated case's child (the census reports it)
+ISOLATED_TIMEOUT = 150.0   # generous: a loaded 2-core machine; the fixed code needs < 15 s of CPU
+PROBES: dict = {}
+
+
+def _repo() -> str:
+    import minicct
+    return str(Path(minicct.__file__).resolve().parents[1])
+
+
+def _isolated(defect, group="lib", timeout=None):
+    """Register a case whose body runs in its own process (memory measured, time bounded)."""
+    def deco(fn):
+        name = fn.__name__.removeprefix("case_")
+        PROBES[name] = fn
+
+        def run(tmp):
+            import minicct
+            repo = str(Path(minicct.__file__).resolve().parents[1])
+            env = dict(os.environ, PYTHONPATH=repo, OPENBLAS_NUM_THREADS="1")
+            t = timeout or ISOLATED_TIMEOUT
+            p = subprocess.Popen([sys.executable, __file__, "--probe", name, str(tmp), repo], env=env, cwd=tmp,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            try:
+                out, err = p.communicate(timeout=t)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+                return "hang"
+            line = [x for x in out.splitlines() if x.startswith("VERDICT ")]
+            if not line:
+                return "memory" if "MemoryError" in err or p.returncode < 0 else "traceback"
+            r = json.loads(line[-1][8:])
+            INNER_PEAK[0] = max(INNER_PEAK[0], r["peak_bytes"])
+            if r["peak_bytes"] > MEMORY_BLOWUP_BYTES:
+                return "memory"
+            return r["verdict"]
+        CASES[name] = (defect, group, run)
+        return fn
+    return deco
+
+
+def _probe_main(name, tmp, repo):
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+    sys.path.insert(0, repo)
+    try:
+        verdict = PROBES[name](Path(tmp))
+    except Exception as exc:  # noqa: BLE001
+        verdict = classify(exc)
+        if verdict == "clear" and getattr(PROBES[name], "must_name", None):
+            verdict = _names(exc, *PROBES[name].must_name)
+    print("VERDICT " + json.dumps({"verdict": verdict, "peak_bytes": _own_peak()}), flush=True)
+
+
+def _own_peak() -> int:
+    """Peak RSS of this process's own memory: VmHWM (Linux; ru_maxrss would include the RSS of the parent it
+    was forked from, e.g. a big pytest process), else ru_maxrss."""
+    import resource
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _names(exc_or_text, *words) -> str:
+    """'clear' if the error text names every one of `words` (case-insensitive), else 'misleading'."""
+    text = str(exc_or_text).lower()
+    return "clear" if all(w.lower() in text for w in words) else "misleading"
+
+
+def _expect_error(fn, *words):
+    """Run fn(): returning is 'wrong'; an error is judged by classify and, if clear, must name `words`."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001
+        v = classify(exc)
+        return _names(exc, *words) if v == "clear" else v
+    return "wrong"
+
+
+def _cli_error(argv, *words) -> str:
+    """A CLI run that must fail with an error line naming `words`."""
+    rc, out, err = _cli(argv)
+    if rc == 0:
+        return "wrong"
+    if "Traceback" in err or "unexpected" in err:
+        return "traceback"
+    return _names(err, *words)
+
+
+def _classroom():
+    from minicct.io.npz_checkpoint import load_checkpoint
+    params, cfg, _, _ = load_checkpoint(CKPT)
+    return params, cfg
+
+
+def _write_pth_of(path, params, poison=None):
+    """params as a .pth (torch's zip layout); `poison` = (name, value) written into that tensor's first element
+    after the file is made (so the writer's own checks do not see it)."""
+    from minicct.io.torch_io import from_params, save_state_dict
+    save_state_dict(from_params(params), path)
+    if poison is None:
+        return path
+    name, value = poison
+    idx = list(params).index(name)
+    with zipfile.ZipFile(path) as zf:
+        members = [(i, zf.read(i.filename)) for i in zf.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for info, data in members:
+            if info.filename == f"archive/data/{idx}":
+                data = np.float32(value).tobytes() + data[4:]
+            zf.writestr(info, data)
+    return path
+
+
+def _toy_data(seed=0, n=64, size=16, name="toy", black=False):
+    from minicct.datasets.base import Dataset
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, size, size, 3), np.uint8) if black else rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
+    y = np.arange(n) % 3
+    return Dataset(name, x, y, x[:30], y[:30], ["a", "b", "c"], np.full(3, 0.5, np.float32),
+                   np.full(3, 0.25, np.float32))
+
+
+def _features(path, y_train, y_test, sites=None, **extra):
+    rng = np.random.default_rng(0)
+    arrays = {"y_train": np.asarray(y_train), "y_test": np.asarray(y_test)}
+    for s, (T, D) in (sites or {"block": (2, 8)}).items():
+        arrays[f"train/{s}"] = rng.standard_normal((len(y_train), T, D)).astype(np.float32)
+        arrays[f"test/{s}"] = rng.standard_normal((len(y_test), T, D)).astype(np.float32)
+    arrays.update(extra)
+    np.savez(path, **arrays)
+    return path
+
+
+def _deflated_member(zf, name, header_shape, dtype="<f4", nbytes=None):
+    """Append a .npy member of zeros whose header says `header_shape`, deflated (~1000:1)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False, "shape": header_shape})
+    n = nbytes if nbytes is not None else math.prod(header_shape) * np.dtype(dtype).itemsize
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with zf.open(info, "w", force_zip64=True) as f:
+        f.write(header.getvalue())
+        zero = bytes(8 << 20)
+        for _ in range(n // len(zero)):
+            f.write(zero)
+        f.write(bytes(n % len(zero)))
+
+
+# ------------------------------------------------------------------------------------- 24: data lost
+
+@case("24-lost", "cli")
+def case_export_out_existing_file(tmp):
+    out = tmp / "model.pth"
+    out.write_bytes(b"somebody's weights")
+    v = _cli_verdict(["export", "--checkpoint", CKPT, "--out", str(out)])
+    return "lost" if out.read_bytes() != b"somebody's weights" else v
+
+
+@case("24-lost", "cli")
+def case_export_out_is_the_input(tmp):
+    src = tmp / "c.npz"
+    src.write_bytes(Path(CKPT).read_bytes())
+    before = src.read_bytes()
+    v = _cli_verdict(["export", "--checkpoint", str(src), "--out", str(src)])
+    return "lost" if src.read_bytes() != before else v
+
+
+@case("24-lost", "cli")
+def case_export_overwrite_allowed(tmp):
+    """--overwrite replaces the file (good input: must work)."""
+    out = tmp / "m.npz"
+    out.write_bytes(b"old")
+    rc, o, e = _cli(["export", "--checkpoint", CKPT, "--out", str(out), "--overwrite"])
+    if rc != 0:
+        return "refused"
+    from minicct.io.npz_checkpoint import load_checkpoint
+    load_checkpoint(out)
+    return "ok"
+
+
+_REPLICATE_FAST = ["--n-train", "400", "--epochs", "1", "--seeds", "2", "--draws", "10", "--n-perm", "50",
+                   "--modes", "flat"]
+
+
+@case("24-lost", "cli")
+def case_replicate_out_is_a_file(tmp):
+    (tmp / "afile").write_text("x")
+    rc, out, err = _cli(["replicate", "--checkpoint", CKPT, *_REPLICATE_FAST, "--out", str(tmp / "afile")])
+    if rc == 0:
+        return "wrong"
+    if "==" in out:                                   # the analysis ran, then its output could not be written
+        return "lost"
+    return "traceback" if "Traceback" in err else "clear"
+
+
+@case("24-lost", "cli")
+def case_replicate_out_unwritable(tmp):
+    ro = tmp / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK):            # root ignores permissions: nothing to test
+            return "ok"
+        rc, out, err = _cli(["replicate", "--checkpoint", CKPT, *_REPLICATE_FAST, "--out", str(ro / "sub")])
+    finally:
+        os.chmod(ro, 0o700)
+    if rc == 0:
+        return "wrong"
+    return "lost" if "==" in out else ("traceback" if "Traceback" in err else "clear")
+
+
+@case("24-lost", "cli")
+def case_replicate_same_file_names(tmp):
+    """Two checkpoints both called model.npz: each run's outputs must survive (analysis stubbed for speed)."""
+    import minicct.analysis.replicate as R
+    for d in ("a", "b"):
+        (tmp / d).mkdir()
+        (tmp / d / "model.npz").write_bytes(Path(CKPT).read_bytes())
+    saved = {k: getattr(R, k) for k in ("replicate", "write_outputs", "format_claims_table",
+                                          "format_positions_table")}
+    seen = []
+
+    def fake_replicate(params, cfg, data, **kw):
+        seen.append(float(params["classifier.fc.bias"][0]))
+        return {"positions": {}, "rows": [], "tag": len(seen)}
+
+    def fake_write(res, out, title):
+        from minicct.io.atomic import atomic_write_text
+        out = Path(out)
+        atomic_write_text(out / "claims.json", json.dumps({"tag": res["tag"]}))
+        return {"json": str(out / "claims.json"), "md": "-", "png": "-"}
+    R.replicate, R.write_outputs = fake_replicate, fake_write
+    R.format_claims_table = lambda *a, **k: "table"
+    R.format_positions_table = lambda *a, **k: "positions"
+    try:
+        rc, out, err = _cli(["replicate", "--checkpoint", str(tmp / "a" / "model.npz"), str(tmp / "b" / "model.npz"),
+                             *_REPLICATE_FAST, "--out", str(tmp / "rep")])
+    finally:
+        for k, v in saved.items():
+            setattr(R, k, v)
+    if rc != 0:
+        return "refused"
+    tags = sorted(json.loads(p.read_text())["tag"] for p in (tmp / "rep").rglob("claims.json"))
+    return "ok" if tags == [1, 2] else "lost"
+
+
+_FIG_WRITER = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+from minicct import plots
+print("ready", flush=True)
+while True:
+    fig, ax = plots.plt.subplots(figsize=(12, 9))
+    ax.imshow(np.random.default_rng(0).random((400, 400)))
+    plots._save(fig, sys.argv[2])
+"""
+
+
+@case("24-lost")
+def case_figure_kill9_while_writing(tmp):
+    """SIGKILL a process that writes a figure in a loop, at 4 moments: the PNG under the final name is always
+    whole (Pillow verifies it), never a 0-byte or cut file."""
+    from PIL import Image
+    repo = _repo()
+    target = tmp / "figs" / "fig.png"
+    target.parent.mkdir()
+    for delay in np.random.default_rng(24).uniform(0.2, 1.5, size=4):
+        p = subprocess.Popen([sys.executable, "-c", _FIG_WRITER, repo, str(target)], stdout=subprocess.PIPE)
+        try:
+            p.stdout.readline()
+            time.sleep(float(delay))
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait(10)
+            p.stdout.close()
+        if target.exists():
+            try:
+                with Image.open(target) as im:
+                    im.verify()
+            except Exception:  # noqa: BLE001
+                return "lost"
+    return "ok"
+
+
+_DISK_FULL = """
+import json, resource, signal, sys
+sys.path.insert(0, sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # a write past the limit fails with EFBIG instead
+what, out = sys.argv[2], sys.argv[3]
+import numpy as np
+from minicct import plots
+import minicct.analysis.replicate as R
+resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+try:
+    if what == "figure":
+        fig, ax = plots.plt.subplots(figsize=(12, 9))
+        ax.imshow(np.random.default_rng(0).random((300, 300)))
+        plots._save(fig, out + "/fig.png")
+    elif what == "json":
+        R.write_outputs({"big": list(range(5000))}, out, "t")
+    elif what == "md":
+        R.format_claims_table = lambda *a, **k: "x" * 20000
+        R.write_outputs({"small": 1}, out, "t")
+    elif what == "png":
+        R.format_claims_table = lambda *a, **k: "table"
+        def fig_only(result, path, title=""):
+            fig, ax = plots.plt.subplots(figsize=(12, 9))
+            ax.imshow(np.random.default_rng(0).random((300, 300)))
+            return plots._save(fig, path)
+        R.plot_claims_summary = fig_only
+        R.write_outputs({"small": 1}, out, "t")
+    print("no error")
+except OSError as e:
+    print("OSError", e)
+"""
+
+
+def _disk_full(tmp, what, name):
+    repo = _repo()
+    out = tmp / "out"
+    out.mkdir()
+    old = {n: f"previous {n}".encode() for n in ("fig.png", "claims.json", "claims.md", "claims.png")}
+    for n, b in old.items():
+        (out / n).write_bytes(b)
+    p = subprocess.run([sys.executable, "-c", _DISK_FULL, repo, what, str(out)], capture_output=True, text=True,
+                       timeout=120)
+    if "no error" in p.stdout:
+        return "wrong"
+    if (out / name).read_bytes() != old[name]:
+        return "lost"
+    if [q.name for q in out.iterdir() if q.name.endswith(".tmp")]:
+        return "leftover"
+    return "clear" if "OSError" in p.stdout else "traceback"
+
+
+@case("24-lost")
+def case_disk_full_figure(tmp):
+    return _disk_full(tmp, "figure", "fig.png")
+
+
+@case("24-lost")
+def case_disk_full_claims_json(tmp):
+    return _disk_full(tmp, "json", "claims.json")
+
+
+@case("24-lost")
+def case_disk_full_claims_md(tmp):
+    return _disk_full(tmp, "md", "claims.md")
+
+
+@case("24-lost")
+def case_disk_full_claims_png(tmp):
+    return _disk_full(tmp, "png", "claims.png")
+
+
+# -------------------------------------------------------------------------------- 24: silently wrong
+
+@case("24-wrong", "cli")
+def case_pth_nan_weight_evaluate(tmp):
+    params, cfg = _classroom()
+    path = _write_pth_of(tmp / "nan.pth", params, ("classifier.blocks.1.linear1.weight", np.nan))
+    return _cli_error(["evaluate", "--checkpoint", str(path), "--model", "classroom", "--limit", "50"],
+                      "classifier.blocks.1.linear1.weight")
+
+
+@case("24-wrong", "cli")
+def case_pth_inf_weight_export(tmp):
+    params, cfg = _classroom()
+    path = _write_pth_of(tmp / "inf.pth", params, ("classifier.fc.weight", np.inf))
+    v = _cli_error(["export", "--checkpoint", str(path), "--model", "classroom", "--out", str(tmp / "o.pth")],
+                   "classifier.fc.weight")
+    return "wrong" if (tmp / "o.pth").exists() else v
+
+
+@case("24-wrong")
+def case_export_writer_refuses_nan(tmp):
+    from minicct.io.torch_io import save_state_dict
+    return _expect_error(lambda: save_state_dict({"w": np.array([1.0, np.nan], np.float32)}, tmp / "w.pth"), "'w'")
+
+
+@case("24-wrong")
+def case_pth_tied_storages_untied_on_load(tmp):
+    """Two parameters of the same shape that view one storage (tied), and two that overlap: after loading they
+    must be independent arrays (else a fine-tune updates both through one)."""
+    from minicct.io.checkpoints import load_any_checkpoint
+    params, cfg = _classroom()
+    names = list(params)
+    entries = []
+    storages = {}
+    for i, k in enumerate(names):
+        a = np.ascontiguousarray(params[k], "<f4")
+        storages[str(i)] = a.tobytes()
+        entries.append((k, _tensor("FloatStorage", str(i), a.size, 0, a.shape,
+                                   tuple(int(s) // 4 for s in a.strides) if a.ndim else ())))
+    i_w, i_b = names.index("classifier.norm.weight"), names.index("classifier.norm.bias")
+    n = params["classifier.norm.weight"].size
+    entries[i_b] = ("classifier.norm.bias", _tensor("FloatStorage", str(i_w), n, 0, (n,), (1,)))      # tied
+    i_1, i_2 = names.index("classifier.blocks.0.norm1.weight"), names.index("classifier.blocks.0.norm1.bias")
+    storages[str(i_1)] = np.arange(n + 1, dtype="<f4").tobytes()
+    entries[i_1] = ("classifier.blocks.0.norm1.weight", _tensor("FloatStorage", str(i_1), n + 1, 0, (n,), (1,)))
+    entries[i_2] = ("classifier.blocks.0.norm1.bias", _tensor("FloatStorage", str(i_1), n + 1, 1, (n,), (1,)))
+    path = write_pth(tmp / "tied.pth", _state_dict_pickle(entries), storages)
+    p, _, _ = load_any_checkpoint(path, model="classroom")
+    shared = [(a, b) for a in p for b in p if a < b and np.shares_memory(p[a], p[b])]
+    return "wrong" if shared else "ok"
+
+
+@case("24-wrong")
+def case_pth_duplicate_storage_member(tmp):
+    params, cfg = _classroom()
+    path = _write_pth_of(tmp / "dup.pth.tar", params)
+    idx = list(params).index("classifier.fc.bias")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")               # zipfile: "Duplicate name"
+        with zipfile.ZipFile(path, "a") as zf:
+            zf.writestr(f"archive/data/{idx}", np.full(params["classifier.fc.bias"].shape, 7, "<f4").tobytes())
+    from minicct.io.checkpoints import load_any_checkpoint
+    return _expect_error(lambda: load_any_checkpoint(path, model="classroom"), "more than once")
+
+
+@case("24-wrong")
+def case_npz_dataset_ambiguous_layout(tmp):
+    from minicct.datasets.custom import load_npz_dataset
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (12, 3, 3, 3), dtype=np.uint8)
+    np.savez(tmp / "d.npz", x_train=x, y_train=np.arange(12) % 3, x_test=x, y_test=np.arange(12) % 3)
+    return _expect_error(lambda: load_npz_dataset(tmp / "d.npz"), "layout")
+
+
+@case("24-wrong")
+def case_npz_dataset_layout_given(tmp):
+    """The same 3x3x3 images with layout='NCHW': read as CHW (good input)."""
+    from minicct.datasets.custom import load_npz_dataset
+    x = np.random.default_rng(0).integers(0, 255, (12, 3, 3, 3), dtype=np.uint8)
+    np.savez(tmp / "d.npz", x_train=x, y_train=np.arange(12) % 3, x_test=x, y_test=np.arange(12) % 3,
+             layout="NCHW")
+    try:
+        d = load_npz_dataset(tmp / "d.npz")
+    except ValueError:
+        return "refused"
+    return "ok" if np.array_equal(d.x_train, x.transpose(0, 2, 3, 1)) else "wrong"
+
+
+@case("24-wrong")
+def case_npz_dataset_std_inf(tmp):
+    from minicct.datasets.custom import load_npz_dataset
+    x = np.random.default_rng(0).integers(0, 255, (12, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp / "d.npz", x_train=x, y_train=np.arange(12) % 3, x_test=x, y_test=np.arange(12) % 3,
+             mean=np.full(3, 0.5), std=np.array([0.2, np.inf, 0.2]))
+    return _expect_error(lambda: load_npz_dataset(tmp / "d.npz"), "std")
+
+
+@case("24-wrong")
+def case_folder_png_16bit(tmp):
+    """A 16-bit grey PNG (value 40000 of 65535): read as ~156 of 255, not clipped to 255."""
+    from PIL import Image
+
+    from minicct.datasets.custom import load_folder_dataset
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp / "f" / split / c).mkdir(parents=True)
+            Image.fromarray(np.full((20, 20), 40000 if c == "a" else 10000, np.uint16)).save(
+                tmp / "f" / split / c / "x.png")
+    d = load_folder_dataset(tmp / "f", 8, root=tmp / "cache", progress=False)
+    v = int(d.x_train[d.y_train == 0][0, 4, 4, 0])
+    return "ok" if abs(v - 156) <= 1 else "wrong"
+
+
+@case("24-wrong", "cli")
+def case_snp_arrays_one_class(tmp):
+    path = _features(tmp / "f.npz", np.zeros(40, int), np.zeros(20, int))
+    return _cli_error(["snp-arrays", str(path), "--epochs", "1", "--modes", "flat"], "class")
+
+
+@case("24-wrong", "cli")
+def case_snp_arrays_class_missing_in_training(tmp):
+    path = _features(tmp / "f.npz", np.arange(40) % 2, np.arange(21) % 3)
+    return _cli_error(["snp-arrays", str(path), "--epochs", "1", "--modes", "flat"], "2", "train")
+
+
+@case("24-wrong")
+def case_train_resume_other_data(tmp):
+    import minicct.train.loop as loop
+    cfg = tiny_cfg()
+    tc = loop.TrainConfig(epochs=1, batch_size=32, lr=1e-2, warmup_epochs=0.0, seed=0)
+    ck = tmp / "ck.npz"
+    loop.train(cfg, _toy_data(0), tc, checkpoint=ck, quiet=True)
+    return _expect_error(lambda: loop.train(cfg, _toy_data(1), tc, checkpoint=tmp / "ck2.npz", resume=ck,
+                                            quiet=True), "--data-seed")
+
+
+@case("24-wrong")
+def case_lib_normalise_threshold_2(tmp):
+    from minicct.analysis.snp import normalise_threshold
+    V = np.random.default_rng(0).random((4, 3, 3))
+    return _expect_error(lambda: normalise_threshold(V, 2), "threshold")
+
+
+@case("24-wrong")
+def case_lib_train_readout_lr_nan(tmp):
+    from minicct.analysis.readout import train_readout
+    rng = np.random.default_rng(0)
+    A, y = rng.standard_normal((30, 2, 4)).astype(np.float32), np.arange(30) % 3
+    return _expect_error(lambda: train_readout(A, y, 3, epochs=1, lr=float("nan")), "lr")
+
+
+@case("24-wrong")
+def case_lib_forward_nan_parameters(tmp):
+    from minicct import model as M
+    cfg = tiny_cfg()
+    p = M.init_params(cfg, np.random.default_rng(0))
+    p["classifier.blocks.0.linear2.weight"][0, 0] = np.nan
+    x = np.zeros((2, 3, 16, 16), np.float32)
+    return _expect_error(lambda: M.forward(p, x, cfg), "classifier.blocks.0.linear2.weight")
+
+
+@case("24-wrong")
+def case_lib_to_model_input_float(tmp):
+    from minicct.datasets.base import to_model_input
+    x = np.full((2, 8, 8, 3), 0.5, np.float32)
+    return _expect_error(lambda: to_model_input(x, np.zeros(3), np.ones(3)), "uint8")
+
+
+@case("24-wrong")
+def case_lib_evaluate_empty(tmp):
+    from minicct import model as M
+    from minicct.train.loop import evaluate
+    cfg = tiny_cfg()
+    p = M.init_params(cfg, np.random.default_rng(0))
+    return _expect_error(lambda: evaluate(p, cfg, np.zeros((0, 16, 16, 3), np.uint8), np.zeros(0, int),
+                                          np.zeros(3), np.ones(3)), "image")
+
+
+# ------------------------------------------------------------------------------ 24: hangs, blow-ups
+
+def _shared_refs_pickle(inner: bytes, fan=1000, levels=3) -> bytes:
+    """{'state_dict': <inner>, 'optimizer': L} where L nests `levels` lists, each holding the one list below
+    `fan` times: a few KB, fan**levels paths (10**9 for the default)."""
+    body = inner[2:-1]                                      # drop PROTO 2 and STOP
+    ops = [pickle.EMPTY_LIST, pickle.LONG_BINPUT + struct.pack("<I", 900000), pickle.POP]
+    for lvl in range(1, levels + 1):
+        ops += [pickle.EMPTY_LIST, pickle.MARK]
+        ops += [pickle.LONG_BINGET + struct.pack("<I", 900000 + lvl - 1)] * fan
+        ops += [pickle.APPENDS, pickle.LONG_BINPUT + struct.pack("<I", 900000 + lvl), pickle.POP]
+    ops += [pickle.LONG_BINGET + struct.pack("<I", 900000 + levels)]
+    return (pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + pickle.MARK + _pkl_str("state_dict") + body
+            + _pkl_str("optimizer") + b"".join(ops) + pickle.SETITEMS + pickle.STOP)
+
+
+@_isolated("24-blowup")
+def case_pth_training_checkpoint_shared_refs(tmp):
+    params, cfg = _classroom()
+    plain = _write_pth_of(tmp / "plain.pth", params)
+    with zipfile.ZipFile(plain) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members["archive/data.pkl"] = _shared_refs_pickle(members["archive/data.pkl"])
+    path = tmp / "ckpt.pth.tar"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)
+    from minicct.io.checkpoints import load_any_checkpoint
+    p, c, meta = load_any_checkpoint(path, model="classroom")
+    return "ok" if c == cfg and all(np.array_equal(p[k], params[k]) for k in params) else "wrong"
+
+
+def _npz_dataset(path, n=30, size=8):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
+    np.savez(path, x_train=x, y_train=np.arange(n) % 3, x_test=x, y_test=np.arange(n) % 3)
+    return path
+
+
+@_isolated("24-blowup")
+def case_npz_dataset_unused_bomb(tmp):
+    """A valid npz: dataset plus an unused member deflated 1000:1 (320 MiB): it must not be inflated."""
+    from minicct.datasets.custom import load_npz_dataset
+    path = _npz_dataset(tmp / "d.npz")
+    with zipfile.ZipFile(path, "a") as zf:
+        _deflated_member(zf, "junk.npy", ((320 << 20) // 4,))
+    d = load_npz_dataset(path)
+    return "ok" if len(d.y_train) == 30 else "wrong"
+
+
+@_isolated("24-blowup")
+def case_npz_dataset_header_lies(tmp):
+    """x_train's .npy header claims 2**24 images of 32x32x3 (51 GB) in a few bytes."""
+    from minicct.datasets.custom import load_npz_dataset
+    path = _npz_dataset(tmp / "d.npz")
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    h = io.BytesIO()
+    np.lib.format.write_array_header_1_0(h, {"descr": "|u1", "fortran_order": False, "shape": (2**24, 32, 32, 3)})
+    members["x_train.npy"] = h.getvalue() + bytes(64)
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)
+    load_npz_dataset(path)
+    return "wrong"
+
+
+case_npz_dataset_header_lies.must_name = ("x_train",)
+
+
+@_isolated("24-blowup")
+def case_folder_sparse_huge_file(tmp):
+    """A 320 MiB sparse file named like an image in a folder dataset: hashing must not read it into memory."""
+    from minicct.datasets.custom import load_folder_dataset
+    from PIL import Image
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp / "f" / split / c).mkdir(parents=True)
+            Image.new("RGB", (10, 10), (10, 200, 30)).save(tmp / "f" / split / c / "x.png")
+    with open(tmp / "f" / "train" / "a" / "huge.png", "wb") as f:
+        f.truncate(320 << 20)
+    load_folder_dataset(tmp / "f", 8, root=tmp / "cache", progress=False)
+    return "wrong"
+
+
+case_folder_sparse_huge_file.must_name = ("huge.png",)
+
+
+@_isolated("24-blowup")
+def case_features_zip_bomb(tmp):
+    """A features file whose site member deflates ~1000:1 to 400 MiB."""
+    from minicct.io.features import analyse_features, read_features
+    n = 100
+    D = (200 << 20) // (4 * n)
+    path = tmp / "f.npz"
+    np.savez(path, y_train=np.arange(n) % 3, y_test=np.arange(n) % 3)
+    with zipfile.ZipFile(path, "a") as zf:
+        for split in ("train", "test"):
+            _deflated_member(zf, f"{split}/s.npy", (n, 1, D))
+    analyse_features(read_features(path), modes=("flat",), epochs=1, progress=None)
+    return "wrong"
+
+
+@_isolated("24-blowup")
+def case_features_header_lies(tmp):
+    """A site whose header claims [N, 2**20, 2**20] float32 in a few bytes."""
+    from minicct.io.features import analyse_features, read_features
+    path = _features(tmp / "f.npz", np.arange(40) % 3, np.arange(20) % 3)
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    h = io.BytesIO()
+    np.lib.format.write_array_header_1_0(h, {"descr": "<f4", "fortran_order": False, "shape": (40, 2**20, 2**20)})
+    members["train/block.npy"] = h.getvalue() + bytes(64)
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)
+    analyse_features(read_features(path), modes=("flat",), epochs=1, progress=None)
+    return "wrong"
+
+
+case_features_header_lies.must_name = ("train/block",)
+
+
+# -------------------------------------------------------------------------------------- 24: orphans
+
+def _children(pid) -> list:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def _alive(pid) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _kill9_with_workers(tmp, argv, out_dir, moments=(0.0, 1.5)):
+    """Start `python -m minicct argv`; at each moment after its forked workers appear, SIGKILL it (a new run
+    per moment); the workers must be gone within 3 s, and no figure under out_dir may be torn."""
+    from PIL import Image
+    if not sys.platform.startswith("linux"):
+        return "ok"
+    repo = _repo()
+    env = dict(os.environ, PYTHONPATH=repo, OPENBLAS_NUM_THREADS="1")
+    verdict, tested = "ok", 0
+    for delay in moments:
+        p = subprocess.Popen([sys.executable, "-m", "minicct", *argv], env=env, cwd=tmp,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        kids, t0 = [], time.time()
+        while not kids and p.poll() is None and time.time() - t0 < 90:
+            time.sleep(0.05)
+            kids = _children(p.pid)
+        if p.poll() is not None:
+            continue                                      # finished before forking: nothing to test this time
+        time.sleep(delay)
+        kids = _children(p.pid) or kids
+        p.send_signal(signal.SIGKILL)
+        tested += 1
+        p.wait(10)
+        t1 = time.time()
+        while any(_alive(k) for k in kids) and time.time() - t1 < 3:
+            time.sleep(0.05)
+        left = [k for k in kids if _alive(k)]
+        for k in left:                                    # clean up what the code under test left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(k, signal.SIGKILL)
+        if left:
+            verdict = "orphan"
+        for png in Path(out_dir).rglob("*.png"):
+            try:
+                with Image.open(png) as im:
+                    im.verify()
+            except Exception:  # noqa: BLE001
+                return "lost"
+    return verdict if tested else "untested"
+
+
+_FORKED_SLEEPERS = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from minicct.parallel import run_forked
+run_forked(lambda i: time.sleep(120), range(2), workers=2)
+"""
+
+
+@case("24-orphan")
+def case_run_forked_kill9_workers_die(tmp):
+    """kill -9 of a process whose run_forked workers are busy: the workers must die with it."""
+    if not sys.platform.startswith("linux"):
+        return "ok"
+    p = subprocess.Popen([sys.executable, "-c", _FORKED_SLEEPERS, _repo()], env=dict(os.environ,
+                         OPENBLAS_NUM_THREADS="1"))
+    kids, t0 = [], time.time()
+    while len(kids) < 2 and p.poll() is None and time.time() - t0 < 60:
+        time.sleep(0.05)
+        kids = _children(p.pid)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+    t1 = time.time()
+    while any(_alive(k) for k in kids) and time.time() - t1 < 3:
+        time.sleep(0.05)
+    left = [k for k in kids if _alive(k)]
+    for k in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(k, signal.SIGKILL)
+    return "untested" if not kids else ("orphan" if left else "ok")
+
+
+@case("24-orphan", "cli")
+def case_snp_kill9_leaves_no_workers(tmp):
+    return _kill9_with_workers(tmp, ["snp", "--checkpoint", CKPT, "--n-train", "400", "--epochs", "1", "--modes",
+                                     "flat", "--out", str(tmp / "snp")], tmp / "snp", moments=(0.3,))
+
+
+@case("24-orphan", "cli")
+def case_replicate_kill9_leaves_no_workers(tmp):
+    return _kill9_with_workers(tmp, ["replicate", "--checkpoint", CKPT, *_REPLICATE_FAST, "--out",
+                                     str(tmp / "rep")], tmp / "rep", moments=(0.5,))
+
+
+@case("24-orphan")
+def case_export_kill9_never_torn(tmp):
+    """SIGKILL `export` at 4 moments: the output is absent or a whole checkpoint, never a torn file."""
+    from minicct.io.torch_io import load_state_dict
+    repo = _repo()
+    env = dict(os.environ, PYTHONPATH=repo, OPENBLAS_NUM_THREADS="1")
+    for i, delay in enumerate(np.random.default_rng(7).uniform(0.3, 1.5, size=4)):
+        out = tmp / f"o{i}.pth"
+        p = subprocess.Popen([sys.executable, "-m", "minicct", "export", "--checkpoint", CKPT, "--out", str(out)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(float(delay))
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        if out.exists():
+            try:
+                load_state_dict(out)
+            except Exception:  # noqa: BLE001
+                return "lost"
+    return "ok"
+
+
+# ---------------------------------------------------------------------------- 24: misleading errors
+
+@case("24-error")
+def case_pth_overflowing_dims(tmp):
+    entries = [("w", _tensor("FloatStorage", "0", 4, 0, (0, 2**62, 2**62), (1, 1, 1)))]
+    path = write_pth(tmp / "over.pth", _state_dict_pickle(entries), {"0": bytes(16)})
+    from minicct.io.torch_io import load_state_dict
+    return _expect_error(lambda: load_state_dict(path), "over.pth")
+
+
+@case("24-error")
+def case_cifar_pickle_wrong_arguments(tmp):
+    """An allowed global called with wrong arguments (TypeError inside the unpickler)."""
+    from minicct.io.safe_pickle import restricted_load
+    data = (pickle.PROTO + b"\x02" + b"cnumpy.core.multiarray\n_reconstruct\n" + pickle.EMPTY_TUPLE
+            + pickle.REDUCE + pickle.STOP)
+    return _expect_error(lambda: restricted_load(data), "pickle")
+
+
+@case("24-error")
+def case_cifar_pickle_huge_array(tmp):
+    """_reconstruct then BUILD with a state that declares 2**40 float32 backed by 0 bytes."""
+    from minicct.io.safe_pickle import restricted_load
+    data = (pickle.PROTO + b"\x02" + b"cnumpy.core.multiarray\n_reconstruct\n"
+            + _pkl_tuple([b"cnumpy\nndarray\n", _pkl_tuple([_pkl_int(0)]), pickle.SHORT_BINBYTES + b"\x01b"])
+            + pickle.REDUCE
+            + _pkl_tuple([_pkl_int(1), _pkl_tuple([_pkl_int(2**40)]),
+                          b"cnumpy\ndtype\n" + _pkl_tuple([_pkl_str("f4"), pickle.NEWFALSE, pickle.NEWTRUE])
+                          + pickle.REDUCE, pickle.NEWFALSE, pickle.SHORT_BINBYTES + b"\x00"])
+            + pickle.BUILD + pickle.STOP)
+    return _expect_error(lambda: restricted_load(data), "pickle")
+
+
+@case("24-error")
+def case_lib_group_agreement_bad_groups(tmp):
+    from minicct.analysis.report import group_agreement
+    return _expect_error(lambda: group_agreement([[0, 5], [1, 2]], {"g": np.array([0, 0, 1])}, n_draws=10),
+                         "groups")
+
+
+@case("24-error")
+def case_lib_forward_missing_parameter(tmp):
+    from minicct import model as M
+    cfg = tiny_cfg()
+    p = M.init_params(cfg, np.random.default_rng(0))
+    del p["classifier.blocks.0.linear1.bias"]
+    return _expect_error(lambda: M.forward(p, np.zeros((1, 3, 16, 16), np.float32), cfg),
+                         "classifier.blocks.0.linear1.bias")
+
+
+@case("24-error")
+def case_lib_train_empty_dataset(tmp):
+    import minicct.train.loop as loop
+    from minicct.datasets.base import Dataset
+    e = np.zeros((0, 16, 16, 3), np.uint8)
+    x = np.zeros((4, 16, 16, 3), np.uint8)
+    data = Dataset("empty", e, np.zeros(0, np.int64), x, np.arange(4) % 3, ["a", "b", "c"], np.zeros(3),
+                   np.ones(3))
+    tc = loop.TrainConfig(epochs=1, batch_size=8)
+    return _expect_error(lambda: loop.train(tiny_cfg(), data, tc, quiet=True), "training")
+
+
+@case("24-error")
+def case_folder_png_decompression_bomb(tmp):
+    """A PNG whose header claims 60000 x 60000 pixels in an image folder."""
+    from PIL import Image
+
+    from minicct.datasets.custom import load_folder_dataset
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp / "f" / split / c).mkdir(parents=True)
+            Image.new("RGB", (10, 10), (10, 200, 30)).save(tmp / "f" / split / c / "x.png")
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    struct.pack_into(">II", data, 16, 60000, 60000)                 # IHDR width, height
+    struct.pack_into(">I", data, 29, zlib_crc(bytes(data[12:29])))
+    (tmp / "f" / "train" / "a" / "bomb.png").write_bytes(bytes(data))
+    return _expect_error(lambda: load_folder_dataset(tmp / "f", 8, root=tmp / "cache", progress=False),
+                         "bomb.png")
+
+
+def zlib_crc(b: bytes) -> int:
+    import zlib
+    return zlib.crc32(b) & 0xFFFFFFFF
+
+
+@case("24-error", "cli")
+def case_train_all_black_images(tmp):
+    x = np.zeros((64, 16, 16, 3), np.uint8)
+    np.savez(tmp / "black.npz", x_train=x, y_train=np.arange(64) % 3, x_test=x[:30], y_test=np.arange(30) % 3)
+    return _cli_error(["train", "--dataset", f"npz:{tmp / 'black.npz'}", "--max-train", "64", "--batch-size", "64",
+                       "--epochs", "1", "--out", str(tmp / "m.npz")], "same value")
+
+
+@case("24-error", "cli")
+def case_snp_arrays_num_classes_array(tmp):
+    path = _features(tmp / "f.npz", np.arange(40) % 3, np.arange(21) % 3, num_classes=np.array([3, 3]))
+    return _cli_error(["snp-arrays", str(path), "--epochs", "1", "--modes", "flat"], "num_classes")
+
+
+@case("24-error", "cli")
+def case_snp_arrays_site_without_tokens(tmp):
+    path = _features(tmp / "f.npz", np.arange(40) % 3, np.arange(21) % 3, sites={"empty": (0, 8)})
+    return _cli_error(["snp-arrays", str(path), "--epochs", "1", "--modes", "flat"], "train/empty")
+
+
+@case("24-error")
+def case_pth_heads_do_not_divide_width(tmp):
+    params, cfg = _classroom()
+    path = _write_pth_of(tmp / "c.pth", params)
+    from minicct.io.checkpoints import load_any_checkpoint
+    return _expect_error(lambda: load_any_checkpoint(path, heads=3), "--heads 3")
+
+
+@case("24-error", "cli")
+def case_train_init_from_nan_weights(tmp):
+    params, cfg = _classroom()
+    path = _write_pth_of(tmp / "nan.pth", params, ("classifier.blocks.0.linear1.weight", np.nan))
+    return _cli_error(["train", "--init", str(path), "--model", "classroom", "--max-train", "64", "--batch-size",
+                       "64", "--epochs", "1", "--out", str(tmp / "m.npz")], "classifier.blocks.0.linear1.weight")
+
+
 # ---------------------------------------------------------------------------------------------- census
 
-COLUMNS = ("ok", "clear", "traceback", "wrong", "lost", "leftover", "refused", "memory", "accepted")
+COLUMNS = ("ok", "clear", "traceback", "wrong", "lost", "leftover", "refused", "memory", "accepted", "hang", "orphan",
+           "misleading", "untested")
 
 
 def _child(name, tmp, repo):
@@ -649,7 +1572,7 @@ def _child(name, tmp, repo):
     sys.path.insert(0, repo)
     os.chdir(tmp)
     verdict = run_case(name, Path(tmp))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, INNER_PEAK[0])
     if peak > MEMORY_BLOWUP_BYTES and name.startswith(("pth_", "npz_")):
         verdict = "memory"
     print("VERDICT " + json.dumps({"verdict": verdict, "peak_bytes": peak}), flush=True)
@@ -663,7 +1586,7 @@ def census(repo: str, only=None, timeout=120.0) -> dict:
         (data / f.name).write_bytes(f.read_bytes())
     rows = {}
     for name in CASES:
-        if only and only not in name:
+        if only and not any(o in name or str(CASES[name][0]).startswith(o) for o in only.split(",")):
             continue
         tmp = tempfile.mkdtemp(prefix="fault-case-")
         env = dict(os.environ, MINICCT_DATA=str(data), PYTHONPATH=repo,
@@ -692,12 +1615,16 @@ def census(repo: str, only=None, timeout=120.0) -> dict:
 
 if __name__ == "__main__":
     import argparse
+    if len(sys.argv) > 1 and sys.argv[1] == "--probe":
+        _probe_main(sys.argv[2], sys.argv[3], sys.argv[4])
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(sys.argv[2], sys.argv[3], sys.argv[4])
         sys.exit(0)
     ap = argparse.ArgumentParser(description="fault census: every case in its own capped process")
     ap.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]))
-    ap.add_argument("--only", default=None, help="run the cases whose name contains this")
+    ap.add_argument("--only", default=None, help="run the cases whose name contains this, or whose defect starts "
+                    "with it (comma-separated, e.g. --only 24- for issue 24's cases)")
     ap.add_argument("--json", default=None, help="write the rows here")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per case")
     ap.add_argument("--summarise", nargs="+", default=None, help="print the table of these --json files")

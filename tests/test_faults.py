@@ -226,3 +226,40 @@ def test_capture_to_disk_leaves_no_part_file_when_interrupted(tmp_path, monkeypa
     out = capture_disk.capture_to_disk(params, x, cfg, ["pooled"], tmp_path / "acts")
     assert out["pooled"].shape == (4, cfg.embedding_dim) and sorted(p.name for p in (tmp_path / "acts").iterdir()) \
         == ["pooled.npy"]
+
+
+# ------------------------------------------------------------------------------------------- issue 24
+
+def test_replicate_out_dirs_keep_same_names_apart(tmp_path):
+    from minicct.__main__ import replicate_out_dirs
+    assert replicate_out_dirs(tmp_path, ["a/m.npz"]) == [tmp_path]
+    got = replicate_out_dirs(tmp_path, ["x/a/model.npz", "x/b/model.npz", "c.npz", "x/a/model.npz"])
+    assert [p.name for p in got] == ["a_model", "b_model", "c", "a_model-2"]
+
+
+def test_npz_read_refuses_before_inflating(tmp_path):
+    """The bounded reader: duplicates, lying headers and over-budget members are refused by their names."""
+    import io
+    import zipfile
+
+    from minicct.io.npz_read import open_npz, read_npy
+    path = tmp_path / "a.npz"
+    np.savez(path, a=np.arange(6, dtype=np.int16).reshape(2, 3), s=np.array("NCHW"))
+    with open_npz(path) as zf:
+        a, s = read_npy(zf, path, "a"), read_npy(zf, path, "s")
+        assert a.dtype == np.int16 and a.tolist() == [[0, 1, 2], [3, 4, 5]] and s.shape == () and str(s) == "NCHW"
+        with pytest.raises(ValueError, match="'a' declares"):
+            read_npy(zf, path, "a", max_bytes=4)
+    h = io.BytesIO()
+    np.lib.format.write_array_header_1_0(h, {"descr": "<f4", "fortran_order": False, "shape": (1000,)})
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("b.npy", h.getvalue() + bytes(8))
+    with open_npz(path) as zf, pytest.raises(ValueError, match="'b' declares .* holds"):
+        read_npy(zf, path, "b")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(path, "a") as zf:
+            zf.writestr("a.npy", b"x")
+    with pytest.raises(ValueError, match="more than once"):
+        open_npz(path)

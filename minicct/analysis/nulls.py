@@ -706,6 +706,13 @@ def group_agreement(clusters, groups: dict, n_draws=10000, seed=0, permutation=T
     for gname, g in groups.items():
         g = np.asarray(g)
         K = len(g)
+        if g.ndim != 1 or not np.issubdtype(g.dtype, np.integer) or (g.size and g.min() < 0):
+            raise ValueError(f"group_agreement: groups[{gname!r}] must be one group index >= 0 per class, [K] "
+                             f"ints, got {g.dtype} {g.shape}")
+        top = max((max(c) for c in multi), default=-1)
+        if top >= K or min((min(c) for c in multi), default=0) < 0:
+            raise ValueError(f"group_agreement: a cluster holds label {top}, but groups[{gname!r}] covers labels "
+                             f"0..{K - 1} only; give one group index per class of the model")
         sizes = np.bincount(g)
         if not multi:
             out[gname] = {"n": 0, "inside": float("nan"), "chance": float("nan"), "p_value": float("nan"),

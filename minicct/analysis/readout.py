@@ -247,6 +247,7 @@ def train_readout(A_train, y_train, num_classes, epochs=READOUT_EPOCHS, lr=0.01,
     Returns: Readout(W, mode, train_loss [E], train_acc [E], test_acc [E or 0], lr [E], pool_w, pool_b, mask).
     """
     mode = _resolve_mode(mode, pooled)
+    _check_recipe(lr=lr, momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay)
     y_train, y_test = _check_training(A_train, y_train, num_classes, A_test, y_test, epochs, batch_size, lr_decay,
                                       progress)
     N, T, D = A_train.shape
@@ -328,6 +329,14 @@ def _resolve_mode(mode, pooled):
         mode = "seqpool"
     check_mode(mode, with_pool=False)
     return mode
+
+
+def _check_recipe(**recipe):
+    """lr > 0, momentum, weight_decay and lr_decay >= 0: finite numbers (a NaN rate would train NaN weights)."""
+    for name, v in recipe.items():
+        if not (isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v) and v >= 0) \
+                or (name == "lr" and v == 0):
+            raise ValueError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {v!r}")
 
 
 def _check_training(A_train, y_train, num_classes, A_test, y_test, epochs, batch_size, lr_decay, progress):

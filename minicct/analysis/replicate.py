@@ -669,12 +669,11 @@ def write_outputs(result, out_dir, title="") -> dict:
     """Write claims.json (first, atomically), claims.md and claims.png into out_dir; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from ..io.atomic import atomic_write_text     # a full disk or a kill keeps the previous file, no .tmp left
     js = out / "claims.json"
-    tmp = js.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(dict(result, title=title)), indent=1))
-    tmp.replace(js)
+    atomic_write_text(js, json.dumps(_jsonable(dict(result, title=title)), indent=1))
     md = out / "claims.md"
-    md.write_text(format_claims_table(result, title) + "\n")
+    atomic_write_text(md, format_claims_table(result, title) + "\n")
     png = plot_claims_summary(result, out / "claims.png", title)
     return {"json": str(js), "md": str(md), "png": str(png)}
 

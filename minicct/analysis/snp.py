@@ -228,7 +228,8 @@ def normalise_threshold(V, threshold=AFCC_THRESHOLD):
     Raising the threshold never adds ones.
     """
     threshold = float(threshold)
-    if not np.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    if not (np.isfinite(threshold) and threshold < 1):   # V / max V <= 1: a threshold >= 1 passes nothing
+        raise ValueError(f"threshold must be a finite fraction of each node's largest field below 1 (e.g. 0.3), "
+                         f"got {threshold}: at 1 or more no field passes and every matrix is all zeros")
     Vn, valid = normalise_fields(V)
     return (Vn > threshold) & valid[:, None, None]

@@ -81,6 +81,12 @@ def to_model_input(x_uint8: np.ndarray, mean, std) -> np.ndarray:
     """uint8 [N, H, W, 3] -> float32 [N, 3, H, W], (x/255 - mean) / std per channel."""
     if x_uint8.ndim != 4 or x_uint8.shape[-1] != 3:
         raise ValueError(f"expected images of shape [N, H, W, 3], got {x_uint8.shape}")
+    if x_uint8.dtype != np.uint8:     # float images already in [0, 1] would be divided by 255 a second time
+        raise ValueError(f"to_model_input expects uint8 images (0..255), got {x_uint8.dtype}; convert float images "
+                         f"in [0, 1] with np.round(x * 255).astype(np.uint8)")
+    s = np.asarray(std, np.float32)
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise ValueError(f"to_model_input: std must be finite and > 0 per channel, got {s}")
     x = x_uint8.astype(np.float32) * np.float32(1 / 255)
     x -= np.asarray(mean, np.float32)
     x /= np.asarray(std, np.float32)

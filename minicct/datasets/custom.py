@@ -33,18 +33,31 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _CACHE_VERSION = "folder-v1"
 
 
-def _images_uint8_hwc(x, name: str, path) -> np.ndarray:
-    """[N, H, W, C] / [N, C, H, W] / [N, H, W], uint8 / int / float in [0, 1] -> uint8 [N, S, S, 3]."""
+def _images_uint8_hwc(x, name: str, path, layout=None) -> np.ndarray:
+    """[N, H, W, C] / [N, C, H, W] / [N, H, W], uint8 / int / float in [0, 1] -> uint8 [N, S, S, 3].
+    layout: 'NHWC' / 'NCHW' where both fit (e.g. [N, 3, 3, 3]); otherwise an ambiguous shape is refused."""
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., None]                                       # [N, H, W] grey -> [N, H, W, 1]
     if x.ndim != 4:
         raise ValueError(f"{path}: {name} must be images [N, H, W, C] or [N, C, H, W], got shape {x.shape}")
-    if x.shape[-1] in (1, 3):
-        pass                                                   # HWC
-    elif x.shape[1] in (1, 3):
+    hwc = x.shape[-1] in (1, 3) and x.shape[1] == x.shape[2]
+    chw = x.shape[1] in (1, 3) and x.shape[2] == x.shape[3]
+    if layout is not None:
+        if layout not in ("NHWC", "NCHW"):
+            raise ValueError(f"{path}: layout must be 'NHWC' or 'NCHW', got {layout!r}")
+        axis = 3 if layout == "NHWC" else 1
+        if x.shape[axis] not in (1, 3):
+            raise ValueError(f"{path}: {name} has shape {x.shape}, but layout {layout!r} puts the channels on axis "
+                             f"{axis}, which has size {x.shape[axis]}, not 3 (or 1)")
+        hwc, chw = layout == "NHWC", layout == "NCHW"
+    if hwc and chw:
+        raise ValueError(f"{path}: {name} has shape {x.shape}: both [N, H, W, C] and [N, C, H, W] fit, so the "
+                         f"channel axis is ambiguous; say which it is: add layout='NHWC' (or 'NCHW') to the .npz "
+                         f"(np.savez(..., layout='NHWC')) or pass layout= to load_npz_dataset")
+    if chw or (not hwc and x.shape[-1] not in (1, 3) and x.shape[1] in (1, 3)):
         x = x.transpose(0, 2, 3, 1)                            # [N, C, H, W] -> [N, H, W, C]
-    else:
+    elif not hwc and x.shape[-1] not in (1, 3):
         raise ValueError(f"{path}: {name} has shape {x.shape}: neither axis 1 nor axis 3 is a channel axis of "
                          f"size 3 (or 1); expected [N, H, W, 3] or [N, 3, H, W]")
     if x.shape[1] != x.shape[2]:
@@ -98,31 +111,46 @@ def _stats(x_train, mean, std, path):
     if (mean is None) != (std is None):
         raise ValueError(f"{path}: give both mean and std, or neither")
     if mean is None:
-        return channel_stats(x_train)
-    mean, std = np.asarray(mean, np.float32).reshape(-1), np.asarray(std, np.float32).reshape(-1)
-    if mean.shape != (3,) or std.shape != (3,) or not (std > 0).all() or not np.isfinite(mean).all():
+        if len(x_train) == 0:
+            raise ValueError(f"{path}: no training images (x_train is empty); the dataset needs some")
+        mean, std = channel_stats(x_train)
+        if not (std > 0).all():
+            c = int(np.flatnonzero(~(std > 0))[0])
+            raise ValueError(f"{path}: channel {c} of every training image has the same value "
+                             f"({round(255 * float(mean[c]))}): all-black or single-colour images? The per-channel "
+                             f"std is 0, so the images cannot be normalised; check the images, or give mean and "
+                             f"std (3 numbers each, std > 0) explicitly")
+        return mean, std
+    try:
+        mean, std = np.asarray(mean, np.float32).reshape(-1), np.asarray(std, np.float32).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: mean and std must be 3 numbers each, got {mean!r}, {std!r}") from e
+    if mean.shape != (3,) or std.shape != (3,) or not (std > 0).all() or not np.isfinite(mean).all() \
+            or not np.isfinite(std).all():
         raise ValueError(f"{path}: mean and std must be 3 finite numbers each (std > 0), got {mean}, {std}")
     return mean, std
 
 
-def load_npz_dataset(path, mean=None, std=None) -> Dataset:
-    """A Dataset from one .npz of arrays (layout in the module docstring)."""
+def load_npz_dataset(path, mean=None, std=None, layout=None) -> Dataset:
+    """A Dataset from one .npz of arrays (layout in the module docstring). layout: 'NHWC' or 'NCHW' for
+    images whose shape fits both (e.g. [N, 3, 3, 3]); an array `layout` in the file does the same."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no dataset file at {path} (expected an .npz with x_train, y_train, x_test, y_test)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npz of arrays ({e}); write it with np.savez(path, x_train=..., "
-                         f"y_train=..., x_test=..., y_test=...)") from e
+    from ..io.npz_read import open_npz, read_npy
     need = ("x_train", "y_train", "x_test", "y_test")
-    missing = [k for k in need if k not in arrays]
-    if missing:
-        raise ValueError(f"{path}: missing arrays {missing}; found {sorted(arrays)}; expected {list(need)} "
-                         f"(+ optional class_names, mean, std)")
-    x_tr = _images_uint8_hwc(arrays["x_train"], "x_train", path)
-    x_te = _images_uint8_hwc(arrays["x_test"], "x_test", path)
+    with open_npz(path) as zf:              # only these members are read, each size-checked before inflating
+        files = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+        missing = [k for k in need if k not in files]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {missing}; found {sorted(files)[:12]}; expected {list(need)} "
+                             f"(+ optional class_names, mean, std, layout); write it with np.savez(path, "
+                             f"x_train=..., y_train=..., x_test=..., y_test=...)")
+        arrays = {k: read_npy(zf, path, k) for k in (*need, "class_names", "mean", "std", "layout") if k in files}
+    if "layout" in arrays:
+        layout = str(arrays["layout"])
+    x_tr = _images_uint8_hwc(arrays["x_train"], "x_train", path, layout)
+    x_te = _images_uint8_hwc(arrays["x_test"], "x_test", path, layout)
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise ValueError(f"{path}: train images are {x_tr.shape[1:]}, test images {x_te.shape[1:]}; they must match")
     y_tr = _labels(arrays["y_train"], len(x_tr), "y_train", path)
@@ -153,16 +181,50 @@ def _list_split(root: Path, split: str) -> dict:
     return out
 
 
+def _file_sha256(file: Path) -> bytes:
+    """sha256 of a file read in 1 MiB pieces (a huge file costs time, not memory)."""
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            h.update(piece)
+    return h.digest()
+
+
 def _decode(file: Path, size: int) -> np.ndarray:
+    import warnings
+
     from PIL import Image
 
     from .flowers import square_resize
     try:
-        with Image.open(file) as img:
-            img.draft("RGB", (size, size))
-            return square_resize(img, size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)   # > MAX_IMAGE_PIXELS: refuse too
+            with Image.open(file) as img:
+                if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):   # 16-bit / 32-bit grey
+                    return _wide_grey(img, size, file)
+                img.draft("RGB", (size, size))
+                return square_resize(img, size)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"cannot read image {file}: it claims more pixels than Pillow accepts ({e}), a "
+                         f"decompression bomb or a huge scan; delete it or shrink it below 89 megapixels") from e
     except (OSError, ValueError, SyntaxError) as e:      # PIL.UnidentifiedImageError is an OSError
         raise ValueError(f"cannot read image {file}: {e}; delete or replace this file") from e
+
+
+def _wide_grey(img, size, file) -> np.ndarray:
+    """A 16-bit (or 32-bit) grey image -> uint8 [size, size, 3], scaled by its bit depth (not clipped at 255)."""
+    from PIL import Image
+
+    from .flowers import square_resize
+    a = np.asarray(img)
+    if img.mode == "F" or a.dtype.kind == "f":
+        raise ValueError(f"cannot read image {file}: floating-point pixels (mode {img.mode}); save it as an 8- or "
+                         f"16-bit PNG")
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise ValueError(f"cannot read image {file}: {img.mode} pixels {a.min()}..{a.max()} outside 0..65535; "
+                         f"save it as an 8- or 16-bit PNG")
+    a8 = np.round(a.astype(np.float64) / 257.0).astype(np.uint8)        # 0..65535 -> 0..255
+    return square_resize(Image.fromarray(a8, "L"), size)
 
 
 def load_folder_dataset(path, img_size: int = 32, root=None, mean=None, std=None, progress=True) -> Dataset:
@@ -189,7 +251,7 @@ def load_folder_dataset(path, img_size: int = 32, root=None, mean=None, std=None
         for c in names:
             for f in splits[s][c]:
                 h.update(f"{s}/{c}/{f.name}\n".encode())
-                h.update(hashlib.sha256(f.read_bytes()).digest())
+                h.update(_file_sha256(f))
     key = h.hexdigest()
     cache_dir = Path(root) if root is not None else data_dir() / "custom"
     cache = cache_dir / f"{path.resolve().name}-{key[:16]}-{img_size}px.npz"

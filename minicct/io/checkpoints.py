@@ -108,6 +108,10 @@ def infer_config(state: dict, heads: int | None = None, model: str | None = None
             name = None
     if name is not None:
         over = {} if heads is None else {"num_heads": heads}
+        D = int(np.shape(fc)[1]) if np.ndim(fc) == 2 else None
+        if heads is not None and D and (not isinstance(heads, int) or heads < 1 or D % heads):
+            raise ValueError(f"--heads {heads}: the checkpoint's embedding width is D = {D}, which {heads} heads "
+                             f"cannot split evenly; give a divisor of {D}, the head count the model was trained with")
         if img_size is not None:
             over["img_size"] = img_size
         cfg = M.get_config(name, num_classes=K, **over)
@@ -116,7 +120,7 @@ def infer_config(state: dict, heads: int | None = None, model: str | None = None
         cfg = _config_from_shapes(state, heads, img_size, K)
         how = "tensor shapes" + (f", {heads} heads given" if heads else "")
     try:
-        to_params(state, M.param_shapes(cfg))
+        to_params(state, M.param_shapes(cfg), finite=False)
     except ValueError as e:
         raise ValueError(f"the config from {how} does not fit the checkpoint:\n{e}") from None
     return cfg, how
@@ -143,6 +147,11 @@ def _config_from_shapes(state, heads, img_size, K):
                          f"head count; D={D} here): give --heads H (e.g. {D // 64 or 1} for 64-wide heads) or "
                          f"--model NAME; where no such option exists (the lessons), convert the file once: "
                          f"python -m minicct export --checkpoint FILE --heads H --out FILE.npz")
+    if not isinstance(heads, int) or heads < 1 or D % heads:
+        divisors = [h for h in range(1, min(D, 64) + 1) if D % h == 0]
+        raise ValueError(f"--heads {heads}: the checkpoint's embedding width is D = {D}, which {heads} heads cannot "
+                         f"split evenly (D must be a multiple of the head count); give a divisor of {D}, e.g. "
+                         f"{divisors[-6:]}, the head count the model was trained with")
     kw = dict(n_input_channels=c_in, n_conv_layers=n_conv, kernel_size=k, in_planes=in_planes, embedding_dim=D,
               num_layers=n_layers, num_heads=int(heads), mlp_ratio=ratio, num_classes=K)
     pe = state.get("classifier.positional_emb")
@@ -203,7 +212,10 @@ def load_any_checkpoint(path, heads: int | None = None, model: str | None = None
     state, info = load_checkpoint_state(path, ema=ema)
     arch = info.get("arch") if isinstance(info.get("arch"), str) else None
     cfg, how = infer_config(state, heads=heads, model=model, arch=arch, img_size=img_size)
-    params = to_params(state, M.param_shapes(cfg))
+    try:
+        params = to_params(state, M.param_shapes(cfg))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     kind = "training checkpoint" if info.get("weights", "").startswith("'") else "state_dict"
     meta = dict(info, kind=kind, file=str(path), config_from=how, config=cfg.to_dict())
     if isinstance(info.get("metric"), float):

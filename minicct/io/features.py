@@ -96,11 +96,18 @@ class FeatureSet:
     def arrays(self, name):
         """(A_train [N_train, T, D], A_test [N_test, T, D]) of one site, float32 (a [N, D] site gets T = 1;
         NCT, NCHW and NHWC sites are transposed to [N, T, D])."""
-        with np.load(self.path, allow_pickle=False) as z:
-            out = []
+        from .npz_read import open_npz, read_npy
+        out = []
+        with open_npz(self.path) as zf:                  # each member's declared size checked before inflating
             for split in ("train", "test"):
-                a = to_ntd(z[f"{split}/{name}"], self.layouts.get(name, "NTD"))
-                out.append(np.ascontiguousarray(a, dtype=np.float32))
+                key = f"{split}/{name}"
+                a = np.ascontiguousarray(to_ntd(read_npy(zf, self.path, key), self.layouts.get(name, "NTD")),
+                                         dtype=np.float32)
+                if not np.isfinite(a).all():
+                    bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+                    raise _err(self.path, f"{key} holds {bad} NaN or inf values (of {a.size}); the network that "
+                                          f"produced them diverged or overflowed float32; export finite activations")
+                out.append(a)
         return tuple(out)
 
 
@@ -136,18 +143,20 @@ def read_features(path, layout: str | None = None) -> FeatureSet:
     if not path.is_file():
         raise FileNotFoundError(f"no features file at {path}")
     try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise _err(path, f"not a readable .npz ({e})") from e
-    with z:
-        files = list(z.files)
+        zf = open_npz(path)
+    except ValueError as e:
+        raise _err(path, str(e).split(": ", 1)[-1]) from e
+    with zf:
+        files = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
         for k in ("y_train", "y_test"):
             if k not in files:
                 raise _err(path, f"missing {k!r}; found {files[:12]}")
-        y = {k: np.asarray(z[k]) for k in ("y_train", "y_test")}
+        y = {k: read_npy(zf, path, k) for k in ("y_train", "y_test")}
         for k, v in y.items():
             if v.ndim != 1 or not np.issubdtype(v.dtype, np.integer):
                 raise _err(path, f"{k} must be integer labels [N], got {v.dtype} {v.shape}")
+            if v.size == 0:
+                raise _err(path, f"{k} is empty; the analysis needs labelled rows in both splits")
         sites = []
         for k in files:
             m = re.fullmatch(r"(train|test)/([^/]+)", k)
@@ -155,12 +164,25 @@ def read_features(path, layout: str | None = None) -> FeatureSet:
                 sites.append(m.group(2))
         if not sites:
             raise _err(path, f"no activations: no 'train/<site>' / 'test/<site>' arrays among {files[:12]}")
-        names = [str(c) for c in np.asarray(z["class_names"]).reshape(-1)] if "class_names" in files else None
-        K = int(z["num_classes"]) if "num_classes" in files else (len(names) if names else
-                                                                    int(max(y["y_train"].max(initial=-1),
-                                                                            y["y_test"].max(initial=-1))) + 1)
+        names = None
+        if "class_names" in files:
+            cn = read_npy(zf, path, "class_names")
+            if cn.ndim != 1:
+                raise _err(path, f"class_names must be a 1-d array of K names, got shape {cn.shape}")
+            names = [str(c) for c in cn]
+        if "num_classes" in files:
+            nc = read_npy(zf, path, "num_classes")
+            if nc.shape != () or not np.issubdtype(nc.dtype, np.integer):
+                raise _err(path, f"num_classes must be one integer (np.savez(..., num_classes=10)), got "
+                                 f"{nc.dtype} of shape {nc.shape}")
+            K = int(nc)
+        else:
+            K = len(names) if names else int(max(y["y_train"].max(initial=-1), y["y_test"].max(initial=-1))) + 1
         if names is not None and len(names) != K:
             raise _err(path, f"class_names has {len(names)} names but num_classes is {K}")
+        if K < 2:
+            raise _err(path, f"{K} class(es): a read-out needs at least 2 classes (accuracy and SNR mean nothing "
+                             f"with one); label the rows 0..K-1 with K >= 2")
         for k, v in y.items():
             if v.size and (v.min() < 0 or v.max() >= K):
                 raise _err(path, f"{k} has labels {v.min()}..{v.max()}, expected 0..{K - 1}")
@@ -172,13 +194,16 @@ def read_features(path, layout: str | None = None) -> FeatureSet:
                 key = f"{split}/{s}"
                 if key not in files:
                     raise _err(path, f"site {s!r} has no {key!r} array (every site needs train/ and test/)")
-                shape, dtype = _header_shapes(z, key)
+                shape, dtype, _, _ = npy_header(zf, path, key)
                 n = len(y[f"y_{split}"])
                 if len(shape) not in (2, 3, 4) or shape[0] != n:
                     raise _err(path, f"{key} has shape {shape}; expected [{n}, T, D], [{n}, D] or a conv map "
                                      f"[{n}, C, H, W] (one row per label in y_{split})")
                 if not np.issubdtype(dtype, np.floating):
                     raise _err(path, f"{key} has dtype {dtype}; activations must be floating point")
+                if 0 in tuple(shape)[1:]:
+                    raise _err(path, f"{key} has shape {tuple(shape)}: no tokens or no nodes; every site needs "
+                                     f"T >= 1 and D >= 1 (drop the site or export its activations)")
                 got[split] = tuple(shape)
             nd = len(got["train"])
             if len(got["test"]) != nd:
@@ -246,7 +271,19 @@ def analyse_features(fs: FeatureSet, modes=("flat", "mean", "seqpool"), epochs=1
     say = progress or (lambda *a, **k: None)
     t0 = time.time()
     results = []
+    if n_train is not None and (not isinstance(n_train, (int, np.integer)) or n_train < 1
+                                or n_train > len(fs.y_train)):
+        raise ValueError(f"n_train must be an integer in 1..{len(fs.y_train)} (the training rows of {fs.path}), "
+                         f"got {n_train!r}")
     y_tr, y_te = fs.y_train[:n_train], fs.y_test
+    missing = np.flatnonzero(np.bincount(y_tr, minlength=fs.num_classes) == 0)
+    if missing.size:
+        names = [fs.class_names[i] for i in missing[:10]]
+        raise ValueError(f"{fs.path}: {missing.size} of {fs.num_classes} classes have no training row"
+                         f"{f' among the first {n_train}' if n_train else ''}: labels {missing[:10].tolist()} "
+                         f"({', '.join(names)}){' ...' if missing.size > 10 else ''}; a read-out cannot learn a "
+                         f"class it never sees: add rows of every class to y_train"
+                         f"{' or raise --n-train' if n_train else ''}, or relabel to 0..K-1 without gaps")
     for i, name in enumerate(fs.sites):
         A_tr, A_te = fs.arrays(name)
         A_tr = A_tr[:n_train]

@@ -12,6 +12,7 @@ Keys in the .npz:  param/<official name>, opt/<slot>/<name>, meta (a JSON string
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def _read_member(zf: zipfile.ZipFile, path: Path, key: str, shape=None, max_byte
         if shape is not None and (tuple(hshape) != tuple(shape) or dtype.kind not in kinds):
             raise ValueError(f"{path}: entry {key!r} is {dtype} {tuple(hshape)}, expected a numeric array "
                              f"(kind {kinds!r}) of shape {tuple(shape)}")
-        nbytes = int(np.prod(hshape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(int(n) for n in hshape) * dtype.itemsize
         if nbytes > info.file_size:
             raise ValueError(f"{path}: entry {key!r} claims {tuple(hshape)} {dtype} ({nbytes} bytes) in "
                              f"{info.file_size} bytes: the file is truncated or damaged")
@@ -102,7 +103,13 @@ def load_checkpoint(path, expect_config: CCTConfig | None = None, with_opt: bool
                                 f"or use the committed data/checkpoints/classroom.npz")
     try:
         with zipfile.ZipFile(path) as zf:
-            names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+            listed = zf.namelist()
+            if len(set(listed)) != len(listed):
+                dup = sorted({n for n in listed if listed.count(n) > 1})
+                raise ValueError(f"{path}: the archive holds the entry(ies) {dup[:5]} more than once; which copy "
+                                 f"counts is ambiguous (the file was appended to or crafted); use another copy of "
+                                 f"the checkpoint")
+            names = {n[:-4] for n in listed if n.endswith(".npy")}
             if "meta" not in names:
                 raise ValueError(f"{path} has no 'meta' entry: not a minicct checkpoint")
             meta_arr = _read_member(zf, path, "meta", max_bytes=MAX_META_BYTES)

@@ -180,8 +180,8 @@ def check_pickle_structure(data: bytes, max_depth: int = MAX_DEPTH, max_containe
             raise pickle.UnpicklingError("truncated pickle (no STOP opcode)")
     except pickle.UnpicklingError:
         raise
-    except (ValueError, KeyError, IndexError) as exc:  # genops on garbage: unknown opcode, truncated argument
-        raise pickle.UnpicklingError(f"malformed pickle ({exc})") from None
+    except Exception as exc:  # genops on garbage: unknown opcode, truncated argument, bad encoding, ...
+        raise pickle.UnpicklingError(f"malformed pickle ({type(exc).__name__}: {exc})") from None
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -205,4 +205,10 @@ def restricted_load(file, encoding: str = "bytes"):
     """
     data = bytes(file) if isinstance(file, (bytes, bytearray)) else file.read()
     check_pickle_structure(data)      # depth, container sizes, object count: before anything is built
-    return RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
+    except pickle.UnpicklingError:
+        raise
+    except Exception as exc:   # wrong arguments to an allowed callable, a huge declared array, garbled bytes
+        raise pickle.UnpicklingError(f"the pickle is malformed ({type(exc).__name__}: {exc}); the file is not an "
+                                     f"official CIFAR file or is corrupted: delete it and download again") from None

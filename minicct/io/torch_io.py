@@ -240,8 +240,11 @@ def _tensor_from_storage(storage, storage_offset, size, stride, code: str | None
     size, stride = _ints(size, "size"), _ints(stride, "stride")
     if not isinstance(storage_offset, int) or isinstance(storage_offset, bool) or storage_offset < 0:
         raise CheckpointError(f"tensor storage offset must be an int >= 0, got {storage_offset!r}")
-    if len(size) != len(stride) or len(size) > 32 or any(n < 0 for n in size) or any(s < 0 for s in stride):
-        raise CheckpointError(f"invalid tensor geometry: size {size}, stride {stride}")
+    if len(size) != len(stride) or len(size) > 32 or any(n < 0 for n in size) or any(s < 0 for s in stride) \
+            or any(n >= 2**40 for n in size) or any(s >= 2**40 for s in stride) or storage_offset >= 2**40:
+        raise CheckpointError(f"invalid tensor geometry of storage {storage.key!r}: size {size}, stride {stride}, "
+                              f"offset {storage_offset} (a dimension, stride or offset is negative or beyond "
+                              f"2**40); the file is corrupt or crafted")
     budget = storage.budget
     n_out = math.prod(size)
     if n_out > max(flat.size, _MAX_EXPANDED):
@@ -250,6 +253,9 @@ def _tensor_from_storage(storage, storage_offset, size, stride, code: str | None
             f"(broadcast views beyond {_MAX_EXPANDED} elements are not supported)"
         )
     if n_out == 0:
+        if math.prod(n for n in size if n) > max(flat.size, _MAX_EXPANDED):
+            raise CheckpointError(f"empty tensor of size {size} (storage {storage.key!r}) has dimensions beyond "
+                                  f"any real tensor; the file is corrupt or crafted")
         return np.empty(size, dtype=np.float32 if code == "bf16" else dt.newbyteorder("="))
     last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))  # largest storage index touched
     if last >= flat.size:
@@ -455,9 +461,17 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
         head = f.read(8)
     if zipfile.is_zipfile(path):
         try:
-            return zipfile.ZipFile(path)
+            zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
             raise CheckpointError(f"{path}: broken zip archive ({e}); {_CORRUPT}") from e
+        names = zf.namelist()
+        if len(set(names)) != len(names):   # torch.load reads the first copy, zipfile the last: refuse both
+            dup = sorted({n for n in names if names.count(n) > 1})
+            zf.close()
+            raise CheckpointError(f"{path}: the archive holds the member(s) {dup[:5]} more than once; which copy "
+                                  f"holds the weights is ambiguous (torch.load and zipfile disagree), so the file "
+                                  f"was crafted or appended to; re-save it with torch.save")
+        return zf
     if not head:
         raise CheckpointError(f"{path}: the file is empty; {_CORRUPT}")
     if head.startswith(b"PK\x03\x04"):
@@ -539,17 +553,32 @@ def _materialise(ref, read_storage) -> np.ndarray:
     return _tensor_from_storage(read_storage(st), ref.offset, ref.size, ref.stride, code=ref.code)
 
 
-def _count_tensors(obj, depth=0) -> int:
-    """Tensors (read or not) inside a loaded object, for the report."""
-    if _is_tensor(obj):
-        return 1
-    if depth > 20:
-        return 0
-    if isinstance(obj, dict):
-        return sum(_count_tensors(v, depth + 1) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_count_tensors(v, depth + 1) for v in obj)
-    return 0
+_MAX_COUNT_VISITS = 1_000_000   # objects _count_tensors looks at before it gives up (the report then says '?')
+
+
+def _count_tensors(obj, depth=0, seen=None, budget=None):
+    """Distinct tensors (read or not) inside a loaded object, for the report. Every object is visited once (a
+    pickle can reference one list a billion times in a few KB), and at most _MAX_COUNT_VISITS objects in all:
+    beyond that the count is None (shown as '?')."""
+    top = seen is None
+    seen = set() if top else seen
+    budget = [_MAX_COUNT_VISITS] if budget is None else budget
+    stack, n = [(obj, depth)], 0
+    while stack:
+        o, d = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        budget[0] -= 1
+        if budget[0] < 0:
+            return None
+        if _is_tensor(o):
+            n += 1
+        elif d <= 20 and isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif d <= 20 and isinstance(o, (list, tuple)):
+            stack.extend((v, d + 1) for v in o)
+    return n
 
 
 def _read_archive(path: Path, select, expected_shapes: dict | None = None):
@@ -618,7 +647,13 @@ def _read_archive(path: Path, select, expected_shapes: dict | None = None):
                 f"{path}: {prefix}/data.pkl cannot be unpickled ({type(e).__name__}: {e}); {_CORRUPT}"
             ) from e
         refs, info = select(obj)
-        state = {k: _materialise(v, load_storage) for k, v in refs.items()}
+        state = {}
+        for k, v in refs.items():
+            try:
+                state[k] = _materialise(v, load_storage)
+            except CheckpointError as e:
+                msg = str(e)
+                raise CheckpointError(msg if msg.startswith(str(path)) else f"{path}: tensor {k!r}: {msg}") from None
         info["storages_read"] = len(cache)
         return state, info
 
@@ -669,8 +704,9 @@ def _unwrap_state_dict(obj, path="checkpoint", ema=False, info=None) -> dict:
             info["args"] = args.fields
         elif isinstance(args, dict):
             info["args"] = {str(k): v for k, v in args.items() if not _is_tensor(v)}
-        info["skipped"] = {str(k): _count_tensors(v) for k, v in obj.items() if k != inner and k not in _INFO_KEYS
-                           and k != "args"}
+        seen, budget = {id(t) for t in obj[inner].values()}, [_MAX_COUNT_VISITS]   # counted once, bounded
+        info["skipped"] = {str(k): _count_tensors(v, 0, seen, budget) for k, v in obj.items()
+                           if k != inner and k not in _INFO_KEYS and k != "args"}
         obj = obj[inner]
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not _is_tensor(v)]
     if bad or not obj:
@@ -698,7 +734,8 @@ def describe(info: dict) -> str:
     line = f"{head}; {w}" if head else w
     skipped = info.get("skipped") or {}
     if skipped:
-        line += "; not read: " + ", ".join(f"{k} ({n} tensors)" if n else k for k, n in skipped.items())
+        line += "; not read: " + ", ".join(f"{k} ({'?' if n is None else n} tensors)" if n != 0 else k
+                                           for k, n in skipped.items())
     if "args" in info:
         line += f"; args: {len(info['args'])} fields"
     return line
@@ -863,6 +900,7 @@ def save_state_dict(state: dict, path) -> None:
                 f"{sorted(str(d) for d in (*_WRITE_STORAGE, *_WRITE_V3))}"
             )
         arrays.append((k, v.astype(dt.newbyteorder("<"), order="C", copy=False), dt))
+    check_finite(state, "tensor", f"{path}: not written: ")
 
     pw = _PickleWriter()
     pw.empty_ordered_dict()
@@ -903,7 +941,7 @@ def save_state_dict(state: dict, path) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def to_params(state: dict, expected_shapes: dict) -> dict[str, np.ndarray]:
+def to_params(state: dict, expected_shapes: dict, finite: bool = True) -> dict[str, np.ndarray]:
     """Check a state_dict against the model's parameter shapes and return float32 parameters.
 
     minicct uses the official CCT state_dict names and shapes (see `model.param_shapes(cfg)`), so this is a
@@ -913,8 +951,10 @@ def to_params(state: dict, expected_shapes: dict) -> dict[str, np.ndarray]:
     Args:
         state: name -> np.ndarray, e.g. from `load_state_dict`.
         expected_shapes: name -> shape tuple, in model order.
+        finite: also refuse NaN or inf values (ValueError naming the tensor).
     Returns:
-        name -> float32 C-contiguous copy, in the order of `expected_shapes`.
+        name -> float32 C-contiguous copy, in the order of `expected_shapes`: never a view of the state_dict, so
+        tensors that shared or overlapped one storage in the file come back independent.
     """
     from ..model import mismatch_lines
     dtypes = [f"{k}: expected a floating-point tensor, found dtype {np.asarray(state[k]).dtype}"
@@ -926,7 +966,20 @@ def to_params(state: dict, expected_shapes: dict) -> dict[str, np.ndarray]:
         lines.append("Check that the model config (layers, dims, kernel, conv layers, classes, img_size, "
                      "positional embedding) matches the checkpoint.")
         raise ValueError("\n".join(lines))
-    return {k: np.ascontiguousarray(state[k], dtype=np.float32) for k in expected_shapes}
+    out = {k: np.array(state[k], dtype=np.float32, order="C", copy=True) for k in expected_shapes}
+    if finite:
+        check_finite(out)
+    return out
+
+
+def check_finite(params: dict, what: str = "parameter", where: str = "") -> None:
+    """Raise ValueError naming the first array of `params` holding NaN or inf, and how many."""
+    for k, v in params.items():
+        v = np.asarray(v)
+        if v.dtype.kind in "fc" and not np.isfinite(v).all():
+            bad = int(v.size - np.count_nonzero(np.isfinite(v)))
+            raise ValueError(f"{where}{what} {k!r} holds {bad} non-finite values (NaN or inf) of {v.size}: the "
+                             f"training that made it diverged or the file is damaged; use an earlier checkpoint")
 
 
 def from_params(params: dict) -> dict[str, np.ndarray]:
@@ -938,4 +991,5 @@ def from_params(params: dict) -> dict[str, np.ndarray]:
         if not isinstance(k, str) or not np.issubdtype(v.dtype, np.floating):
             raise ValueError(f"parameter {k!r} must be a floating-point array under a str name, got {v.dtype}")
         out[k] = np.array(v, dtype=np.float32, order="C")
+    check_finite(out)
     return out

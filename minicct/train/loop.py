@@ -70,6 +70,9 @@ class History:
 
 def evaluate(params, cfg, x_uint8, y, mean, std, batch_size=500):
     """Mean cross-entropy (no smoothing) and top-1 accuracy on uint8 images [N, H, W, 3]."""
+    if len(y) == 0 or len(x_uint8) != len(y):
+        raise ValueError(f"evaluate: {len(x_uint8)} images and {len(y)} labels; give at least one test image "
+                         f"and one label per image")
     logits = parallel.predict(params, x_uint8, cfg, batch_size, transform=lambda b: to_model_input(b, mean, std))
     total_loss = 0.0
     for s in range(0, len(y), batch_size):                         # batch means, weighted by batch size
@@ -157,6 +160,9 @@ def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Pa
     if tc.max_train:
         x_train, y_train = x_train[:tc.max_train], y_train[:tc.max_train]
     n_train = len(y_train)
+    if n_train == 0 or len(data.y_test) == 0:
+        raise ValueError(f"dataset {data.name} has {n_train} training and {len(data.y_test)} test images; training "
+                         f"needs at least one of each")
     steps_per_epoch = max(1, n_train // tc.batch_size)          # drop_last, as the reference loader
     rngs = _rngs(tc.seed)
     frozen = M.frozen_params(cfg)
@@ -166,15 +172,19 @@ def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Pa
         opt = SGD(tc.lr, momentum=tc.momentum, nesterov=tc.nesterov, weight_decay=tc.weight_decay, frozen=frozen)
     history, start_epoch, start_step, perm, running = History(), 0, 0, None, None
     if resume is not None:
-        params, history, start_epoch, start_step, perm, running = _restore(resume, cfg, tc, opt, rngs)
+        params, history, start_epoch, start_step, perm, running = _restore(resume, cfg, tc, opt, rngs, data)
         prog.line(f"resumed from {resume} at epoch {start_epoch + 1}, step {start_step}")
     elif params is None:
         params = M.init_params(cfg, rngs["init"])
     else:
         M.check_params(params, cfg)
+        bad = [k for k, v in params.items() if not np.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"the starting parameters {bad[:3]}{' ...' if len(bad) > 3 else ''} hold NaN or inf; "
+                             f"start from finite weights (an earlier checkpoint, or none)")
 
     from ..preprocess import record
-    meta = {"dataset": data.name, "epochs": tc.epochs, "seed": tc.seed,
+    meta = {"dataset": data.name, "epochs": tc.epochs, "seed": tc.seed, "data_fingerprint": data_fingerprint(data),
             "preprocess": record(data)}                # mean, std, size, class names: travel with the weights
     running = dict(running) if running else {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
 
@@ -240,13 +250,29 @@ def train(cfg: M.CCTConfig, data: Dataset, tc: TrainConfig, checkpoint: str | Pa
     return params, history, meta
 
 
-def _restore(resume, cfg, tc, opt, rngs):
+def data_fingerprint(data) -> str:
+    """A cheap identity of a dataset (name, shapes, all labels, every ~256th image of each split): a resume
+    on other images (another --dataset or --data-seed) is refused instead of silently continuing on them."""
+    import hashlib
+    h = hashlib.sha256(f"{data.name} {data.x_train.shape} {data.x_test.shape}".encode())
+    for a in (data.y_train, data.y_test, data.x_train[::max(1, len(data.x_train) // 256)],
+              data.x_test[::max(1, len(data.x_test) // 256)]):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _restore(resume, cfg, tc, opt, rngs, data=None):
     """State of an interrupted run from its checkpoint: parameters, optimizer state and generator states
     (restored in place), history, epoch, step, data order and the running sums of the interrupted epoch."""
     params, _, meta, opt_state = load_checkpoint(resume, expect_config=cfg)
     state = meta.get("train_state")
     if state is None:
         raise ValueError(f"{resume} holds no training state (it was not written by minicct.train.loop)")
+    if data is not None and (meta.get("dataset", data.name) != data.name or meta.get(
+            "data_fingerprint", data_fingerprint(data)) != data_fingerprint(data)):
+        raise ValueError(f"{resume} was trained on {meta.get('dataset')} (images {meta.get('data_fingerprint')}), "
+                         f"but this run gives {data.name} (images {data_fingerprint(data)}): other images. Resume "
+                         f"with the same --dataset and --data-seed as the interrupted run")
     if state["train_config"] != asdict(tc):
         raise ValueError(f"{resume} was trained with other settings: {state['train_config']}; "
                          f"resume with the same TrainConfig")
