@@ -659,7 +659,7 @@ def cmd_replicate(args):
               + (" (mixed: a row whose spans got different verdicts)" if "mixed" in counts else "")
               + f"  ({time.time() - t0:.0f} s)", flush=True)
         checks = " ".join(r.get("null_check", "") for r in res["rows"])
-        if res["config"].get("null_draws"):
+        if res.get("config", {}).get("null_draws"):
             print(f"against the label-permutation null ({res['config']['null_draws']} draw(s) per seed): "
                   f"'not label-driven' {checks.count('not label-driven')} times, 'label-driven' "
                   f"{checks.count('label-driven') - checks.count('not label-driven')} times (column 5)")
@@ -848,7 +848,6 @@ def main(argv=None):
                    help="record this dataset's mean, std and class names (for a checkpoint that records none: "
                         "give the data it was trained on)")
     p.add_argument("--no-download", action="store_true", help="with --dataset: never download")
-    p.add_argument("--out", required=True, help="destination: .pth (PyTorch) or .npz (minicct)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
     p.set_defaults(func=cmd_export)
 

@@ -1472,7 +1472,7 @@ def case_cifar_pickle_huge_array(tmp):
 
 @case("24-error")
 def case_lib_group_agreement_bad_groups(tmp):
-    from minicct.analysis.report import group_agreement
+    from minicct.analysis.nulls import group_agreement
     return _expect_error(lambda: group_agreement([[0, 5], [1, 2]], {"g": np.array([0, 0, 1])}, n_draws=10),
                          "groups")
 

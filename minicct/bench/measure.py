@@ -212,7 +212,7 @@ class PartTimer:
     """
 
     STAGES = {  # (caller, stage function) -> part
-        **{(c, f"tokenizer_stage_{d}"): "tokenizer" for c in ("forward", "backward") for d in ("forward", "backward")},
+        **{(c, f"tokenizer_stage_{d}"): "tokenizer" for c in ("_forward", "backward") for d in ("forward", "backward")},
         **{(c, f"{n}_{d}"): "pool+head" for c in ("forward_from", "backward") for n in ("seqpool", "linear")
            for d in ("forward", "backward")},
         **{(c, f"layernorm_{d}"): "norms" for c in ("forward_from", "backward", "encoder_forward", "encoder_backward")

@@ -115,17 +115,11 @@ def _err(path, msg):
     return ValueError(f"{path}: {msg}\nExpected layout: {FORMAT_HELP}")
 
 
-def _header_shapes(z, key):
-    """Shape and dtype of one member without reading its data."""
-    with z.zip.open(key + ".npy") as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(f)
-    return shape, dtype
 
 
-def _layout_entry(z, key, path):
-    v = np.asarray(z[key])
+def _layout_entry(zf, key, path):
+    from .npz_read import read_npy
+    v = np.asarray(read_npy(zf, path, key))
     if v.dtype.kind != "U" or v.ndim != 0 or str(v) not in LAYOUTS:
         raise _err(path, f"{key!r} must be one string, one of {', '.join(LAYOUTS)}; got {v!r}")
     return str(v)
@@ -139,6 +133,7 @@ def read_features(path, layout: str | None = None) -> FeatureSet:
     "NHWC" for 4-D); a recorded layout that differs is an error. A 3-D site with no layout anywhere is refused."""
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    from .npz_read import npy_header, open_npz, read_npy
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no features file at {path}")
@@ -186,7 +181,7 @@ def read_features(path, layout: str | None = None) -> FeatureSet:
         for k, v in y.items():
             if v.size and (v.min() < 0 or v.max() >= K):
                 raise _err(path, f"{k} has labels {v.min()}..{v.max()}, expected 0..{K - 1}")
-        file_layout = _layout_entry(z, "layout", path) if "layout" in files else None
+        file_layout = _layout_entry(zf, "layout", path) if "layout" in files else None
         shapes, layouts = {}, {}
         for s in sites:
             got = {}
@@ -208,7 +203,7 @@ def read_features(path, layout: str | None = None) -> FeatureSet:
             nd = len(got["train"])
             if len(got["test"]) != nd:
                 raise _err(path, f"site {s!r}: train is {got['train']}, test {got['test']}; same rank needed")
-            recorded = _layout_entry(z, f"layout/{s}", path) if f"layout/{s}" in files else (
+            recorded = _layout_entry(zf, f"layout/{s}", path) if f"layout/{s}" in files else (
                 file_layout if file_layout is not None and LAYOUTS[file_layout] == nd else None)
             if recorded is not None and layout is not None and LAYOUTS[layout] == nd and layout != recorded:
                 raise _err(path, f"site {s!r} is recorded as {recorded} in the file, but layout {layout} was given")
@@ -216,7 +211,7 @@ def read_features(path, layout: str | None = None) -> FeatureSet:
                                                       else ("NCHW" if nd == 4 else None))
             if lay is None:
                 raise ValueError(
-                    f"{path}: site {s!r} is 3-D {got['train']} and the file does not say its layout: [N, T, D] "
+                    f"{path}: site {s!r} (train/{s}) is 3-D {got['train']} and the file does not say its layout: [N, T, D] "
                     f"(tokens x nodes, e.g. a transformer block's output) or [N, C, T] (channels first, e.g. a "
                     f"conv map flattened with out.flatten(2))? Read as the wrong one, positions become nodes "
                     f"silently. State it: --layout NTD or --layout NCT (python -m minicct snp-arrays), "
