@@ -44,9 +44,9 @@ CLAIM_NAMES = (("small_clusters", "", "nodes see small clusters"),
                ("sharpened", "SNR variants", "SNR variants (a)-(d) rise"),
                ("sharpened", "SNR", "SNR rises along the encoders"),
                ("sharpened", "noise", "noise falls along the encoders"),
+               ("andc", "FF linear2", "ANDC, FF linear2 of all encoders"),
                ("andc", "minus unpruned accuracy", "ANDC, last read-out: no accuracy loss"),
                ("andc", "selective", "ANDC, last read-out: selective"),
-               ("andc", "FF linear2", "ANDC, FF linear2 of all encoders"),
                ("heads_break_symmetry", "", "heads specialise (SI vs random heads)"),
                ("few_heads", "", "few heads per label (SHP vs random heads)"),
                ("heads_expert", "", "a head is an expert on its labels (ablation)"),
@@ -82,7 +82,7 @@ def verdict_counts(rows) -> str:
 def print_claims(claims: Claims, L: int):
     print(f"\nclaims on {Path(claims.checkpoint).name} ('A / B': tokenizer -> encoder {L} / encoder 1 -> encoder {L}):")
     for row in claims.rows:
-        print(f"  {claim_name(row) + ' (' + row['source'] + ')':<56} {short_verdict(row['verdict'], L)}")
+        print(f"  {claim_name(row) + ' (' + row['source'] + ')':<60} {short_verdict(row['verdict'], L)}")
     print(f"{len(claims.rows)} rows; verdicts: {verdict_counts(claims.rows)}  ({claims.seconds:.0f} s)")
     print(f"full table (measured values, nulls, rules): {claims.files['md']}\nfigure: {claims.files['png']}")
 
@@ -104,8 +104,8 @@ def main(argv=None):
         m = load_material(args, heads=h)
         L, name = m.cfg.num_layers, m.checkpoint.name
         title = f"{name}: {L} encoders x {m.cfg.num_heads} heads, {m.data.name}, read-out seeds {seeds[0]}..{seeds[-1]}"
-        clock.step(f"{name}: capture, {len(seeds) * (L + 1) * len(args.modes.split(','))} read-outs along the "
-                   f"encoders, then per seed the heads' read-outs and ANDC, then the nulls and head ablations ...")
+        print(f"{name}: capture, {len(seeds) * (L + 1) * len(args.modes.split(','))} read-outs along the encoders, "
+              f"then per seed the heads' read-outs and ANDC, then the nulls and head ablations:")
         res = replicate(m.params, m.cfg, m.data, seeds=seeds, modes=tuple(args.modes.split(",")), epochs=args.epochs,
                         retrain_epochs=1, threshold=0.3, n_train=args.n_train, n_draws=args.draws,
                         n_perm=args.n_perm, progress=lambda text, **_: clock.step(progress_text(text)))
