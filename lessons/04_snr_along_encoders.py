@@ -121,7 +121,7 @@ def main(argv=None):
                    f"seeds x tokenizer and {L} encoders, {args.epochs} epochs each) ...")
         vals, _ = seed_sweep(A_tr, y_tr, A_te, y_te, K, site_names(L, (site,)), modes, seeds, args.epochs,
                              args.threshold)                            # vals[mode][quantity]: [seeds, positions]
-        print(f"\nmean [95 % interval over read-out seeds {seeds}]\n")
+        print(f"each cell: mean [95 % interval over read-out seeds {', '.join(map(str, seeds))}]")
         for mode in modes:
             site_trends = [measure_trend(vals[mode][q.key], q) for q in QUANTITIES]
             print_trends(site, mode, site_trends, L)
