@@ -585,13 +585,8 @@ def cmd_export(args):
 
 
 def _row_verdict(text):
-    """One verdict per claims row: a row comparing several spans ("tokenizer -> enc 4: supported; enc 1 ->
-    enc 4: inconclusive") is 'mixed' when they differ."""
-    import re
-    parts = re.findall(r"\b(supported|contradicted|inconclusive)\b", str(text))
-    if not parts:
-        return str(text).split()[0] if str(text).split() else "none"
-    return parts[0] if len(set(parts)) == 1 else "mixed"
+    from .analysis.replicate import row_verdict
+    return row_verdict(text)
 
 
 def _verdict_list(rows, width=100):

@@ -4,7 +4,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _lessons import TINY, load_lesson as _lesson, tiny_checkpoint
+from _lessons import LESSONS, TINY, load_lesson, tiny_checkpoint
+
+
+def _lesson(name, data, monkeypatch):
+    """The lesson as a module, with lessons/ importable (its `import _common`) and the material's images = data."""
+    monkeypatch.syspath_prepend(str(LESSONS))
+    mod = load_lesson(name, data, monkeypatch)
+    if hasattr(mod, "_common"):
+        monkeypatch.setattr(mod._common, "load", lambda *a, **k: data)
+    return mod
 
 
 @pytest.fixture(scope="module")

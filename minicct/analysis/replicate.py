@@ -759,3 +759,13 @@ def head_verdicts(sweep, head_sites, head_dim, threshold=0.3, n_draws=200, seed=
             for n, r, p in zip(head_sites, res, p_adj)))
     out["text"] = "\n".join(lines)
     return out
+
+
+def row_verdict(text) -> str:
+    """One verdict per claims row: a row comparing several spans ("tokenizer -> enc 4: supported; enc 1 ->
+    enc 4: inconclusive") is 'mixed' when they differ, so verdict counts add up to the rows."""
+    import re
+    parts = re.findall(r"\b(supported|contradicted|inconclusive)\b", str(text))
+    if not parts:
+        return str(text).split()[0] if str(text).split() else "none"
+    return parts[0] if len(set(parts)) == 1 else "mixed"
