@@ -46,7 +46,7 @@ class Quantity:
 
 
 QUANTITIES = (Quantity("accuracy", "read-out accuracy %", 100, "rise"), Quantity("noise", "noise per node", 1, "fall"),
-              Quantity("snr", "SNR <S>/<N>", 1, "rise"))
+              Quantity("snr", "SNR <S>/<noise>", 1, "rise"))
 
 
 @dataclass

@@ -590,16 +590,22 @@ def _row_verdict(text):
 
 
 def _verdict_list(rows, width=100):
-    """claim -> verdict, one short line per row (the terminal's view of claims.md)."""
-    lines = []
+    """claim -> verdict: each claim once (shortened), then one short line per measured quantity (the terminal's
+    view of claims.md, which holds the numbers)."""
+    lines, last = [], None
     for i, r in enumerate(rows, 1):
         claim = " ".join(str(r["claim"]).split())
+        if claim != last:
+            head = f'  "{claim}"'
+            lines.append((head if len(head) <= width else head[:width - 2] + '…"') + f" ({r.get('source', '')})")
+            last = claim
         v = str(r["verdict"])
         if len(v) > 40:                                  # several spans or SNR variants: the row's verdict
             v = f"{_row_verdict(v)} (per part in claims.md)"
-        room = max(30, width - len(v) - 8)
-        claim = claim if len(claim) <= room else claim[:room - 1] + "…"
-        lines.append(f"{i:3d}. {claim} -> {v}")
+        what = " ".join(str(r.get("quantity", "")).split())
+        room = max(30, width - len(v) - 12)
+        what = what if len(what) <= room else what[:room - 1] + "…"
+        lines.append(f"    {i:2d}. {what} -> {v}")
     return "\n".join(lines)
 
 

@@ -91,7 +91,7 @@ def plot_along_encoders(report, path, site=None):
         axes[0].plot(x, [100 * r.accuracy for r in rs], "o-", label=label)
         axes[1].plot(x, [r.summary["mean_noise"] for r in rs], "o-", label=label)
         axes[2].plot(x, [r.summary["snr"] for r in rs], "o-", label=label)
-    for ax, t in zip(axes, ("read-out test accuracy (%)", "noise per node", "SNR = <S>/<N>")):
+    for ax, t in zip(axes, ("read-out test accuracy (%)", "noise per node", "SNR = <S>/<noise>")):
         ax.set_title(t)
         ax.set_xlabel("encoder (0 = tokenizer)")
         ax.grid(alpha=0.3)
@@ -112,7 +112,7 @@ def draw_null_band(ax, x, summaries, color, label=None, scale=1.0):
         ax.fill_between(x[ok], lo[ok], hi[ok], facecolor="none", edgecolor=color, hatch="///", lw=0, alpha=0.5)
 
 
-ALONG = (("accuracy", "read-out test accuracy (%)", 100), ("noise", "noise per node", 1), ("snr", "SNR = <S>/<N>", 1))
+ALONG = (("accuracy", "read-out test accuracy (%)", 100), ("noise", "noise per node", 1), ("snr", "SNR = <S>/<noise>", 1))
 
 
 def plot_along_encoders_sweep(sweep, path, quantities=ALONG, title=None):

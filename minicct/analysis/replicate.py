@@ -531,7 +531,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
         trends[(mode, "accuracy")] = trend_row("accuracy_rises", mode, "accuracy", "rise", "read-out accuracy", 100,
                                                " %")
     for mode in modes:
-        for q, want, name in (("snr", "rise", "SNR <S>/<N>"), ("noise", "fall", "noise per node")):
+        for q, want, name in (("snr", "rise", "SNR <S>/<noise>"), ("noise", "fall", "noise per node")):
             trends[(mode, q)] = trend_row("sharpened", mode, q, want, name, 1, "")
     variants = {q: (trend_verdict(vals["flat"][q], "rise"), trend_verdict(vals["flat"][q][:, 1:], "rise"))
                 for q in ("snr_a", "snr_b", "snr_c", "snr_d")}
@@ -542,7 +542,7 @@ def replicate(params, cfg, data, seeds=(0, 1, 2), modes=("flat", "mean", "seqpoo
             f"{q[-1]}: {n['null']['per_position'][0].fmt()} -> {n['null']['per_position'][-1].fmt()}"
             for q, n in vn.items())
         vcheck = "; ".join(f"{q[-1]}: {n['check']} (null {n['null']['verdict']})" for q, n in vn.items())
-    rows.append(_row("sharpened", f"SNR variants (a) labels/noise, (b) median S/N, (c) field ratio, (d) S/column "
+    rows.append(_row("sharpened", f"SNR variants (a) labels/noise, (b) median S/noise, (c) field ratio, (d) S/column "
                      f"noise, tokenizer -> encoder {L} (flat read-out)",
                      "; ".join(f"{q[-1]}: {t['per_position'][0].fmt()} -> {t['per_position'][-1].fmt()}"
                                for q, (t, _) in variants.items()), vnull,
@@ -687,7 +687,7 @@ def plot_claims_summary(result, path, title=""):
     cfg = result["config"]
     x = np.arange(cfg["num_layers"] + 1)
     ticks = ["tok"] + [f"enc {e + 1}" for e in range(cfg["num_layers"])]
-    for a, q, lab in ((ax[0], "accuracy", "read-out accuracy"), (ax[1], "snr", "SNR <S>/<N>")):
+    for a, q, lab in ((ax[0], "accuracy", "read-out accuracy"), (ax[1], "snr", "SNR <S>/<noise>")):
         for mode, per in result["positions"].items():
             m = np.array([s["mean"] for s in per[q]], dtype=float)
             lo = np.array([s["lo"] for s in per[q]], dtype=float)

@@ -68,8 +68,8 @@ SWEEP_QUANTITIES = ("accuracy", "clusters_per_node", "cluster_size", "labels_in_
 #: How tables print a quantity: name -> (label, scale, digits).
 LABELS = {"accuracy": ("read-out accuracy %", 100, 1), "clusters_per_node": ("clusters per node", 1, 2),
           "cluster_size": ("cluster size", 1, 2), "labels_in_clusters": ("labels in clusters", 1, 2),
-          "noise": ("noise per node", 1, 2), "snr": ("SNR <S>/<N>", 1, 2), "snr_a": ("SNR (a) labels/noise", 1, 2),
-          "snr_b": ("SNR (b) median S/N", 1, 2), "snr_c": ("SNR (c) field ratio", 1, 2),
+          "noise": ("noise per node", 1, 2), "snr": ("SNR <S>/<noise>", 1, 2), "snr_a": ("SNR (a) labels/noise", 1, 2),
+          "snr_b": ("SNR (b) median S/noise", 1, 2), "snr_c": ("SNR (c) field ratio", 1, 2),
           "snr_d": ("SNR (d) S/column noise", 1, 2), "single_node_accuracy": ("single-node accuracy %", 100, 1),
           "signal": ("signal <S>", 1, 2),
           "single_node_top_fraction": ("top-label fraction %", 100, 1)}
