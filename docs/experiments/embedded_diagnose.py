@@ -12,6 +12,9 @@ encoder's output:
     (noise cells of that kind / (nodes with a cluster x pairs of that kind));
   * how much of the noise is a class-independent field: the share of noise cells lying in a column j that
     passes the threshold for >= 3/4 of the K true labels (the node sends to output j whatever the input);
+  * the same at "tokens+pe", the tokenizer output plus the position embedding (the stream entering encoder 1),
+    to separate what the first encoder block does from what adding the class-independent embedding does;
+  * sizes: rms of the tokens, of their class-specific part and of the position embedding;
   * node class contrast: per node, (max_i - min_i) / max_i |Zbar[i, n]| of its token-averaged class means
     (median over nodes); a node whose class means are all alike passes many rows of its matrix.
 
@@ -96,25 +99,42 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", default="flat,mean")
+    ap.add_argument("--sites", default=None, help="only these positions (comma separated: tokens, tokens+pe, "
+                    "enc0.out, ...; default all)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     t0 = time.time()
     params, cfg, meta, _ = load_checkpoint(args.checkpoint, with_opt=False)
     data = load_dataset(args.dataset)
     K = cfg.num_classes
-    names = ["tokens"] + [f"enc{e}.out" for e in range(cfg.num_layers)]
+    captured = ["tokens"] + [f"enc{e}.out" for e in range(cfg.num_layers)]
     x_tr, y_tr = data.x_train[:args.n_train], data.y_train[:args.n_train]
-    A_tr = capture(params, cfg, x_tr, data.mean, data.std, names)
-    A_te = capture(params, cfg, data.x_test, data.mean, data.std, names)
+    A_tr = capture(params, cfg, x_tr, data.mean, data.std, captured)
+    A_te = capture(params, cfg, data.x_test, data.mean, data.std, captured)
+    names = list(captured)
+    if "classifier.positional_emb" in params:       # the stream entering encoder 1: tokens + position embedding
+        pe = params["classifier.positional_emb"]    # [1, T, D]
+        A_tr["tokens+pe"], A_te["tokens+pe"] = A_tr["tokens"] + pe, A_te["tokens"] + pe
+        names.insert(1, "tokens+pe")
+    if args.sites:
+        names = [n for n in names if n in args.sites.split(",")]
+    # sizes (root mean square over test images, tokens and nodes): the tokens, their class-specific part (per-class
+    # mean minus the mean over classes, per token and node) and the position embedding added to them
+    Abar, _ = class_means(A_te["tokens"], data.y_test, K)                         # [K, T, D]
+    scale = {"tokens_rms": float(np.sqrt(np.mean(A_te["tokens"].astype(np.float64) ** 2))),
+             "tokens_class_specific_rms": float(np.sqrt(np.mean((Abar - Abar.mean(0)) ** 2))),
+             "pe_rms": float(np.sqrt(np.mean(params["classifier.positional_emb"].astype(np.float64) ** 2)))
+             if "classifier.positional_emb" in params else None}
+    print("sizes (rms): " + ", ".join(f"{k} {v:.3f}" for k, v in scale.items() if v is not None), flush=True)
     print(f"{args.checkpoint} on {args.dataset}: captured {len(names)} sites for {len(y_tr)} + {len(data.y_test)} "
           f"images [{time.time() - t0:.0f} s]", flush=True)
     res = {"checkpoint": args.checkpoint, "dataset": args.dataset, "n_train": len(y_tr), "epochs": args.epochs,
-           "seed": args.seed, "sites": {}}
+           "seed": args.seed, "scale": scale, "sites": {}}
     for name in names:
         site = {"contrast": contrast(A_te[name], data.y_test, K)}
         for mode in args.modes.split(","):
             r = analyse_site(A_tr[name], y_tr, A_te[name], data.y_test, K, mode, args.epochs, seed=args.seed,
-                             site=name)
+                             site="tokens" if name == "tokens+pe" else name)    # site only labels the result
             site[mode] = {"accuracy": r.accuracy, "noise": r.summary["mean_noise"],
                           "cluster_size": r.summary["mean_cluster_size"],
                           "labels_in_clusters": r.summary["mean_labels_in_clusters"],
@@ -136,13 +156,13 @@ def main(argv=None):
                         for g in data.groups)
         print(line + f"  [{time.time() - t0:.0f} s]", flush=True)
     for mode in args.modes.split(","):
-        if "rate_by_relation" not in res["sites"]["tokens"][mode]:
+        if "rate_by_relation" not in res["sites"][names[0]][mode]:
             continue
         print(f"\nnoise rate per label pair, {mode} read-out (relation: {', '.join(sorted(data.groups))})")
-        keys = sorted(res["sites"]["tokens"][mode]["rate_by_relation"])
+        keys = sorted(res["sites"][names[0]][mode]["rate_by_relation"])
         print(f"{'relation':<42}" + "".join(f"{n:>10}" for n in names))
         for k in keys:
-            pairs = res["sites"]["tokens"][mode]["rate_by_relation"][k]["pairs"]
+            pairs = res["sites"][names[0]][mode]["rate_by_relation"][k]["pairs"]
             print(f"{k + f' ({pairs})':<42}" + "".join(
                 f"{res['sites'][n][mode]['rate_by_relation'].get(k, {}).get('rate', float('nan')):>10.3f}"
                 for n in names))
