@@ -8,7 +8,7 @@ lack (generator options of minicct/datasets/embedded.py; their defaults give the
                  object's colour no longer tells the label's colour family: less local colour evidence
     natural      natural=1: 1/f (photograph-like) colour texture in the background and over the objects, and
                  occluders painted over the main objects: clutter, occlusion, natural texture statistics
-    large        object_scale=1.5: main objects 1.5x larger (radius 5.1-6.8 px), nearer CIFAR's frame coverage
+    large        object_scale=1.5: main objects 1.5x larger (radius 4.6-6.8 px at difficulty 0.9), nearer CIFAR's frame coverage
     images2250   n_train_per_class=2250: 45,000 training images, as the real-CIFAR-10 runs (train45k)
     combined     natural=1 and object_scale=1.5 and hue_halfwidth=135 together
 

@@ -64,6 +64,11 @@ level, tint, low-frequency colour texture and a faint stripe pattern; 6 slots of
 probability 0.1 + 0.7 d; global gain and offset; Gaussian pixel noise of std (2 + 16 d) / 255. Names:
 "easy" = 0.2, "medium" = 0.5, "hard" = 0.8; `DEFAULT_DIFFICULTY` is the one every lesson uses.
 
+Generator options (`DEFAULT_OPTIONS`; keyword-only arguments of make_embedded / load_embedded / cache_path):
+hue_halfwidth (overlapping colour families), object_scale (larger main objects), natural (1/f texture and
+occluders). Their defaults give the images above byte for byte; docs/embedded_vs_real.md measures what each does
+to the SNP analysis (none makes it behave like real photographs; the default stays).
+
 Checked (logistic regressions, seed 0, every difficulty 0 .. 1): on a bag of random 5x5 patch features, shape
 and colour are read well but layout stays at chance (50 %); adding products of those features along a row and
 along a column (a pairwise, long-range interaction, as attention forms) lifts layout to 93-100 %.
