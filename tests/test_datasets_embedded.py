@@ -199,3 +199,97 @@ def test_corrupted_or_foreign_cache_is_regenerated(tmp_path):
 def test_cache_false_writes_nothing(tmp_path):
     ds = load_embedded(seed=0, root=tmp_path / "sub", cache=False, **SMALL)
     assert ds.meta["cache_file"] is None and not (tmp_path / "sub").exists()
+
+
+# ---------------------------------------------------------------------------------------- generator options
+# md5 of x_train, y_train, x_test, y_test of make_embedded(seed, 3, 2, d), computed with the generator before the
+# options existed (commit 151c6b0): the options' defaults must keep the default images byte for byte.
+DEFAULT_MD5 = {(0, 0.9): "0daf1602d01fd97c724a04eee2ac8ffe", (3, 0.0): "478a73f67aacb6c9abf4aded4e377c81",
+               (5, 1.0): "7433f1e221836fc5b860800e70b36568", (2, 0.5): "32cb46f5e4c63a55e4dd3667838b8600"}
+
+
+def _md5(ds):
+    import hashlib
+    m = hashlib.md5()
+    for k in ("x_train", "y_train", "x_test", "y_test"):
+        m.update(getattr(ds, k).tobytes())
+    return m.hexdigest()
+
+
+@pytest.mark.parametrize("seed, d", sorted(DEFAULT_MD5))
+def test_default_options_keep_the_default_images(seed, d):
+    assert _md5(make_embedded(seed, 3, 2, d)) == DEFAULT_MD5[(seed, d)]
+    explicit = make_embedded(seed, 3, 2, d, **emb.DEFAULT_OPTIONS)
+    assert _md5(explicit) == DEFAULT_MD5[(seed, d)] and explicit.meta["options"] == emb.DEFAULT_OPTIONS
+
+
+def test_default_cache_name_and_key_unchanged():
+    assert cache_path(seed=0, root="/x").name == "embedded-v1-seed0-k20-train500-test100-d0.9.npz"
+    assert cache_path(seed=0, root="/x", **emb.DEFAULT_OPTIONS) == cache_path(seed=0, root="/x")
+    assert emb._cache_key(0, 500, 100, 0.9) == emb._cache_key(0, 500, 100, 0.9, emb.resolve_options())
+    names = {cache_path(seed=0, root="/x", **o).name for o in
+             ({}, {"hue_halfwidth": 135}, {"object_scale": 1.5}, {"natural": 1.0}, {"natural": 0.5})}
+    assert len(names) == 5
+
+
+OPTIONS = [{"hue_halfwidth": 135.0}, {"object_scale": 1.5}, {"natural": 1.0},
+           {"natural": 1.0, "object_scale": 1.5, "hue_halfwidth": 135.0}]
+
+
+@pytest.mark.parametrize("opts", OPTIONS)
+def test_options_are_deterministic_keep_the_labels_and_change_the_images(opts):
+    kw = dict(seed=1, n_train_per_class=4, n_test_per_class=2, return_latents=True)
+    (a, la), (b, _), (base, lbase) = make_embedded(**kw, **opts), make_embedded(**kw, **opts), make_embedded(**kw)
+    assert _same(a, b)
+    assert not np.array_equal(a.x_train, base.x_train)
+    np.testing.assert_array_equal(a.y_train, base.y_train)     # same scenes: options draw after the defaults
+    np.testing.assert_array_equal(la["train"]["centers"], lbase["train"]["centers"])
+    np.testing.assert_array_equal(la["train"]["d_centers"], lbase["train"]["d_centers"])
+    assert a.meta["options"] == emb.resolve_options(**opts)
+    assert a.x_train.dtype == np.uint8 and a.x_train.shape == base.x_train.shape and a.x_train.std() > 10
+
+
+def test_hue_halfwidth_and_object_scale_act_on_their_latents():
+    labels = np.repeat(np.arange(20), 200)
+    base = draw_latents(np.random.default_rng(0), labels, 0.9)
+    wide = draw_latents(np.random.default_rng(0), labels, 0.9, hue_halfwidth=135.0, object_scale=1.5)
+    np.testing.assert_allclose(wide["radius"], 1.5 * base["radius"], rtol=1e-6)
+    centre = np.where(wide["colour"] == 0, 25.0, 205.0)[:, None]
+    off = (wide["hue"] - centre + 180.0) % 360.0 - 180.0
+    assert np.abs(off).max() <= 135.0 + 1e-3 and np.abs(off).max() > 120.0
+    # the families' hue ranges now overlap: some warm objects are nearer the cool centre than some cool ones
+    dist_cool = np.abs((wide["hue"] - 205.0 + 180.0) % 360.0 - 180.0)
+    warm = wide["colour"] == 0
+    assert dist_cool[warm].min() < dist_cool[~warm].max()
+
+
+def test_natural_adds_occluders_near_the_main_objects_and_texture():
+    kw = dict(seed=2, n_train_per_class=6, n_test_per_class=1, difficulty=0.9, return_latents=True)
+    ds, lat = make_embedded(natural=1.0, **kw)
+    base, lb = make_embedded(**kw)
+    L = lat["train"]
+    assert not any(k.startswith("o_") for k in lb["train"])
+    assert L["o_active"].shape == (120, emb.N_OCCLUDERS) and 0.4 < L["o_active"].mean() < 0.8
+    d = np.linalg.norm(L["o_centers"][:, :, None, :] - L["centers"][:, None, :, :], axis=-1).min(-1)   # [N, 3]
+    assert np.all(d <= 1.2 * np.sqrt(2) * L["radius"].max() + 1e-4)
+    # 1/f texture: more low-frequency (neighbouring-pixel-correlated) variance than the default background
+    var = lambda x: x.astype(np.float64).std()
+    assert var(ds.x_train) > var(base.x_train)
+
+
+@pytest.mark.parametrize("kwargs", [dict(hue_halfwidth=-1), dict(hue_halfwidth=200), dict(hue_halfwidth="wide"),
+                                    dict(object_scale=0.1), dict(object_scale=3), dict(natural=1.5),
+                                    dict(natural=-0.1), dict(natural=True), dict(object_scale=None)])
+def test_bad_options_raise_value_error(kwargs, tmp_path):
+    with pytest.raises(ValueError):
+        make_embedded(**SMALL, **kwargs)
+    with pytest.raises(ValueError):
+        load_embedded(root=tmp_path, **SMALL, **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_option_cache_round_trip(tmp_path):
+    first = load_embedded(seed=4, root=tmp_path, natural=1.0, **SMALL)
+    again = load_embedded(seed=4, root=tmp_path, natural=1.0, **SMALL)
+    assert _same(first, again) and _same(first, make_embedded(seed=4, natural=1.0, **SMALL))
+    assert first.meta["options"]["natural"] == 1.0 and first.meta["cache_file"].endswith("-n1.npz")

@@ -64,6 +64,11 @@ level, tint, low-frequency colour texture and a faint stripe pattern; 6 slots of
 probability 0.1 + 0.7 d; global gain and offset; Gaussian pixel noise of std (2 + 16 d) / 255. Names:
 "easy" = 0.2, "medium" = 0.5, "hard" = 0.8; `DEFAULT_DIFFICULTY` is the one every lesson uses.
 
+Generator options (`DEFAULT_OPTIONS`; keyword-only arguments of make_embedded / load_embedded / cache_path):
+hue_halfwidth (overlapping colour families), object_scale (larger main objects), natural (1/f texture and
+occluders). Their defaults give the images above byte for byte; docs/embedded_vs_real.md measures what each does
+to the SNP analysis (none makes it behave like real photographs; the default stays).
+
 Checked (logistic regressions, seed 0, every difficulty 0 .. 1): on a bag of random 5x5 patch features, shape
 and colour are read well but layout stays at chance (50 %); adding products of those features along a row and
 along a column (a pairwise, long-range interaction, as attention forms) lifts layout to 93-100 %.
@@ -118,6 +123,51 @@ LATENT_STRUCTURE = (
     f"family, centres >= {MIN_SEPARATION:g} px apart on one row or one column; each object's position has the "
     "same distribution in both layouts. Nuisance: size, rotation, exact hue, background texture and stripes, "
     "distractor shapes, gain, pixel noise, all scaled by `difficulty`.")
+
+
+#: Generator options, each modelling one property of real photographs that the default images lack (issue 20,
+#: docs/embedded_vs_real.md measures each). Their defaults give the default images byte for byte (same cache
+#: file, same key); any other value adds its own draws after all default ones, so it never alters the default
+#: stream, and it gets its own cache file.
+#:   hue_halfwidth: half-width (degrees) of the hue range around the colour family's centre; None = 20 + 25 d.
+#:       Above 90 the two families' ranges overlap, so one object's colour no longer tells its family for sure.
+#:   object_scale: factor on the main objects' radius (1 = U(3.6 - 0.6 d, 4.5) px); CIFAR objects fill much of
+#:       the frame, so class evidence reaches most tokens.
+#:   natural in [0, 1]: strength of natural-image statistics: a coloured 1/f ("pink", amplitude ~ 1/f as in
+#:       photographs) background texture of luminance std 0.12 natural (colour 0.05 natural), a multiplicative
+#:       1/f luminance texture over the whole image (objects included) of std 0.2 natural, and 3 occluder slots,
+#:       each present with probability 0.6 natural: a distractor-sized shape of any hue painted OVER the main
+#:       objects, centred within +-1.2 radius of one of them.
+DEFAULT_OPTIONS = {"hue_halfwidth": None, "object_scale": 1.0, "natural": 0.0}
+N_OCCLUDERS = 3
+
+
+def resolve_options(hue_halfwidth=None, object_scale=1.0, natural=0.0) -> dict:
+    """Checked generator options (see DEFAULT_OPTIONS) as a dict of floats (hue_halfwidth may be None)."""
+    def num(name, v, lo, hi):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not lo <= v <= hi:
+            raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+        return float(v)
+    return {"hue_halfwidth": None if hue_halfwidth is None else num("hue_halfwidth", hue_halfwidth, 0.0, 180.0),
+            "object_scale": num("object_scale", object_scale, 0.5, 2.0),
+            "natural": num("natural", natural, 0.0, 1.0)}
+
+
+def _options_tag(opts: dict) -> str:
+    """'' for the default options, else a '-h..-s..-n..' suffix for cache names and keys (non-default ones)."""
+    tag = ""
+    if opts["hue_halfwidth"] is not None:
+        tag += f"-h{opts['hue_halfwidth']:.6g}"
+    if opts["object_scale"] != 1.0:
+        tag += f"-s{opts['object_scale']:.6g}"
+    if opts["natural"] != 0.0:
+        tag += f"-n{opts['natural']:.6g}"
+    return tag
+
+
+def _main_half(object_scale: float) -> int:
+    """Half-width of a main object's drawing window: _MAIN_HALF at scale 1, grown with the radius."""
+    return _MAIN_HALF if object_scale <= 1.0 else int(np.ceil(_MAIN_HALF * object_scale))
 
 
 def class_names() -> list:
@@ -181,7 +231,8 @@ def _pair_coords(rng, n: int) -> np.ndarray:
     return pair
 
 
-def draw_latents(rng: np.random.Generator, labels: np.ndarray, difficulty: float) -> dict:
+def draw_latents(rng: np.random.Generator, labels: np.ndarray, difficulty: float, hue_halfwidth=None,
+                 object_scale: float = 1.0, natural: float = 0.0) -> dict:
     """Per-image scene parameters for the given labels (int64 [N]).
 
     Every random number is drawn independently of `difficulty` and only then scaled by it, so a seed gives
@@ -193,6 +244,10 @@ def draw_latents(rng: np.random.Generator, labels: np.ndarray, difficulty: float
         d_sat, d_val, d_alpha: float32 [N, 6]      (distractors)
         bg_lum, bg_hue, bg_sat, gain, offset: float32 [N]; stripe_amp, stripe_theta, stripe_period,
         stripe_phase: float32 [N]
+    Generator options (DEFAULT_OPTIONS; the defaults give the default scenes): hue_halfwidth replaces
+    20 + 25 d; object_scale multiplies the main radius; natural > 0 adds, after every default draw, the
+    occluders: o_active bool [N, 3]; o_shape int64 [N, 3]; o_centers float32 [N, 3, 2]; o_radius, o_angle,
+    o_hue, o_sat, o_val: float32 [N, 3].
     """
     d = difficulty
     n = labels.shape[0]
@@ -216,7 +271,7 @@ def draw_latents(rng: np.random.Generator, labels: np.ndarray, difficulty: float
         label=labels, shape=shape, colour=colour, layout=layout, centers=centers,
         radius=(3.6 - 0.6 * d) + (R_MAX - 3.6 + 0.6 * d) * u(n, 2),
         angle=np.deg2rad(40.0 * d) * (2 * u(n, 2) - 1),
-        hue=(family + (20.0 + 25.0 * d) * (2 * u(n, 2) - 1)) % 360.0,
+        hue=(family + (20.0 + 25.0 * d if hue_halfwidth is None else hue_halfwidth) * (2 * u(n, 2) - 1)) % 360.0,
         sat=1.0 - (0.15 + 0.35 * d) * u(n, 2),
         val=1.0 - 0.25 * u(n, 2),
         # distractors: any shape, any hue, smaller than every main object
@@ -240,6 +295,23 @@ def draw_latents(rng: np.random.Generator, labels: np.ndarray, difficulty: float
         gain=1.0 - 0.3 * d * u(n),
         offset=0.1 * d * (2 * u(n) - 1),
     )
+    if object_scale != 1.0:
+        lat["radius"] = lat["radius"] * object_scale
+    if natural > 0.0:  # occluders: drawn after every default draw, so the default scenes stay the same
+        m = N_OCCLUDERS
+        which = rng.integers(0, 2, (n, m))                                         # the main object occluded
+        near = centers[np.arange(n)[:, None], which]                               # [N, m, 2]
+        reach = 1.2 * lat["radius"][np.arange(n)[:, None], which][..., None]       # [N, m, 1]
+        lat.update(
+            o_active=u(n, m) < 0.6 * natural,
+            o_shape=rng.integers(0, len(SHAPES), (n, m)),
+            o_centers=np.clip(near + reach * (2 * u(n, m, 2) - 1), 0.0, IMG - 1.0),
+            o_radius=1.3 + (0.5 + 0.8 * d) * u(n, m),
+            o_angle=np.pi * u(n, m),
+            o_hue=360.0 * u(n, m),
+            o_sat=0.2 + 0.8 * u(n, m),
+            o_val=0.3 + 0.7 * u(n, m),
+        )
     return {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in lat.items()}
 
 
@@ -290,19 +362,19 @@ def shape_alpha(shape, dy, dx, radius, angle) -> np.ndarray:
     return np.clip(0.5 - sdf, 0.0, 1.0)
 
 
-def _paint(canvas, idx, centers, shape, radius, angle, rgb, opacity, half: int) -> None:
+def _paint(canvas, idx, centers, shape, radius, angle, rgb, opacity, half: int, pad: int = _PAD) -> None:
     """Alpha-blend one shape into each image canvas[idx], in place (canvas float32 [B, 3, 32 + 2 PAD, ..]).
 
     idx int [M] distinct image indices; centers float32 [M, 2] (y, x) in image pixels; shape, radius, angle,
     opacity [M]; rgb [M, 3]. The shape is drawn in a (2 half + 1)^2 window around its centre. Every image
-    gets one window, so the fancy-index write repeats no index.
+    gets one window, so the fancy-index write repeats no index. pad: the canvas padding (pixels per side).
     """
     offs = np.arange(-half, half + 1)
     w = offs.size
-    rows = np.rint(centers[:, 0]).astype(np.int64)[:, None] + offs + _PAD       # [M, w] canvas rows
-    cols = np.rint(centers[:, 1]).astype(np.int64)[:, None] + offs + _PAD       # [M, w] canvas columns
-    dy = np.repeat((rows - _PAD - centers[:, :1]).astype(np.float32)[:, :, None], w, 2)  # [M, w] -> [M, w, w]
-    dx = np.repeat((cols - _PAD - centers[:, 1:]).astype(np.float32)[:, None, :], w, 1)  # [M, w] -> [M, w, w]
+    rows = np.rint(centers[:, 0]).astype(np.int64)[:, None] + offs + pad        # [M, w] canvas rows
+    cols = np.rint(centers[:, 1]).astype(np.int64)[:, None] + offs + pad        # [M, w] canvas columns
+    dy = np.repeat((rows - pad - centers[:, :1]).astype(np.float32)[:, :, None], w, 2)   # [M, w] -> [M, w, w]
+    dx = np.repeat((cols - pad - centers[:, 1:]).astype(np.float32)[:, None, :], w, 1)   # [M, w] -> [M, w, w]
     a = shape_alpha(shape, dy, dx, radius, angle) * opacity[:, None, None]     # [M, w, w]
     bi, ri, ci = idx[:, None, None], rows[:, :, None], cols[:, None, :]
     win = canvas[bi, :, ri, ci]                                                  # [M, w, w, 3]
@@ -325,16 +397,33 @@ def _upsample_matrix(g: int, size: int = IMG) -> np.ndarray:
     return m
 
 
-def _render_batch(lat: dict, sl: slice, difficulty: float, rng: np.random.Generator, out: np.ndarray) -> None:
+def _pink_noise(rng: np.random.Generator, shape) -> np.ndarray:
+    """float32 [..., 32, 32] fields with a 1/f amplitude spectrum (natural-image statistics), each of zero mean
+    and unit std: white noise from rng, filtered by 1 / max(|f|, 1/32) in the Fourier domain (periodic)."""
+    white = rng.standard_normal(shape, np.float32)
+    f = np.hypot(np.fft.fftfreq(IMG)[:, None], np.fft.rfftfreq(IMG)[None, :])      # [32, 17] cycles per pixel
+    amp = 1.0 / np.maximum(f, 1.0 / IMG)
+    amp[0, 0] = 0.0
+    t = np.fft.irfft2(np.fft.rfft2(white) * amp, s=(IMG, IMG)).astype(np.float32)
+    t -= t.mean(axis=(-2, -1), keepdims=True)
+    t /= t.std(axis=(-2, -1), keepdims=True) + 1e-6
+    return t
+
+
+def _render_batch(lat: dict, sl: slice, difficulty: float, rng: np.random.Generator, out: np.ndarray,
+                  natural: float = 0.0, main_half: int = _MAIN_HALF) -> None:
     """Render the scenes lat[...][sl] into out (uint8 [B, 32, 32, 3]). Draws texture and noise from rng.
 
     Works channel-first, [B, 3, H, W], so that per-channel and per-image constants broadcast over long rows.
+    natural > 0 (an option, DEFAULT_OPTIONS) adds 1/f textures and paints the occluders o_* of lat; its draws
+    come before the pixel noise. main_half: the main objects' window half-width (_main_half(object_scale)).
     """
     d = difficulty
     L = {k: v[sl] for k, v in lat.items()}
     b = L["label"].shape[0]
-    canvas = np.zeros((b, 3, IMG + 2 * _PAD, IMG + 2 * _PAD), np.float32)
-    img = canvas[:, :, _PAD:_PAD + IMG, _PAD:_PAD + IMG]                           # view [B, 3, 32, 32]
+    pad = max(_PAD, main_half - 2)          # centres round to 3 .. 28: windows reach 3 - half .. 28 + half
+    canvas = np.zeros((b, 3, IMG + 2 * pad, IMG + 2 * pad), np.float32)
+    img = canvas[:, :, pad:pad + IMG, pad:pad + IMG]                               # view [B, 3, 32, 32]
 
     # background: tinted grey + low-frequency colour and luminance texture + faint stripes
     u4, u8 = _upsample_matrix(4), _upsample_matrix(8)
@@ -349,6 +438,9 @@ def _render_batch(lat: dict, sl: slice, difficulty: float, rng: np.random.Genera
     lum += L["stripe_amp"][:, None, None, None] * np.sin(phase)                    # [B, 1, 32, 32]
     img += lum                                                                     # [B, 3, 32, 32]
     img += hsv_to_rgb(L["bg_hue"], L["bg_sat"], L["bg_lum"])[:, :, None, None]    # [B, 3, 1, 1] tint
+    if natural > 0.0:                       # 1/f background texture: luminance + weaker colour
+        tex = _pink_noise(rng, (b, 4, IMG, IMG))
+        img += natural * (0.12 * tex[:, :1] + 0.05 * tex[:, 1:])
 
     # distractors first, then the two main objects on top
     for j in range(N_DISTRACTORS):
@@ -356,12 +448,20 @@ def _render_batch(lat: dict, sl: slice, difficulty: float, rng: np.random.Genera
         if on.size:
             _paint(canvas, on, L["d_centers"][on, j], L["d_shape"][on, j], L["d_radius"][on, j],
                    L["d_angle"][on, j], hsv_to_rgb(L["d_hue"][on, j], L["d_sat"][on, j], L["d_val"][on, j]),
-                   L["d_alpha"][on, j], _DIST_HALF)
+                   L["d_alpha"][on, j], _DIST_HALF, pad)
     everyone = np.arange(b)
     for j in range(2):
         _paint(canvas, everyone, L["centers"][:, j], L["shape"], L["radius"][:, j], L["angle"][:, j],
                hsv_to_rgb(L["hue"][:, j], L["sat"][:, j], L["val"][:, j]),
-               np.ones(b, np.float32), _MAIN_HALF)
+               np.ones(b, np.float32), main_half, pad)
+    if natural > 0.0:                       # occluders over the main objects, then a 1/f texture over everything
+        for j in range(N_OCCLUDERS):
+            on = np.flatnonzero(L["o_active"][:, j])
+            if on.size:
+                _paint(canvas, on, L["o_centers"][on, j], L["o_shape"][on, j], L["o_radius"][on, j],
+                       L["o_angle"][on, j], hsv_to_rgb(L["o_hue"][on, j], L["o_sat"][on, j], L["o_val"][on, j]),
+                       np.ones(on.size, np.float32), _DIST_HALF, pad)
+        img *= 1.0 + 0.2 * natural * _pink_noise(rng, (b, 1, IMG, IMG))
 
     # 255 (gain x + offset) + 0.5 + noise, clipped; the uint8 cast truncates, so this rounds
     img *= (255.0 * L["gain"])[:, None, None, None]
@@ -376,22 +476,26 @@ def _render_batch(lat: dict, sl: slice, difficulty: float, rng: np.random.Genera
 # ----------------------------------------------------------------------------------------------------------
 # public API
 
-def _make_split(seq: np.random.SeedSequence, n_per_class: int, difficulty: float):
-    """One split: a balanced, shuffled label list, its scenes and images (uint8 [N, 32, 32, 3])."""
+def _make_split(seq: np.random.SeedSequence, n_per_class: int, difficulty: float, opts: dict | None = None):
+    """One split: a balanced, shuffled label list, its scenes and images (uint8 [N, 32, 32, 3]).
+    opts: resolved generator options (resolve_options; None = the defaults)."""
+    opts = DEFAULT_OPTIONS if opts is None else opts
     scene_seq, pixel_seq = seq.spawn(2)
     rng = np.random.default_rng(scene_seq)
     labels = rng.permutation(np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), n_per_class))  # exactly balanced
-    lat = draw_latents(rng, labels, difficulty)
+    lat = draw_latents(rng, labels, difficulty, **opts)
     pixel_rng = np.random.default_rng(pixel_seq)
     x = np.empty((labels.size, IMG, IMG, 3), np.uint8)
     for start in range(0, labels.size, _BATCH):  # fixed batch size: the same bytes for the same arguments
         sl = slice(start, start + _BATCH)
-        _render_batch(lat, sl, difficulty, pixel_rng, x[sl])
+        _render_batch(lat, sl, difficulty, pixel_rng, x[sl], natural=opts["natural"],
+                      main_half=_main_half(opts["object_scale"]))
     return x, labels, lat
 
 
 def make_embedded(seed: int = 0, n_train_per_class: int = 500, n_test_per_class: int = 100,
-                  difficulty=DEFAULT_DIFFICULTY, return_latents: bool = False):
+                  difficulty=DEFAULT_DIFFICULTY, return_latents: bool = False, *, hue_halfwidth=None,
+                  object_scale=1.0, natural=0.0):
     """Generate the embedded dataset (no cache, no network).
 
     Args:
@@ -399,6 +503,8 @@ def make_embedded(seed: int = 0, n_train_per_class: int = 500, n_test_per_class:
         n_train_per_class, n_test_per_class: images per class (positive ints); the splits are exactly balanced.
         difficulty: float in [0, 1] or "easy" / "medium" / "hard" (0.2 / 0.5 / 0.8); see the module docstring.
         return_latents: also return the per-image scene parameters (see `draw_latents`).
+        hue_halfwidth, object_scale, natural: generator options (DEFAULT_OPTIONS, whose defaults give the
+            default images byte for byte); they are recorded in meta["options"].
     Returns:
         Dataset "embedded": x uint8 [K n, 32, 32, 3], y int64 [K n], K = 20, groups / group_names from
         `class_groups()`, mean / std = channel_stats(x_train); with return_latents, (dataset, {"train": dict,
@@ -408,39 +514,45 @@ def make_embedded(seed: int = 0, n_train_per_class: int = 500, n_test_per_class:
     n_train = _check_count("n_train_per_class", n_train_per_class)
     n_test = _check_count("n_test_per_class", n_test_per_class)
     d = resolve_difficulty(difficulty)
+    opts = resolve_options(hue_halfwidth, object_scale, natural)
     train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
-    x_train, y_train, lat_train = _make_split(train_seq, n_train, d)
-    x_test, y_test, lat_test = _make_split(test_seq, n_test, d)
-    ds = _assemble(x_train, y_train, x_test, y_test, seed, n_train, n_test, d)
+    x_train, y_train, lat_train = _make_split(train_seq, n_train, d, opts)
+    x_test, y_test, lat_test = _make_split(test_seq, n_test, d, opts)
+    ds = _assemble(x_train, y_train, x_test, y_test, seed, n_train, n_test, d, opts=opts)
     return (ds, {"train": lat_train, "test": lat_test}) if return_latents else ds
 
 
-def _assemble(x_train, y_train, x_test, y_test, seed, n_train, n_test, d, cache_file=None) -> Dataset:
+def _assemble(x_train, y_train, x_test, y_test, seed, n_train, n_test, d, cache_file=None, opts=None) -> Dataset:
     groups, group_names = class_groups()
     mean, std = channel_stats(x_train)
     meta = {"generator": GENERATOR_VERSION, "seed": seed, "difficulty": d, "n_train_per_class": n_train,
             "n_test_per_class": n_test, "latent_structure": LATENT_STRUCTURE,
             "attribute_kind": {"superclass": "local", "colour": "local", "layout": "long-range"},
             "min_center_distance": MIN_SEPARATION - 2 * (0.25 + 1.25 * d),
-            "cache_file": None if cache_file is None else str(cache_file)}
+            "cache_file": None if cache_file is None else str(cache_file),
+            "options": dict(DEFAULT_OPTIONS if opts is None else opts)}
     return Dataset(name="embedded", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                    class_names=class_names(), mean=mean, std=std, groups=groups, group_names=group_names,
                    meta=meta)
 
 
 def cache_path(seed: int = 0, n_train_per_class: int = 500, n_test_per_class: int = 100,
-               difficulty=DEFAULT_DIFFICULTY, root=None) -> Path:
-    """Where `load_embedded` keeps these arguments' dataset: <root or data_dir()>/embedded-....npz."""
+               difficulty=DEFAULT_DIFFICULTY, root=None, *, hue_halfwidth=None, object_scale=1.0,
+               natural=0.0) -> Path:
+    """Where `load_embedded` keeps these arguments' dataset: <root or data_dir()>/embedded-....npz
+    (non-default generator options add a -h..-s..-n.. tag before .npz; the default name is unchanged)."""
     d = resolve_difficulty(difficulty)
+    tag = _options_tag(resolve_options(hue_halfwidth, object_scale, natural))
     name = (f"{GENERATOR_VERSION}-seed{_check_seed(seed)}-k{NUM_CLASSES}"
             f"-train{_check_count('n_train_per_class', n_train_per_class)}"
-            f"-test{_check_count('n_test_per_class', n_test_per_class)}-d{d:.6g}.npz")
+            f"-test{_check_count('n_test_per_class', n_test_per_class)}-d{d:.6g}{tag}.npz")
     folder = data_dir() if root is None else Path(root).expanduser()
     return folder / name
 
 
-def _cache_key(seed, n_train, n_test, d) -> str:
-    return f"{GENERATOR_VERSION} seed={seed} k={NUM_CLASSES} train={n_train} test={n_test} d={d!r}"
+def _cache_key(seed, n_train, n_test, d, opts=None) -> str:
+    tag = "" if opts is None else _options_tag(opts)
+    return f"{GENERATOR_VERSION} seed={seed} k={NUM_CLASSES} train={n_train} test={n_test} d={d!r}{tag}"
 
 
 def _read_cache(path: Path, key: str, n_train: int, n_test: int):
@@ -482,7 +594,8 @@ def _write_cache(path: Path, key: str, **arrays) -> bool:
 
 
 def load_embedded(seed: int = 0, n_train_per_class: int = 500, n_test_per_class: int = 100,
-                  difficulty=DEFAULT_DIFFICULTY, root=None, cache: bool = True) -> Dataset:
+                  difficulty=DEFAULT_DIFFICULTY, root=None, cache: bool = True, *, hue_halfwidth=None,
+                  object_scale=1.0, natural=0.0) -> Dataset:
     """The embedded dataset, generated once and then read from an .npz cache.
 
     Same arguments as `make_embedded` (see there), plus:
@@ -496,15 +609,16 @@ def load_embedded(seed: int = 0, n_train_per_class: int = 500, n_test_per_class:
     n_train = _check_count("n_train_per_class", n_train_per_class)
     n_test = _check_count("n_test_per_class", n_test_per_class)
     d = resolve_difficulty(difficulty)
+    opts = resolve_options(hue_halfwidth, object_scale, natural)
     if not cache:
-        return make_embedded(seed, n_train, n_test, d)
-    path = cache_path(seed, n_train, n_test, d, root)
-    key = _cache_key(seed, n_train, n_test, d)
+        return make_embedded(seed, n_train, n_test, d, **opts)
+    path = cache_path(seed, n_train, n_test, d, root, **opts)
+    key = _cache_key(seed, n_train, n_test, d, opts)
     arrays = _read_cache(path, key, n_train, n_test)
     if arrays is None:
-        ds = make_embedded(seed, n_train, n_test, d)
+        ds = make_embedded(seed, n_train, n_test, d, **opts)
         arrays = ds.x_train, ds.y_train, ds.x_test, ds.y_test
         if not _write_cache(path, key, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
                             y_test=ds.y_test):
             return ds
-    return _assemble(*arrays, seed, n_train, n_test, d, cache_file=path)
+    return _assemble(*arrays, seed, n_train, n_test, d, cache_file=path, opts=opts)
