@@ -13,7 +13,7 @@ error, anything else a traceback) or returns one of
     "accepted"  a bad CLI value was accepted but gave a correct result (see HARMLESS_IF_ACCEPTED)
 Census (each case in its own process, address space capped at 3 GB, 120 s; peak RSS measured):
     python tests/fault_cases.py                       # this checkout
-    python tests/fault_cases.py --repo /work/wt/base  # another checkout (e.g. the baseline)
+    python tests/fault_cases.py --repo ../other-checkout  # another checkout (e.g. the baseline)
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from minicct.io.torch_io import from_params, save_state_dict
 REPO = Path(__file__).resolve().parents[1]
 TINY = (("embedding_dim", 16), ("num_heads", 2), ("num_layers", 1), ("img_size", 16), ("in_planes", 8),
         ("num_classes", 5))
-# cct_anchor 2.3 (sum of numel, the sine table included) and 2.4 (published top-1 %)
+# parameter counts (sum of numel, the sine table included) and published top-1 % of the official CCT release
 PARAM_COUNTS = {"cct_7_3x1_32": 3_760_139, "cct_7_3x1_32_sine": 3_760_139, "cct_7_3x1_32_c100": 3_783_269,
                 "cct_7_3x1_32_sine_c100": 3_783_269, "cct_7_7x2_224_sine": 4_573_735,
                 "cct_14_7x2_224": 22_367_273, "cct_14_7x2_384": 22_513_193, "cct_14_7x2_384_fl": None}
@@ -352,7 +352,7 @@ def test_cli_evaluate_pretrained_offline_is_a_clean_error(monkeypatch, capsys):
 # ------------------------------------------------------------------------------------------------ run time
 
 def test_forward_macs_match_the_anchor_table():
-    # cct_anchor 2.3, "+ attn matmuls" column
+    # the official release's cost table, "+ attn matmuls" column
     for name, gmac in (("cct_2_3x2_32", 0.0353), ("cct_7_3x1_32", 1.1816), ("cct_7_3x2_32", 0.2891),
                        ("cct_14_7x2_224", 5.5218), ("cct_14_7x2_384", 18.5801)):
         assert P.forward_macs(M.get_config(name)) / 1e9 == pytest.approx(gmac, abs=6e-4), name

@@ -23,7 +23,7 @@ Subcommands (run from the repository root; every heavy one under `nice -n 19` on
         --dataset npz:runs/data_natural.npz --seeds 2 --out runs/pos
         the per-position quantities of `python -m minicct replicate` (the seed_sweep call replicate makes, with
         the same seeds, epochs and capture batch) without its heads / ANDC / group claims, written as
-        runs/pos/<checkpoint stem>/claims.json, which /work/shared/tools/realism_check.py reads;
+        runs/pos/<checkpoint stem>/claims.json, which docs/check_realism.py reads;
     python docs/experiments/embedded_variants.py table runs/pos/*/claims.json
         the per-position accuracy / noise / cluster size of every mode, one block per file (Markdown).
 """

@@ -13,7 +13,7 @@
 set -e
 export OPENBLAS_NUM_THREADS=1
 PY=${PYTHON:-python}
-CHECK=${REALISM_CHECK:-/work/shared/tools/realism_check.py}
+CHECK=${REALISM_CHECK:-docs/check_realism.py}
 EPOCHS=${EPOCHS:-8}; WORKERS=${WORKERS:-1}; SEEDS=${SEEDS:-2}; READOUT_EPOCHS=${READOUT_EPOCHS:-10}
 for v in "$@"; do
   epochs=$EPOCHS; ntrain=""

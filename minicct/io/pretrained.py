@@ -6,7 +6,7 @@
 The registry holds the eight checkpoints the reference code lists (SHI-Labs/Compact-Transformers @ cd11f09,
 src/cct.py `model_urls`), each with its file name, its addresses (the current one at shi-labs.com first, then
 the older mirror at ix.cs.uoregon.edu the code used until PR #33), the model config (`model.get_config(name)`),
-the dataset it was trained on and the published top-1 accuracy (cct_anchor 2.4, README tables).
+the dataset it was trained on and the published top-1 accuracy (the official CCT README tables).
 
 HTTPS only. Weights are downloaded over HTTPS only: the old mirror is plain HTTP, so anyone on the path could
 substitute a file with the right shapes, which the checks below would then accept and pin. Plain-HTTP
@@ -25,10 +25,10 @@ A downloaded file that fails (a) or (b) is deleted; a file put in place by hand 
 
 Sine positional embedding. The `_sine` checkpoints were trained with the fixed sinusoidal table, which the
 reference HEAD no longer builds (its `_cct` factory drops the argument and then replaces the stored table with a
-random learnable one, cct_anchor 1.2). Here the table stored in the checkpoint is used as it is; its largest
+random learnable one, as in the official code). Here the table stored in the checkpoint is used as it is; its largest
 difference from the formula (model.sine_embedding) is reported in meta.
 
-Cost. A NumPy forward pass of CCT-7/3x1 costs about 1.18 GMAC per image (cct_anchor 2.3), i.e. minutes for
+Cost. A NumPy forward pass of CCT-7/3x1 costs about 1.18 GMAC per image (the official cost table), i.e. minutes for
 the 10,000 CIFAR test images on a CPU; `estimate_eval_seconds` measures the speed on this machine first.
 
 Files live in `data_dir()/pretrained/` (`$MINICCT_DATA/pretrained/` when that is set). `MINICCT_OFFLINE=1`
@@ -96,7 +96,7 @@ def _official(name, filename, dataset, top1, description, folder="pretrained"):
     return PretrainedWeights(name, filename, urls, dataset, top1, description)
 
 
-#: name -> PretrainedWeights. Accuracies: README of the reference at cd11f09 (cct_anchor 2.4).
+#: name -> PretrainedWeights. Accuracies: README of the reference at cd11f09.
 REGISTRY = {e.name: e for e in (
     _official("cct_7_3x1_32", "cct_7_3x1_32_cifar10_300epochs.pth", "cifar10", 96.53,
               "CCT-7/3x1, CIFAR-10, learnable PE, 300 epochs"),
@@ -325,7 +325,7 @@ def load_pretrained(name: str, download: bool = True, root=None, sha256: str | N
                 file=str(path), description=entry.description, sha256_status=status,
                 positional_embedding=cfg.positional_embedding)
     if cfg.positional_embedding == "sine":
-        # [CODE] the stored table is what the network was trained with; it is used as it is (cct_anchor 1.2)
+        # [CODE] the stored table is what the network was trained with; it is used as it is
         table = M.sine_embedding(cfg.seq_len, cfg.embedding_dim)          # [1, T, D]
         diff = float(np.abs(params["classifier.positional_emb"] - table).max())
         meta["sine_table_max_abs_diff"] = diff
@@ -340,7 +340,7 @@ def load_pretrained(name: str, download: bool = True, root=None, sha256: str | N
 # ----------------------------------------------------------------------------------------------- run time
 
 def forward_macs(cfg: M.CCTConfig) -> int:
-    """Multiply-accumulates of one image's forward pass, as cct_anchor 2.3 counts them ("+ attn matmuls"):
+    """Multiply-accumulates of one image's forward pass, as the official cost table counts them ("+ attn matmuls"):
 
         convs  sum_i c_in c_out k^2 H_i W_i        (H_i, W_i: conv output size of stage i)
         blocks L * (T (3 D^2 + D^2 + 2 D F)  +  2 T^2 D)     qkv, proj, the two MLP layers; QK^T and AV
