@@ -35,8 +35,8 @@ MATERIALS = {
 }
 EMBEDDED_NOTE = ("note: the embedded dataset does not behave like real images under this analysis. On real "
                  "CIFAR-10 (the default material) noise per node and cluster size fall and read-out accuracy "
-                 "rises from the tokenizer to the last encoder; on the embedded data noise and cluster size "
-                 "rise. Read its trends as a property of this synthetic data (docs/embedded_vs_real.md).")
+                 "rises from the tokenizer to the last encoder; on the embedded data the tokenizer is unusually "
+                 "clean and the noise jumps at encoder 1 before falling (docs/embedded_vs_real.md).")
 
 
 @dataclass
