@@ -28,6 +28,13 @@ def _short(names, n=14):
     return [s if len(s) <= n else s[:n - 1] + "." for s in names]
 
 
+def _encoder_axis(ax, depths):
+    """x axis of a plot along the model: 'tokenizer', then 'enc 1' .. 'enc L' (the lessons' numbering)."""
+    ax.set_xticks(depths)
+    ax.set_xticklabels(["tokenizer" if d == 0 else f"enc {d}" for d in depths])
+    ax.set_xlabel("position along the model")
+
+
 def pick_node(result) -> int:
     """A telling node of a SiteAnalysis: most labels in multi-label clusters, then the highest signal."""
     st = result.stats
@@ -93,7 +100,7 @@ def plot_along_encoders(report, path, site=None):
         axes[2].plot(x, [r.summary["snr"] for r in rs], "o-", label=label)
     for ax, t in zip(axes, ("read-out test accuracy (%)", "noise per node", "SNR = <S>/<noise>")):
         ax.set_title(t)
-        ax.set_xlabel("encoder (0 = tokenizer)")
+        _encoder_axis(ax, sorted({r.depth for r in report.results}))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     return _save(fig, path)
@@ -148,8 +155,11 @@ def plot_along_encoders_sweep(sweep, path, quantities=ALONG, title=None):
     ticks = sorted({i if external else s.depth for i, s in enumerate(sites)})
     for ax, (_, t, _) in zip(axes[0], quantities):
         ax.set_title(t)
-        ax.set_xticks(ticks)
-        ax.set_xlabel("site (file order)" if external else "encoder (0 = tokenizer)")
+        if external:
+            ax.set_xticks(ticks)
+            ax.set_xlabel("site (file order)")
+        else:
+            _encoder_axis(ax, ticks)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=6)
     fig.suptitle(title or f"mean [95 % interval] over {S} read-out seed(s); dashed, hatched: label-permutation null "
