@@ -231,6 +231,37 @@ def _init_from(args, params, icfg, cfg, data):
     return {k: params[k] for k in new}
 
 
+def _parser_train(sub):
+    """The `train` sub-command: its parser and options (handled by cmd_train)."""
+    p = sub.add_parser("train", help="train a CCT", description="Train a CCT variant on a dataset; writes an "
+                       ".npz checkpoint after every epoch (Ctrl-C saves and exits; --resume continues).")
+    p.add_argument("--model", default=None, help="variant: classroom (default), cct_2_3x2_32, cct_7_3x1_32, ... "
+                   "(python -m minicct info lists them)")
+    p.add_argument("--config-json", default=None, help='JSON of CCTConfig overrides, e.g. \'{"num_layers": 2}\'')
+    _add_data_args(p)
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--optimizer", default=None, choices=["adamw", "sgd"],
+                   help="default: sgd (Nesterov 0.9) for classroom, adamw (the reference's) otherwise")
+    p.add_argument("--lr", type=positive_float, default=None, help="default: 0.05 for sgd/classroom, 5.5e-4 for adamw")
+    p.add_argument("--weight-decay", type=nonneg_float, default=None, help="default: 5e-4 classroom, 0.06 otherwise")
+    p.add_argument("--warmup", type=nonneg_float, default=0.5, help="warm-up epochs (default 0.5)")
+    p.add_argument("--smoothing", type=smoothing_fraction, default=0.1, help="label smoothing (default 0.1)")
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--mixup", type=nonneg_float, default=0.0, help="mixup Beta alpha (0 = off)")
+    p.add_argument("--cutmix", type=nonneg_float, default=0.0, help="cutmix Beta alpha (0 = off)")
+    p.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training images")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--out", default="runs/model.npz", help="checkpoint path (default runs/model.npz)")
+    p.add_argument("--resume", default=None, help="continue from this checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
+    p.add_argument("--init", default=None, help="fine-tune: start from this checkpoint's weights (.npz, .pth or a "
+                   "training checkpoint; its config is used; a different class count gets a fresh fc)")
+    _add_checkpoint_args(p, what="--init")
+    p.add_argument("--plot", default=None, help="write the loss/accuracy plot (PNG) here")
+    p.set_defaults(func=cmd_train)
+
+
 def cmd_train(args):
     from . import model as M
     from .datasets import load
@@ -299,6 +330,22 @@ def cmd_train(args):
     return 0
 
 
+def _parser_evaluate(sub):
+    """The `evaluate` sub-command: its parser and options (handled by cmd_evaluate)."""
+    p = sub.add_parser("evaluate", help="test accuracy of a checkpoint or of official weights")
+    _add_checkpoint_args(p)
+    p.add_argument("--pretrained", default=None, help="official CCT weights, e.g. cct_7_3x1_32_c100 "
+                   "(downloaded once over HTTPS and cached)")
+    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror "
+                   "(unauthenticated; the file is still checked by its tensors and sha256 record)")
+    _add_data_args(p, default="auto")
+    p.add_argument("--batch-size", type=positive_int, default=250)
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test images")
+    p.add_argument("--out", default="runs/evaluate", help="folder for evaluation.json (top-1, top-5, per-class "
+                   "accuracy, confusion matrix) and confusion.png (default runs/evaluate; '' writes nothing)")
+    p.set_defaults(func=cmd_evaluate)
+
+
 def cmd_evaluate(args):
     from . import model as M
     from .datasets import load
@@ -344,6 +391,28 @@ def cmd_evaluate(args):
         print(f"metric recorded in the training checkpoint (epoch {meta.get('epoch', '?')}): "
               f"{meta['checkpoint_metric']:.4g}")
     return 0
+
+
+def _parser_snp(sub):
+    """The `snp` sub-command: its parser and options (handled by cmd_snp)."""
+    p = sub.add_parser("snp", help="the single-nodal-performance analysis of a checkpoint",
+                       description="Per-encoder read-outs, node field matrices, clusters, noise and SNR.")
+    _add_checkpoint_args(p, default="data/checkpoints/cifar10_classroom.npz")
+    p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
+    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
+    _add_data_args(p, default="auto")
+    p.add_argument("--site", default="out", choices=["out", "mha_heads", "mha_out", "ff_hidden", "all"])
+    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
+                   help="read-out modes, comma separated: flat,mean,seqpool")
+    p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
+    p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
+    p.add_argument("--n-train", type=positive_int, default=None, help="training images for the read-outs (default all)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="(first) read-out seed")
+    _add_null_args(p)
+    p.add_argument("--out", default="runs/snp", help="folder for the results (snp_results.json) and figures")
+    p.add_argument("--memory-gb", type=positive_float, default=5.0,
+                   help="memory for captured activations; less means more forward passes (default 5)")
+    p.set_defaults(func=cmd_snp)
 
 
 def cmd_snp(args):
@@ -423,6 +492,35 @@ def _print_sweep(sweep, seeds):
         for mode in sweep.modes:
             print()
             print(variance_table(sweep, mode, NULL_TABLE))
+
+
+def _parser_snp_arrays(sub):
+    """The `snp-arrays` sub-command: its parser and options (handled by cmd_snp_arrays)."""
+    from .io.features import FORMAT_HELP
+    p = sub.add_parser("snp-arrays", help="the SNP analysis of activations saved by any framework",
+                       description="Read-outs, node fields, clusters, noise, SNR (and with --head-dim the head "
+                       "analysis) of every site in a features file. " + FORMAT_HELP)
+    p.add_argument("features", help="FEATURES.npz (layout above)")
+    p.add_argument("--layout", default=None, choices=["NTD", "NCT", "NCHW", "NHWC"],
+                   help="layout of the arrays the file does not record one for: NTD = [N, tokens, nodes], NCT = "
+                        "[N, channels, positions] (e.g. out.flatten(2)); 4-D maps are NCHW unless NHWC is given")
+    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
+                   help="read-out modes, comma separated: flat,mean,seqpool")
+    p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
+    p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
+    p.add_argument("--n-train", type=positive_int, default=None, help="training rows for the read-outs (default all)")
+    p.add_argument("--head-dim", type=positive_int, default=None,
+                   help="nodes per attention head: also report head specialisation (and, with a null, its verdicts) "
+                        "for the attention-head sites (--head-sites; default: the sites named *.mha_heads)")
+    p.add_argument("--head-sites", default=None, metavar="SITES",
+                   help="comma-separated sites that are attention heads (D = heads x --head-dim); only these get "
+                        "head verdicts")
+    p.add_argument("--draws", type=positive_int, default=200, help="random node partitions for the head nulls")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="(first) read-out seed")
+    _add_null_args(p)
+    p.add_argument("--out", default=None, help="folder for snp_arrays_results.json (written first) and the figures "
+                   "(default: print only)")
+    p.set_defaults(func=cmd_snp_arrays)
 
 
 def cmd_snp_arrays(args):
@@ -543,6 +641,23 @@ def torch_snippet(cfg, out, pre=None) -> str:
                                  preprocess=normalize_line(pre), classes=classes)
 
 
+def _parser_export(sub):
+    """The `export` sub-command: its parser and options (handled by cmd_export)."""
+    p = sub.add_parser("export", help="write a checkpoint as a PyTorch state_dict (or as a minicct .npz)",
+                       description="Convert any checkpoint minicct reads (.npz, .pth, training checkpoint) to a "
+                       ".pth that torch.load(weights_only=True) and the official CCT class load (--out X.pth), "
+                       "or to a minicct .npz (--out X.npz). Prints the PyTorch lines that load it.")
+    _add_checkpoint_args(p)
+    p.add_argument("--out", required=True, help="destination: .pth (PyTorch; its preprocessing goes to the "
+                   ".json beside it) or .npz (minicct)")
+    p.add_argument("--dataset", default=None, type=_dataset_name, metavar="NAME",
+                   help="record this dataset's mean, std and class names (for a checkpoint that records none: "
+                        "give the data it was trained on)")
+    p.add_argument("--no-download", action="store_true", help="with --dataset: never download")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
+    p.set_defaults(func=cmd_export)
+
+
 def cmd_export(args):
     from .io.torch_io import from_params, save_state_dict
     from .io.npz_checkpoint import save_checkpoint
@@ -607,6 +722,41 @@ def _verdict_list(rows, width=100):
         what = what if len(what) <= room else what[:room - 1] + "…"
         lines.append(f"    {i:2d}. {what} -> {v}")
     return "\n".join(lines)
+
+
+def _parser_replicate(sub):
+    """The `replicate` sub-command: its parser and options (handled by cmd_replicate)."""
+    p = sub.add_parser("replicate", help="the claims table: each claim of the paper, measured over read-out seeds",
+                       description="For each checkpoint: the paper's claims, each measured over --seeds read-out "
+                       "seeds with its 95 %% interval, against its null or baseline, with a verdict (supported / "
+                       "contradicted / inconclusive). Writes claims.json, claims.md and claims.png.")
+    p.add_argument("--checkpoint", nargs="+", default=["data/checkpoints/cifar10_classroom.npz",
+                   "data/checkpoints/cifar10_classroom_4heads.npz"],
+                   help="one or more checkpoints: minicct .npz, PyTorch .pth state_dicts or timm/SHI-Labs training "
+                        "checkpoints (default: the two committed classroom CCTs trained on real CIFAR-10; "
+                        "data/checkpoints/classroom*.npz are the embedded-data ones)")
+    _add_checkpoint_args(p, what="--init")              # --heads, --ema (for .pth files)
+    p.add_argument("--model", default=None, help="variant name to build for a .pth (classes come from the file)")
+    p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
+    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
+    _add_data_args(p, default="auto")
+    p.add_argument("--seeds", type=positive_int, default=3,
+                   help="number of read-out seeds (default 3; >= 2 for verdicts)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="first read-out seed (default 0)")
+    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
+                   help="read-out modes, comma separated; flat is required")
+    p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
+    p.add_argument("--retrain-epochs", type=positive_int, default=1,
+                   help="masked retraining epochs for ANDC and baselines")
+    p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
+    p.add_argument("--n-train", type=positive_int, default=None, help="training images for the read-outs (default all)")
+    p.add_argument("--draws", type=positive_int, default=200, help="random node partitions for the head nulls")
+    p.add_argument("--n-perm", type=positive_int, default=2000, help="random label sets per head ablation")
+    p.add_argument("--null-draws", type=nonneg_int, default=_null_draws_default(),
+                   help="label-permutation draws per read-out seed: every claim is also decided on read-outs trained "
+                        "with shuffled labels (0 = no null; default %(default)s, docs/nulls.md)")
+    p.add_argument("--out", default="runs/replicate", help="output folder (one subfolder per checkpoint)")
+    p.set_defaults(func=cmd_replicate)
 
 
 def cmd_replicate(args):
@@ -688,6 +838,16 @@ def _cache_entries(folder):
     return out
 
 
+def _parser_cache(sub):
+    """The `cache` sub-command: its parser and options (handled by cmd_cache)."""
+    p = sub.add_parser("cache", help="where the download and image caches are, their sizes; --clear deletes them",
+                       description="Caches (downloaded datasets, decoded image folders, official weights, the "
+                       "embedded dataset) live in $MINICCT_DATA, else data/ of a source checkout, else "
+                       "~/.cache/minicct. Lists them; --clear deletes them (committed checkpoints are kept).")
+    p.add_argument("--clear", action="store_true", help="delete every cache entry listed")
+    p.set_defaults(func=cmd_cache)
+
+
 def cmd_cache(args):
     import shutil
     from .datasets import data_dir
@@ -727,6 +887,12 @@ def replicate_out_dirs(out, names) -> list:
     return [out / p for p in picked]
 
 
+def _parser_info(sub):
+    """The `info` sub-command: its parser and options (handled by cmd_info)."""
+    p = sub.add_parser("info", help="list the model variants and their parameter counts")
+    p.set_defaults(func=cmd_info)
+
+
 def cmd_info(args):
     from . import __version__
     from . import model as M
@@ -752,147 +918,14 @@ def main(argv=None):
     ap.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("train", help="train a CCT", description="Train a CCT variant on a dataset; writes an "
-                       ".npz checkpoint after every epoch (Ctrl-C saves and exits; --resume continues).")
-    p.add_argument("--model", default=None, help="variant: classroom (default), cct_2_3x2_32, cct_7_3x1_32, ... "
-                   "(python -m minicct info lists them)")
-    p.add_argument("--config-json", default=None, help='JSON of CCTConfig overrides, e.g. \'{"num_layers": 2}\'')
-    _add_data_args(p)
-    p.add_argument("--epochs", type=positive_int, default=10)
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--optimizer", default=None, choices=["adamw", "sgd"],
-                   help="default: sgd (Nesterov 0.9) for classroom, adamw (the reference's) otherwise")
-    p.add_argument("--lr", type=positive_float, default=None, help="default: 0.05 for sgd/classroom, 5.5e-4 for adamw")
-    p.add_argument("--weight-decay", type=nonneg_float, default=None, help="default: 5e-4 classroom, 0.06 otherwise")
-    p.add_argument("--warmup", type=nonneg_float, default=0.5, help="warm-up epochs (default 0.5)")
-    p.add_argument("--smoothing", type=smoothing_fraction, default=0.1, help="label smoothing (default 0.1)")
-    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    p.add_argument("--mixup", type=nonneg_float, default=0.0, help="mixup Beta alpha (0 = off)")
-    p.add_argument("--cutmix", type=nonneg_float, default=0.0, help="cutmix Beta alpha (0 = off)")
-    p.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training images")
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--out", default="runs/model.npz", help="checkpoint path (default runs/model.npz)")
-    p.add_argument("--resume", default=None, help="continue from this checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
-    p.add_argument("--init", default=None, help="fine-tune: start from this checkpoint's weights (.npz, .pth or a "
-                   "training checkpoint; its config is used; a different class count gets a fresh fc)")
-    _add_checkpoint_args(p, what="--init")
-    p.add_argument("--plot", default=None, help="write the loss/accuracy plot (PNG) here")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("evaluate", help="test accuracy of a checkpoint or of official weights")
-    _add_checkpoint_args(p)
-    p.add_argument("--pretrained", default=None, help="official CCT weights, e.g. cct_7_3x1_32_c100 "
-                   "(downloaded once over HTTPS and cached)")
-    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror "
-                   "(unauthenticated; the file is still checked by its tensors and sha256 record)")
-    _add_data_args(p, default="auto")
-    p.add_argument("--batch-size", type=positive_int, default=250)
-    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test images")
-    p.add_argument("--out", default="runs/evaluate", help="folder for evaluation.json (top-1, top-5, per-class "
-                   "accuracy, confusion matrix) and confusion.png (default runs/evaluate; '' writes nothing)")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("snp", help="the single-nodal-performance analysis of a checkpoint",
-                       description="Per-encoder read-outs, node field matrices, clusters, noise and SNR.")
-    _add_checkpoint_args(p, default="data/checkpoints/cifar10_classroom.npz")
-    p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
-    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
-    _add_data_args(p, default="auto")
-    p.add_argument("--site", default="out", choices=["out", "mha_heads", "mha_out", "ff_hidden", "all"])
-    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
-                   help="read-out modes, comma separated: flat,mean,seqpool")
-    p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
-    p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
-    p.add_argument("--n-train", type=positive_int, default=None, help="training images for the read-outs (default all)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="(first) read-out seed")
-    _add_null_args(p)
-    p.add_argument("--out", default="runs/snp", help="folder for the results (snp_results.json) and figures")
-    p.add_argument("--memory-gb", type=positive_float, default=5.0,
-                   help="memory for captured activations; less means more forward passes (default 5)")
-    p.set_defaults(func=cmd_snp)
-
-    from .io.features import FORMAT_HELP
-    p = sub.add_parser("snp-arrays", help="the SNP analysis of activations saved by any framework",
-                       description="Read-outs, node fields, clusters, noise, SNR (and with --head-dim the head "
-                       "analysis) of every site in a features file. " + FORMAT_HELP)
-    p.add_argument("features", help="FEATURES.npz (layout above)")
-    p.add_argument("--layout", default=None, choices=["NTD", "NCT", "NCHW", "NHWC"],
-                   help="layout of the arrays the file does not record one for: NTD = [N, tokens, nodes], NCT = "
-                        "[N, channels, positions] (e.g. out.flatten(2)); 4-D maps are NCHW unless NHWC is given")
-    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
-                   help="read-out modes, comma separated: flat,mean,seqpool")
-    p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
-    p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
-    p.add_argument("--n-train", type=positive_int, default=None, help="training rows for the read-outs (default all)")
-    p.add_argument("--head-dim", type=positive_int, default=None,
-                   help="nodes per attention head: also report head specialisation (and, with a null, its verdicts) "
-                        "for the attention-head sites (--head-sites; default: the sites named *.mha_heads)")
-    p.add_argument("--head-sites", default=None, metavar="SITES",
-                   help="comma-separated sites that are attention heads (D = heads x --head-dim); only these get "
-                        "head verdicts")
-    p.add_argument("--draws", type=positive_int, default=200, help="random node partitions for the head nulls")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="(first) read-out seed")
-    _add_null_args(p)
-    p.add_argument("--out", default=None, help="folder for snp_arrays_results.json (written first) and the figures "
-                   "(default: print only)")
-    p.set_defaults(func=cmd_snp_arrays)
-
-    p = sub.add_parser("export", help="write a checkpoint as a PyTorch state_dict (or as a minicct .npz)",
-                       description="Convert any checkpoint minicct reads (.npz, .pth, training checkpoint) to a "
-                       ".pth that torch.load(weights_only=True) and the official CCT class load (--out X.pth), "
-                       "or to a minicct .npz (--out X.npz). Prints the PyTorch lines that load it.")
-    _add_checkpoint_args(p)
-    p.add_argument("--out", required=True, help="destination: .pth (PyTorch; its preprocessing goes to the "
-                   ".json beside it) or .npz (minicct)")
-    p.add_argument("--dataset", default=None, type=_dataset_name, metavar="NAME",
-                   help="record this dataset's mean, std and class names (for a checkpoint that records none: "
-                        "give the data it was trained on)")
-    p.add_argument("--no-download", action="store_true", help="with --dataset: never download")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("replicate", help="the claims table: each claim of the paper, measured over read-out seeds",
-                       description="For each checkpoint: the paper's claims, each measured over --seeds read-out "
-                       "seeds with its 95 %% interval, against its null or baseline, with a verdict (supported / "
-                       "contradicted / inconclusive). Writes claims.json, claims.md and claims.png.")
-    p.add_argument("--checkpoint", nargs="+", default=["data/checkpoints/cifar10_classroom.npz",
-                   "data/checkpoints/cifar10_classroom_4heads.npz"],
-                   help="one or more checkpoints: minicct .npz, PyTorch .pth state_dicts or timm/SHI-Labs training "
-                        "checkpoints (default: the two committed classroom CCTs trained on real CIFAR-10; "
-                        "data/checkpoints/classroom*.npz are the embedded-data ones)")
-    _add_checkpoint_args(p, what="--init")              # --heads, --ema (for .pth files)
-    p.add_argument("--model", default=None, help="variant name to build for a .pth (classes come from the file)")
-    p.add_argument("--pretrained", default=None, help="analyse official CCT weights instead")
-    p.add_argument("--allow-http", action="store_true", help="with --pretrained: also try the plain-HTTP mirror")
-    _add_data_args(p, default="auto")
-    p.add_argument("--seeds", type=positive_int, default=3,
-                   help="number of read-out seeds (default 3; >= 2 for verdicts)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="first read-out seed (default 0)")
-    p.add_argument("--modes", type=_modes, default="flat,mean,seqpool",
-                   help="read-out modes, comma separated; flat is required")
-    p.add_argument("--epochs", type=positive_int, default=10, help="read-out training epochs (default 10)")
-    p.add_argument("--retrain-epochs", type=positive_int, default=1,
-                   help="masked retraining epochs for ANDC and baselines")
-    p.add_argument("--threshold", type=fraction, default=0.3, help="threshold on V/max (default 0.3, authors')")
-    p.add_argument("--n-train", type=positive_int, default=None, help="training images for the read-outs (default all)")
-    p.add_argument("--draws", type=positive_int, default=200, help="random node partitions for the head nulls")
-    p.add_argument("--n-perm", type=positive_int, default=2000, help="random label sets per head ablation")
-    p.add_argument("--null-draws", type=nonneg_int, default=_null_draws_default(),
-                   help="label-permutation draws per read-out seed: every claim is also decided on read-outs trained "
-                        "with shuffled labels (0 = no null; default %(default)s, docs/nulls.md)")
-    p.add_argument("--out", default="runs/replicate", help="output folder (one subfolder per checkpoint)")
-    p.set_defaults(func=cmd_replicate)
-
-    p = sub.add_parser("info", help="list the model variants and their parameter counts")
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("cache", help="where the download and image caches are, their sizes; --clear deletes them",
-                       description="Caches (downloaded datasets, decoded image folders, official weights, the "
-                       "embedded dataset) live in $MINICCT_DATA, else data/ of a source checkout, else "
-                       "~/.cache/minicct. Lists them; --clear deletes them (committed checkpoints are kept).")
-    p.add_argument("--clear", action="store_true", help="delete every cache entry listed")
-    p.set_defaults(func=cmd_cache)
+    _parser_train(sub)
+    _parser_evaluate(sub)
+    _parser_snp(sub)
+    _parser_snp_arrays(sub)
+    _parser_export(sub)
+    _parser_replicate(sub)
+    _parser_info(sub)
+    _parser_cache(sub)
 
     for sp in sub.choices.values():  # --debug also after the subcommand; SUPPRESS keeps a top-level one
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

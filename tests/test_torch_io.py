@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minicct.io import torch_io
+from minicct.io import atomic, torch_io, torch_read
 from minicct.io.torch_io import CheckpointError, UnsafeCheckpointError, load_state_dict, save_state_dict
 
 FIX = Path(__file__).resolve().parent / "fixtures"
@@ -264,7 +264,7 @@ def test_writer_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch_io.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         save_state_dict({"a": np.zeros(3, np.float32)}, path)
     assert path.read_bytes() == before
@@ -571,7 +571,7 @@ def test_optimizer_storages_are_never_read(monkeypatch):
     """Only the storages of the chosen state_dict are read from the zip (lazy persistent_load)."""
     read = []
     real = torch_io._read_storage  # storages are read by _read_storage (bounded, no second copy)
-    monkeypatch.setattr(torch_io, "_read_storage", lambda zf, name, n, path: read.append(name) or real(zf, name, n, path))
+    monkeypatch.setattr(torch_read, "_read_storage", lambda zf, name, n, path: read.append(name) or real(zf, name, n, path))
     state, info = torch_io.load_checkpoint_state(FIX / "train_ckpt_cuda.pth")
     data = [n for n in read if "/data/" in n]
     assert len(data) == len(state) == info["storages_read"]
