@@ -28,8 +28,7 @@ def metrics(logits, y, num_classes: int) -> dict:
     pred = logits.argmax(1)
     k = min(5, K)
     topk = np.argpartition(-logits, k - 1, axis=1)[:, :k] if len(y) else np.zeros((0, k), np.int64)
-    conf = np.zeros((K, K), np.int64)
-    np.add.at(conf, (y, pred), 1)
+    conf = np.bincount(np.asarray(y, np.int64) * K + pred, minlength=K * K).reshape(K, K)   # [true, predicted]
     support = conf.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = np.where(support > 0, np.diag(conf) / np.maximum(support, 1), np.nan)

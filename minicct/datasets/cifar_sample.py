@@ -17,12 +17,12 @@ The channel statistics are those of the 45,000 training rows the real-data check
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from ..io.download import file_md5
 from .base import Dataset
 
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -44,14 +44,6 @@ def sample_dir() -> Path:
     return find_data("cifar10_sample")
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_sprite(path: Path) -> np.ndarray:
     """One ConvNetJS sprite sheet -> uint8 [1000, 32, 32, 3] (HWC)."""
     from PIL import Image
@@ -68,7 +60,7 @@ def load_cifar10_sample(root=None) -> Dataset:
     folder = Path(root) if root is not None else sample_dir()
     expected = dict(line.split()[::-1] for line in (folder / "MD5SUMS").read_text().splitlines() if line.strip())
     for name, md5 in expected.items():
-        got = _md5(folder / name)
+        got = file_md5(folder / name)
         if got != md5:
             raise ValueError(f"{folder / name}: md5 {got}, expected {md5} (MD5SUMS); the file was changed or "
                              f"truncated: restore it with `git checkout -- data/cifar10_sample`")
