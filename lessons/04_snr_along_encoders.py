@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import Clock, add_material_args, load_material
-from minicct.analysis.replicate import seed_sweep
+from minicct.analysis.nulls import NULL_DRAWS, sweep_with_null
 from minicct.analysis.report import capture
 from minicct.analysis.stats import trend_verdict
 from minicct.sites import site_names
@@ -60,13 +60,15 @@ class Trend:
     steps_against: int
     rule: str
     from_encoder_1: dict | None   # the same rule from encoder 1 to encoder L (None with one encoder)
+    null_check: str = ""          # the same trend under permuted labels (stats.null_check), "" without a null
 
 
-def measure_trend(values, q: Quantity) -> Trend:
+def measure_trend(values, q: Quantity, null_check="") -> Trend:
     """values: [seeds, positions] of one read-out mode and quantity, tokenizer first."""
     t = trend_verdict(values * q.scale, q.want)
     te = trend_verdict(values[:, 1:] * q.scale, q.want) if values.shape[1] > 2 else None
-    return Trend(q, t["per_position"], t["verdict"], t["total"], t["steps_with"], t["steps_against"], t["rule"], te)
+    return Trend(q, t["per_position"], t["verdict"], t["total"], t["steps_with"], t["steps_against"], t["rule"], te,
+                 null_check)
 
 
 def print_trends(site, mode, trends, L):
@@ -83,6 +85,8 @@ def print_trends(site, mode, trends, L):
         if t.from_encoder_1:
             print(f"     from encoder 1 to {L}: {t.from_encoder_1['verdict'].upper()}  (last - first "
                   f"{t.from_encoder_1['total'].fmt()})")
+        if t.null_check:
+            print(f"     against the label-permutation null: {t.null_check}")
     print()
 
 
@@ -119,11 +123,13 @@ def main(argv=None):
     for site in sites:
         clock.step(f"site {site}: {len(seeds) * (L + 1) * len(modes)} read-outs ({len(modes)} kinds x {len(seeds)} "
                    f"seeds x tokenizer and {L} encoders, {args.epochs} epochs each) ...")
-        vals, _ = seed_sweep(A_tr, y_tr, A_te, y_te, K, site_names(L, (site,)), modes, seeds, args.epochs,
-                             args.threshold)                            # vals[mode][quantity]: [seeds, positions]
+        sweep = sweep_with_null(A_tr, y_tr, A_te, y_te, K, site_names(L, (site,)), modes, seeds, args.epochs,
+                                args.threshold, args.null_draws)        # and with permuted labels
+        vals = sweep.real                                               # vals[mode][quantity]: [seeds, positions]
         print(f"each cell: mean [95 % interval over read-out seeds {', '.join(map(str, seeds))}]")
         for mode in modes:
-            site_trends = [measure_trend(vals[mode][q.key], q) for q in QUANTITIES]
+            site_trends = [measure_trend(vals[mode][q.key], q, sweep.trend(mode, q.key, q.want)["check"]
+                                         if args.null_draws else "") for q in QUANTITIES]
             print_trends(site, mode, site_trends, L)
             trends += site_trends
         figures.append(plot(vals, modes, site, L, Path(args.out) / f"along_encoders_{site}.png"))
@@ -145,6 +151,8 @@ def parse_args(argv):
     ap.add_argument("--seeds", type=int, default=3, help="read-out seeds (>= 2 for a verdict)")
     ap.add_argument("--epochs", type=int, default=5, help="read-out training epochs (authors: 200)")
     ap.add_argument("--threshold", type=float, default=0.3)
+    ap.add_argument("--null-draws", type=int, default=NULL_DRAWS,
+                    help=f"label-permutation runs per seed (default {NULL_DRAWS}; 0 = no null)")
     ap.add_argument("--n-train", type=int, default=None, help="training images for the read-outs (all)")
     ap.add_argument("--out", default="runs/04_snr", help="folder for the figure")
     return ap.parse_args(argv)
