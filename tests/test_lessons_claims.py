@@ -6,13 +6,7 @@ import pytest
 from _lessons import LESSONS, load_lesson, tiny_checkpoint
 
 
-def _lesson(name, data, monkeypatch):
-    """The lesson as a module, with lessons/ importable (its `import _common`) and the material's images = data."""
-    monkeypatch.syspath_prepend(str(LESSONS))
-    mod = load_lesson(name, data, monkeypatch)
-    if hasattr(mod, "_common"):
-        monkeypatch.setattr(mod._common, "load", lambda *a, **k: data)
-    return mod
+_lesson = load_lesson     # lessons/ importable and the material's images = data (tests/_lessons.py)
 
 
 @pytest.fixture(scope="module")

@@ -601,7 +601,7 @@ def run_snp_with_null(params, cfg, data, sites=("out",), modes=("flat", "mean", 
     run_snp with that seed, digit for digit), sweep = a NullSweep of every site (in run_snp's order).
     """
     import time as _time
-    from .report import CAPTURE_BATCH, SNPReport, capture, site_names
+    from .report import CAPTURE_BATCH, SNPReport, capture, capture_groups, site_names
     t0 = _time.time()
     say = progress or (lambda *a, **k: None)
     if data.num_classes != cfg.num_classes:
@@ -609,18 +609,7 @@ def run_snp_with_null(params, cfg, data, sites=("out",), modes=("flat", "mean", 
     seeds = [int(x) for x in seeds]
     names = site_names(cfg, sites, include_tokens)
     x_tr, y_tr, x_te, y_te = data.x_train[:n_train], data.y_train[:n_train], data.x_test, data.y_test
-    n_img = len(x_tr) + len(x_te)
-    per_name = {n: n_img * cfg.seq_len * (cfg.ff_dim if n.endswith("ff_hidden") else cfg.embedding_dim) * 4
-                for n in names}
-    groups, cur, size = [], [], 0.0
-    for n in names:                                   # greedy packing of capture passes under the budget
-        if cur and size + per_name[n] > max_capture_bytes:
-            groups.append(cur)
-            cur, size = [], 0.0
-        cur.append(n)
-        size += per_name[n]
-    if cur:
-        groups.append(cur)
+    groups = capture_groups(cfg, names, len(x_tr) + len(x_te), max_capture_bytes)
     parts, results = [], []
     for group in groups:
         say(f"capturing {', '.join(group)} for {len(x_tr)} training and {len(x_te)} test images ...", flush=True)

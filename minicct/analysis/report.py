@@ -201,6 +201,21 @@ class SNPReport:
                              ("1-node", "7.1f")], rows)
 
 
+def capture_groups(cfg, names, n_images, max_capture_bytes) -> list:
+    """Capture names packed greedily into forward passes whose float32 activations of n_images images fit in
+    max_capture_bytes (a site that alone exceeds it gets a pass of its own)."""
+    per_name = {n: n_images * cfg.seq_len * (cfg.ff_dim if n.endswith("ff_hidden") else cfg.embedding_dim) * 4
+                for n in names}
+    groups, cur, size = [], [], 0.0
+    for n in names:
+        if cur and size + per_name[n] > max_capture_bytes:
+            groups.append(cur)
+            cur, size = [], 0.0
+        cur.append(n)
+        size += per_name[n]
+    return groups + [cur] if cur else groups
+
+
 def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool"), include_tokens=True,
             epochs=READOUT_EPOCHS, threshold=AFCC_THRESHOLD, n_train=None, seed=0, out_dir=None, progress=print,
             batch_size=CAPTURE_BATCH, max_capture_bytes=5e9, acts=None, seeds=None, sweep=None,
@@ -227,23 +242,13 @@ def run_snp(params, cfg, data, sites=("out",), modes=("flat", "mean", "seqpool")
     names = site_names(cfg, sites, include_tokens)
     x_tr, y_tr = data.x_train[:n_train], data.y_train[:n_train]
     x_te, y_te = data.x_test, data.y_test
-    n_img = len(x_tr) + len(x_te)
-    per_name = {n: n_img * cfg.seq_len * (cfg.ff_dim if n.endswith("ff_hidden") else cfg.embedding_dim) * 4
-                for n in names}
-    groups_of_names, cur, size = [], [], 0.0
     if acts is not None:                              # already captured: one group, no forward pass
         missing = [n for n in names if n not in acts[0] or n not in acts[1]]
         if missing:
             raise ValueError(f"acts lacks the activations of {missing}; capture them or drop those sites")
-        groups_of_names, names = [list(names)], []
-    for n in names:                                   # greedy packing of capture passes under the budget
-        if cur and size + per_name[n] > max_capture_bytes:
-            groups_of_names.append(cur)
-            cur, size = [], 0.0
-        cur.append(n)
-        size += per_name[n]
-    if cur:
-        groups_of_names.append(cur)
+        groups_of_names = [list(names)]
+    else:
+        groups_of_names = capture_groups(cfg, names, len(x_tr) + len(x_te), max_capture_bytes)
     results, sweeps = [], []
     for group in groups_of_names:
         if acts is None:

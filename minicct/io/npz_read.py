@@ -109,13 +109,7 @@ def read_npy(zf, path, key, max_bytes: int | None = None) -> np.ndarray:
         with zf.open(info) as f:
             version = np.lib.format.read_magic(f)
             (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
-            pos = 0
-            while pos < nbytes:
-                piece = f.read(min(1 << 20, nbytes - pos))
-                if not piece:
-                    break
-                out[pos:pos + len(piece)] = np.frombuffer(piece, np.uint8)
-                pos += len(piece)
+            pos = read_into(f, out)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
         raise ValueError(f"{path}: array {key!r} cannot be read ({type(e).__name__}: {e}); the file is damaged") \
             from e
@@ -128,3 +122,16 @@ def read_npy(zf, path, key, max_bytes: int | None = None) -> np.ndarray:
     if not dtype.isnative and dtype.itemsize > 1:
         arr = arr.astype(dtype.newbyteorder("="))
     return arr if arr.flags.c_contiguous else np.array(arr, order="C")   # (ascontiguousarray makes 0-d 1-d)
+
+
+def read_into(f, out: np.ndarray) -> int:
+    """Fill the uint8 array `out` from the open file `f` in 1 MiB pieces (no second copy); returns the bytes read
+    (fewer than out.size if the file ends first)."""
+    pos, n = 0, out.size
+    while pos < n:
+        piece = f.read(min(1 << 20, n - pos))
+        if not piece:
+            break
+        out[pos:pos + len(piece)] = np.frombuffer(piece, np.uint8)
+        pos += len(piece)
+    return pos

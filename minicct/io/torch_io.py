@@ -84,14 +84,6 @@ from .torch_write import (  # noqa: F401
     _aligned_extra,
 )
 
-__all__ = [
-    "CheckpointError",
-    "UnsafeCheckpointError",
-    "TrainingArgs",
-    "describe",
-    "load_checkpoint_state",
-    "load_state_dict",
-    "save_state_dict",
-    "to_params",
-    "from_params",
-]
+from . import torch_read as _reader, torch_write as _writer  # noqa: E402
+
+__all__ = _reader.__all__ + _writer.__all__

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .npz_read import read_into
+
 __all__ = [
     "CheckpointError",
     "UnsafeCheckpointError",
@@ -521,13 +523,7 @@ def _read_storage(zf: zipfile.ZipFile, name: str, nbytes: int, path: Path) -> np
     out = np.empty(nbytes, np.uint8)
     try:
         with zf.open(name) as f:
-            pos = 0
-            while pos < nbytes:
-                piece = f.read(min(1 << 20, nbytes - pos))
-                if not piece:
-                    break
-                out[pos:pos + len(piece)] = np.frombuffer(piece, np.uint8)
-                pos += len(piece)
+            pos = read_into(f, out)
             if pos != nbytes or f.read(1):
                 raise CheckpointError(f"{path}: storage member {name!r} holds other than {nbytes} bytes; {_CORRUPT}")
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, struct.error) as e:
